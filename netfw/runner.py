@@ -1,0 +1,98 @@
+"""The only module that starts processes. Every command is an argument list, never a shell string."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+import sh
+from loguru import logger
+
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+
+
+class CommandError(Exception):
+    """A command exited with a code the caller did not accept."""
+
+    def __init__(self, result: Result, stdin: str | None = None):
+        self.result = result
+        self.stdin = stdin
+        super().__init__(self._message())
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return self.result.argv
+
+    @property
+    def code(self) -> int:
+        return self.result.code
+
+    @property
+    def stderr(self) -> str:
+        return self.result.stderr
+
+    def _message(self) -> str:
+        err = self.result.stderr.strip().replace("\n", " | ") or "(no stderr)"
+        msg = f"`{shlex.join(self.result.argv)}` exited {self.result.code}: {err}"
+        line = failing_input_line(self.result.stderr, self.stdin)
+        return f"{msg}\n{line}" if line else msg
+
+
+def failing_input_line(stderr: str, stdin: str | None, context: int = 5) -> str:
+    """For a *-restore error ('... line N failed'), the failing input line with `context` lines around it."""
+    if not stdin:
+        return ""
+    import re
+
+    m = re.search(r"line:? (\d+)", stderr)
+    if not m:
+        return ""
+    lines = stdin.splitlines()
+    n = int(m.group(1))
+    lo, hi = max(1, n - context), min(len(lines), n + context)
+    return "\n".join(f"{'>' if i == n else ' '}{i:5d}: {lines[i - 1]}" for i in range(lo, hi + 1))
+
+
+_commands: dict[str, sh.Command] = {}
+
+
+def _execute(argv: list[str], stdin: str | None, timeout: float | None) -> Result:
+    """Run one process through sh and return its result whatever its exit code (the mock point of unit tests)."""
+    # No `_timeout` unless asked: sh implements it by polling, which costs ~100 ms per command.
+    extra = {"_timeout": timeout} if timeout else {}
+    cmd = _commands.get(argv[0])
+    if cmd is None:
+        cmd = _commands[argv[0]] = sh.Command(argv[0])
+    proc = cmd(
+        *argv[1:],
+        _in=stdin,
+        _tty_out=False,
+        _ok_code=list(range(256)),
+        **extra,
+        _return_cmd=True,
+        _decode_errors="replace",
+    )
+    return Result(tuple(argv), proc.exit_code, str(proc), proc.stderr.decode(errors="replace"))
+
+
+def run(
+    argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,), timeout: float | None = None
+) -> Result:
+    """Run argv (with optional standard input); raise CommandError unless its exit code is in `ok`."""
+    logger.debug("run: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
+    try:
+        result = _execute(list(argv), stdin, timeout)
+    except sh.CommandNotFound:
+        raise CommandError(Result(tuple(argv), 127, "", f"{argv[0]}: command not found")) from None
+    except sh.TimeoutException:
+        raise CommandError(Result(tuple(argv), -1, "", f"timed out after {timeout}s"), stdin) from None
+    if result.code not in ok:
+        raise CommandError(result, stdin)
+    return result
