@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import names
-
-
-class InputError(ValueError):
-    """Bad input: the CLI prints it on one line and exits 2; nothing on the host was touched."""
+from .errors import InputError
 
 
 PROTOCOLS = ("ALL", "TCP", "UDP", "ICMP", "ICMPV6", "IPSEC")
@@ -34,7 +31,7 @@ class NicSpec:
 
     vm: int
     nic: int
-    bridge: str  # the VN bridge the tap is on, in the hypervisor namespace
+    bridge: str  # the VN bridge the tap is on, in the hypervisor namespace ("" when unknown: detach, verify)
     tap: str = ""  # default one-<vm>-<nic>
     mtu: int | None = None  # None: the tap's own MTU
     mac: str | None = None  # the NIC's MAC, for the MAC spoofing filter
@@ -48,7 +45,8 @@ class NicSpec:
     def __post_init__(self) -> None:
         try:
             names.check_ids(self.vm, self.nic)
-            names.check_ifname(self.bridge, "bridge")
+            if self.bridge:
+                names.check_ifname(self.bridge, "bridge")
             if not self.tap:
                 object.__setattr__(self, "tap", names.tap(self.vm, self.nic))
             names.check_ifname(self.tap, "tap")
@@ -56,3 +54,24 @@ class NicSpec:
             raise InputError(str(e)) from None
         if self.mtu is not None and not 68 <= self.mtu <= 65535:
             raise InputError(f"MTU {self.mtu} is out of range 68..65535")
+
+
+def spec_to_dict(spec: NicSpec) -> dict:
+    """A JSON-ready dict of spec (for the state directory and --json output)."""
+    from dataclasses import asdict
+
+    data = asdict(spec)
+    data["ips"] = list(spec.ips)
+    data["sg_ids"] = list(spec.sg_ids)
+    data["rules"] = None if spec.rules is None else [asdict(r) for r in spec.rules]
+    return data
+
+
+def spec_from_dict(data: dict) -> NicSpec:
+    """The inverse of spec_to_dict."""
+    fields = dict(data)
+    fields["ips"] = tuple(fields.get("ips") or ())
+    fields["sg_ids"] = tuple(fields.get("sg_ids") or ())
+    rules = fields.get("rules")
+    fields["rules"] = None if rules is None else tuple(Rule(**r) for r in rules)
+    return NicSpec(**fields)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from .errors import InputError
+
 IFNAME_MAX = 15
 CHAIN_MAX = 28
 IPSET_MAX = 31
@@ -28,17 +30,17 @@ ALIAS_PREFIX = "netfw"
 
 
 def check_ids(vm: int, nic: int) -> None:
-    """Raise ValueError unless vm and nic are in range."""
+    """Raise InputError unless vm and nic are in range."""
     if not 0 <= vm <= VM_MAX:
-        raise ValueError(f"VM id {vm} is out of range 0..{VM_MAX}")
+        raise InputError(f"VM id {vm} is out of range 0..{VM_MAX}")
     if not 0 <= nic <= NIC_MAX:
-        raise ValueError(f"NIC id {nic} is out of range 0..{NIC_MAX}")
+        raise InputError(f"NIC id {nic} is out of range 0..{NIC_MAX}")
 
 
 def check_ifname(name: str, what: str = "interface name") -> str:
-    """Return name if it is a valid Linux interface name, else raise ValueError."""
+    """Return name if it is a valid Linux interface name, else raise InputError."""
     if not _IFNAME_RE.match(name or "") or name in (".", ".."):
-        raise ValueError(
+        raise InputError(
             f"{what} {name!r} is not a valid interface name (1-15 characters, no '/', ':' or whitespace)"
         )
     return name
@@ -86,7 +88,7 @@ def chain(vm: int, nic: int, direction: str) -> str:
     """The per-NIC chain: direction 'i' (to the VM) or 'o' (from the VM). Always fits in 28 characters."""
     check_ids(vm, nic)
     if direction not in ("i", "o"):
-        raise ValueError(f"chain direction must be 'i' or 'o', not {direction!r}")
+        raise InputError(f"chain direction must be 'i' or 'o', not {direction!r}")
     return f"one-{vm}-{nic}-{direction}"
 
 

@@ -1,0 +1,127 @@
+"""The Python API behind the CLI: attach, detach, verify one VM NIC. Input errors raise InputError."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import names, probe, state, transaction
+from .model import InputError, NicSpec
+from .plan import plan_attach, plan_detach
+from .steps.base import Step, show
+
+TOOLS = ("ip", "nsenter", "sysctl", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save")
+
+
+@dataclass
+class Outcome:
+    """What an operation did (or, with dry_run, would do)."""
+
+    action: str
+    vm: int
+    nic: int
+    changed: list[str] = field(default_factory=list)  # the steps that changed something
+    commands: list[str] = field(default_factory=list)  # dry run: what would run
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "vm": self.vm, "nic": self.nic, "changed": self.changed,
+                "commands": self.commands}
+
+
+def check_host() -> None:
+    """The tools and the kernel support netfw needs, or InputError naming what is missing."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise InputError(f"missing tools: {', '.join(missing)} (Debian: apt-get install iproute2 iptables util-linux)")
+    if not os.path.isdir("/proc/sys/net/bridge"):
+        raise InputError("br_netfilter is not loaded: run `modprobe br_netfilter` on the hypervisor")
+
+
+def resolve(spec: NicSpec) -> int:
+    """Check the tap and the VN bridge as attach needs them; return the MTU to use. Read-only."""
+    ns = names.netns(spec.vm)
+    host = probe.links(None, [spec.tap, spec.bridge])
+    bridge = host.get(spec.bridge)
+    if bridge is None or probe.kind(bridge) != "bridge":
+        what = "does not exist" if bridge is None else f"is a {probe.kind(bridge) or 'plain link'}, not a bridge"
+        raise InputError(f"VN bridge {spec.bridge} {what}")
+    tap = host.get(spec.tap)
+    if tap is None:
+        tap = probe.links(ns, [spec.tap]).get(spec.tap)
+        if tap is None:
+            raise InputError(f"tap {spec.tap} does not exist")
+        if probe.master(tap) not in (names.bridge(spec.vm, spec.nic), None):
+            raise InputError(f"tap {spec.tap} is already attached to {probe.master(tap)} in {ns}")
+    elif probe.master(tap) != spec.bridge:
+        where = f"on {probe.master(tap)}" if probe.master(tap) else "on no bridge"
+        raise InputError(f"tap {spec.tap} is {where}, not on the VN bridge {spec.bridge}")
+    return spec.mtu or tap["mtu"]
+
+
+def _execute(action: str, spec: NicSpec, steps: list[Step], dry_run: bool) -> Outcome:
+    out = Outcome(action, spec.vm, spec.nic)
+    if dry_run:
+        for step in steps:
+            out.commands.append(f"# {step.describe()}")
+            out.commands.extend(show(step.commands()))
+        return out
+    out.changed = [s.describe() for s in transaction.run(steps)]
+    return out
+
+
+def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
+    """Put the NIC behind its firewall. Safe to repeat: a second run changes nothing."""
+    check_host()
+    root = state.state_dir(state_dir)
+    mtu = resolve(spec)
+    if dry_run:
+        return _execute("attach", spec, plan_attach(spec, mtu, root), True)
+    with state.vm_lock(root, spec.vm):
+        return _execute("attach", spec, plan_attach(spec, mtu, root), False)
+
+
+def recorded(vm: int, nic: int, root: Path) -> tuple[NicSpec, int] | None:
+    """The spec and MTU last applied to the NIC, from the state directory."""
+    return state.load(root, vm, nic)
+
+
+def _assumed(vm: int, nic: int, bridge: str | None = None) -> tuple[NicSpec, int]:
+    """Without a record: the default tap, and the VN bridge the veth end is on (names are recomputed, no state)."""
+    veth = probe.links(None, [names.veth_host(vm, nic)]).get(names.veth_host(vm, nic))
+    return NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500)
+
+
+def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | None = None,
+           bridge: str | None = None) -> Outcome:
+    """Take the NIC out of its firewall, tap back onto its VN bridge. Succeeds when parts are already gone.
+
+    The VN bridge is the one the veth end is on; `bridge` is only a fallback for when that end is gone too.
+    """
+    names.check_ids(vm, nic)
+    if bridge:
+        names.check_ifname(bridge, "bridge")
+    check_host()
+    root = state.state_dir(state_dir)
+    with state.vm_lock(root, vm):
+        spec, mtu = recorded(vm, nic, root) or _assumed(vm, nic, bridge)
+        return _execute("detach", spec, plan_detach(spec, mtu, root), dry_run)
+
+
+def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None) -> dict[int, list[str]]:
+    """{nic: drift} for one NIC or every recorded NIC of the VM; an empty list means everything holds."""
+    names.check_ids(vm, nic or 0)
+    root = state.state_dir(state_dir)
+    nics = [nic] if nic is not None else state.nics(root, vm)
+    if not nics:
+        raise InputError(f"VM {vm} has no attached NIC recorded in {root}")
+    report = {}
+    for n in nics:
+        found = recorded(vm, n, root)
+        drift = [] if found else [f"no state record for VM {vm} NIC {n} in {root}"]
+        spec, mtu = found or _assumed(vm, n)
+        for step in plan_attach(spec, mtu, root):
+            drift += step.check()
+        report[n] = drift
+    return report

@@ -1,0 +1,96 @@
+"""The Step contract shared by every kernel object netfw makes, and Reverse, which turns an attach step around."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+
+from .. import runner
+
+
+class Step(ABC):
+    """One kernel object or one move.
+
+    apply()    ensure the object is as attach wants it; safe to repeat; True when it changed something.
+    undo()     undo what the last apply() changed, and nothing else; tolerates "already gone".
+    teardown() ensure the object is gone (detach); safe to repeat; True when it removed something.
+    restore()  put back what the last teardown() removed.
+    check()    read-only: what differs from what apply() would make (empty list: all holds).
+    commands() the commands apply() runs on a host where nothing exists yet (for --dry-run).
+    A step whose apply() or teardown() fails part-way cleans up its own partial work before raising.
+    """
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+    @abstractmethod
+    def commands(self) -> list[tuple[list[str], str | None]]: ...
+
+    @abstractmethod
+    def apply(self) -> bool: ...
+
+    @abstractmethod
+    def undo(self) -> None: ...
+
+    @abstractmethod
+    def teardown(self) -> bool: ...
+
+    @abstractmethod
+    def restore(self) -> None: ...
+
+    @abstractmethod
+    def check(self) -> list[str]: ...
+
+    def teardown_commands(self) -> list[tuple[list[str], str | None]]:
+        """The commands teardown() runs when everything exists (for detach --dry-run)."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.describe()}>"
+
+
+class Reverse(Step):
+    """A detach step: applying it tears the object down, undoing it restores it."""
+
+    def __init__(self, step: Step):
+        self.step = step
+
+    def describe(self) -> str:
+        return f"remove {self.step.describe()}"
+
+    def commands(self):
+        return self.step.teardown_commands()
+
+    def apply(self) -> bool:
+        return self.step.teardown()
+
+    def undo(self) -> None:
+        self.step.restore()
+
+    def teardown(self) -> bool:
+        return self.step.apply()
+
+    def restore(self) -> None:
+        self.step.undo()
+
+    def check(self) -> list[str]:
+        return []
+
+
+def run_batch(argv: list[str], lines: list[str]) -> runner.Result:
+    """Run several `ip` commands in one process (`ip -batch -`); stops at the first that fails."""
+    return runner.run([*argv, "-batch", "-"], stdin="".join(line + "\n" for line in lines))
+
+
+def quote(text: str) -> str:
+    """Quote one `ip -batch` argument (the batch reader honours double quotes)."""
+    return '"' + text.replace('"', "") + '"' if (" " in text or not text) else text
+
+
+def show(commands: list[tuple[list[str], str | None]]) -> list[str]:
+    """Human-readable lines for commands() output: argv, then the stdin it gets, indented."""
+    out = []
+    for argv, stdin in commands:
+        out.append(shlex.join(argv))
+        out.extend(f"    {line}" for line in (stdin or "").splitlines())
+    return out

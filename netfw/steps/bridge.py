@@ -1,0 +1,98 @@
+"""FirewallBridge: one-br-<VM>-<NIC> inside the VM namespace, holding the tap and the veth end."""
+
+from __future__ import annotations
+
+from .. import names, probe, runner
+from .base import Step, quote, run_batch
+
+
+class FirewallBridge(Step):
+    def __init__(self, vm: int, nic: int, mtu: int):
+        self.ns, self.name, self.mtu = names.netns(vm), names.bridge(vm, nic), mtu
+        self.alias = names.alias(vm, nic, names.BRIDGE)
+        self._created = False
+        self._removed: dict | None = None
+
+    def describe(self) -> str:
+        return f"firewall bridge {self.name} in {self.ns} (mtu {self.mtu})"
+
+    def _lines(self) -> list[str]:
+        return [
+            f"link add {self.name} mtu {self.mtu} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
+            f"link set {self.name} alias {quote(self.alias)} up",
+        ]
+
+    def commands(self):
+        return [(probe.ip(self.ns, "-batch", "-"), "\n".join(self._lines()))]
+
+    def teardown_commands(self):
+        return [(probe.ip(self.ns, "link", "del", self.name), None)]
+
+    def _create(self) -> None:
+        # No explicit MAC, even on restore: the bridge then takes its lowest port's MAC again as the ports return.
+        self._created = True
+        run_batch(probe.ip(self.ns), self._lines())
+
+    def apply(self) -> bool:
+        """Create the bridge, or bring an existing one back to the options, MTU and state attach sets."""
+        self._created = False
+        link = probe.links(self.ns, [self.name]).get(self.name)
+        if link is None:
+            try:
+                self._create()
+            except BaseException:
+                self.undo()
+                raise
+            return True
+        if not self.check_link(link):
+            return False
+        run_batch(probe.ip(self.ns), [
+            f"link set {self.name} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
+            f"link set {self.name} mtu {self.mtu} alias {quote(self.alias)} up",
+        ])
+        return False  # an existing bridge is repaired, never deleted on undo
+
+    def _delete(self) -> None:
+        try:
+            runner.run(probe.ip(self.ns, "link", "del", self.name))
+        except runner.CommandError as e:
+            if not probe.is_gone(e):
+                raise
+
+    def undo(self) -> None:
+        if self._created:
+            self._delete()
+            self._created = False
+
+    def teardown(self) -> bool:
+        link = probe.links(self.ns, [self.name]).get(self.name)
+        self._removed = link
+        if link is not None:
+            self.mtu = link["mtu"]  # restore() recreates it as it was
+            self._delete()
+        return link is not None
+
+    def restore(self) -> None:
+        if self._removed is not None:
+            self._create()
+            self._removed = None
+
+    def check_link(self, link: dict | None) -> list[str]:
+        if link is None:
+            return [f"{self.ns}: bridge {self.name} is missing"]
+        drift = []
+        if probe.kind(link) != "bridge":
+            drift.append(f"{self.ns}: {self.name} is a {probe.kind(link)}, not a bridge")
+        for opt in ("nf_call_iptables", "nf_call_ip6tables"):
+            if probe.bridge_option(link, opt) != 1:
+                drift.append(f"{self.ns}: bridge {self.name} has {opt} off")
+        if link.get("mtu") != self.mtu:
+            drift.append(f"{self.ns}: bridge {self.name} has mtu {link.get('mtu')}, expected {self.mtu}")
+        if not probe.is_up(link):
+            drift.append(f"{self.ns}: bridge {self.name} is down")
+        if link.get("ifalias") != self.alias:
+            drift.append(f"{self.ns}: bridge {self.name} has alias {link.get('ifalias')!r}, expected {self.alias!r}")
+        return drift
+
+    def check(self) -> list[str]:
+        return self.check_link(probe.links(self.ns, [self.name]).get(self.name))

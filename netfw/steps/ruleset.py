@@ -1,0 +1,142 @@
+"""FamilyRuleset: one NIC's chains and FORWARD jumps of one family, loaded with a single atomic restore."""
+
+from __future__ import annotations
+
+from .. import probe, runner, tables
+from ..render import FamilyRules
+from .base import Step
+
+# What the restore tools are called; iptables-restore and friends apply a whole batch in one transaction.
+RESTORE = {"ip": ["iptables-restore", "--noflush"], "ip6": ["ip6tables-restore", "--noflush"],
+           "eb": ["ebtables-restore", "--noflush"]}
+
+
+class FamilyRuleset(Step):
+    """Ensure the NIC's chains hold exactly the rendered rules and the jumps to them exist once.
+
+    The chains are declared (which flushes them) and refilled in the same restore, so an update swaps the old rules
+    for the new in one kernel transaction: the NIC is never unfiltered.
+    """
+
+    def __init__(self, ns: str, rules: FamilyRules):
+        self.ns, self.rules, self.family = ns, rules, rules.family
+        self._before: tables.Table | None = None  # the table before the last apply/teardown that changed it
+
+    def describe(self) -> str:
+        chains = ", ".join(self.rules.chains)
+        return f"{self.family}tables rules of {chains} in {self.ns}"
+
+    # -- composing restore input -------------------------------------------------------------------------------
+    def _policies(self, live: tables.Table | None = None) -> list[str]:
+        if self.family == "eb":
+            return []
+        if live is None:
+            return [tables.declare(self.family, c, p) for c, p in tables.POLICIES.items()]
+        return [tables.declare(self.family, c, live.policies[c]) for c in tables.POLICIES if c in live.policies]
+
+    def _load_body(self, chains: dict[str, tuple[str, ...]], jumps: list[str]) -> list[str]:
+        body = [tables.declare(self.family, c) for c in chains]
+        for rules in chains.values():
+            body.extend(rules)
+        return body + jumps
+
+    def _want_text(self, live: tables.Table) -> str:
+        jumps = [j for j in self.rules.jumps if live.count(j) == 0]
+        extra = [tables.delete_line(j) for j in self.rules.jumps for _ in range(live.count(j) - 1)]
+        return tables.restore_text(self.family, self._policies() + self._load_body(self.rules.chains, jumps) + extra)
+
+    def _jumps_in(self, live: tables.Table) -> list[str]:
+        """Every FORWARD rule of live that jumps to one of this NIC's chains (whatever tap it names)."""
+        targets = tuple(f" -j {c}" for c in self.rules.chains)
+        return sorted({r for r in live.rules.get("FORWARD", []) if r.endswith(targets)} | set(self.rules.jumps))
+
+    def _back_to(self, before: tables.Table, live: tables.Table) -> str:
+        """Restore input that turns this NIC's part of `live` back into what it was in `before`."""
+        chains, adds, deletes, dropped = [], [], [], []
+        for chain in self.rules.chains:
+            old = before.chain(chain)
+            if old is not None:
+                policy = before.policies[chain] if self.family == "eb" else None
+                chains += [tables.declare(self.family, chain, policy), *old]
+            elif live.chain(chain) is not None:
+                dropped += [tables.declare(self.family, chain), f"-X {chain}"]
+        for jump in sorted(set(self._jumps_in(live)) | set(self._jumps_in(before))):
+            diff = before.count(jump) - live.count(jump)
+            adds += [jump] * max(diff, 0)
+            deletes += [tables.delete_line(jump)] * max(-diff, 0)
+        # Chains exist before a jump names them; jumps are gone before their chain is deleted.
+        return tables.restore_text(self.family, self._policies(before) + chains + adds + deletes + dropped)
+
+    def commands(self):
+        empty = tables.Table()
+        return [(probe.in_netns(self.ns, *RESTORE[self.family]), self._want_text(empty))]
+
+    def teardown_commands(self):
+        gone = tables.Table(policies=dict(tables.POLICIES))
+        present = tables.Table(policies={**tables.POLICIES, **{c: "-" for c in self.rules.chains}},
+                               rules={"FORWARD": list(self.rules.jumps), **{c: list(r) for c, r in self.rules.chains.items()}})
+        return [(probe.in_netns(self.ns, *RESTORE[self.family]), self._back_to(gone, present))]
+
+    # -- running -----------------------------------------------------------------------------------------------
+    def _live(self) -> tables.Table:
+        return tables.parse_save(probe.save(self.ns, self.family))
+
+    def _load(self, text: str) -> None:
+        runner.run(probe.in_netns(self.ns, *RESTORE[self.family]), stdin=text)
+
+    def _drift(self, live: tables.Table) -> list[str]:
+        tool = f"{self.family}tables"
+        drift = []
+        for chain, want in self.rules.chains.items():
+            have = live.chain(chain)
+            if have is None:
+                drift.append(f"{self.ns}: {tool} chain {chain} is missing")
+            elif have != want:
+                drift.append(f"{self.ns}: {tool} chain {chain} differs from what attach loads "
+                             f"({len(have)} rules, expected {len(want)})")
+        for jump in self.rules.jumps:
+            if live.count(jump) != 1:
+                drift.append(f"{self.ns}: {tool} jump `{jump}` occurs {live.count(jump)} times, expected once")
+        if self.family != "eb":
+            for chain, policy in tables.POLICIES.items():
+                if live.policies.get(chain) != policy:
+                    drift.append(f"{self.ns}: {tool} {chain} policy is {live.policies.get(chain)}, expected {policy}")
+        return drift
+
+    def apply(self) -> bool:
+        """Load the chains and jumps in one restore, unless they already hold exactly what is rendered."""
+        self._before = None
+        live = self._live()
+        if not self._drift(live):
+            return False
+        self._load(self._want_text(live))
+        self._before = live
+        return True
+
+    def undo(self) -> None:
+        if self._before is not None:
+            self._load(self._back_to(self._before, self._live()))
+            self._before = None
+
+    def teardown(self) -> bool:
+        """Delete the jumps and chains (policies stay: other NICs of the VM may still rely on them)."""
+        self._before = None
+        if not probe.netns_exists(self.ns):
+            return False
+        live = self._live()
+        gone = tables.Table(policies={c: p for c, p in live.policies.items() if c not in self.rules.chains})
+        if all(live.chain(c) is None for c in self.rules.chains) and not any(map(live.count, self._jumps_in(live))):
+            return False
+        self._load(self._back_to(gone, live))
+        self._before = live
+        return True
+
+    def restore(self) -> None:
+        if self._before is not None:
+            self._load(self._back_to(self._before, self._live()))
+            self._before = None
+
+    def check(self) -> list[str]:
+        if not probe.netns_exists(self.ns):
+            return []  # VmNamespace reports it
+        return self._drift(self._live())

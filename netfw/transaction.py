@@ -1,0 +1,45 @@
+"""The transaction runner: apply steps in order; on failure undo what this run changed, newest first."""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from .steps.base import Step
+
+
+class TransactionError(Exception):
+    """A step failed; the steps this run had changed were undone (undo_failures lists those that could not be)."""
+
+    def __init__(self, step: Step, error: BaseException, undo_failures: list[tuple[Step, BaseException]]):
+        self.step, self.error, self.undo_failures = step, error, undo_failures
+        msg = f"{step.describe()}: {error}"
+        if undo_failures:
+            msg += "; rollback incomplete: " + "; ".join(f"{s.describe()}: {e}" for s, e in undo_failures)
+        super().__init__(msg)
+
+
+def run(steps: list[Step]) -> list[Step]:
+    """Apply every step; return those that changed something. On any failure, roll back and raise TransactionError."""
+    changed: list[Step] = []
+    for step in steps:
+        logger.info("{}", step.describe())
+        try:
+            if step.apply():
+                changed.append(step)
+        except BaseException as error:  # also Ctrl-C: the host must be left as it was
+            logger.error("failed: {}: {}", step.describe(), error)
+            raise TransactionError(step, error, rollback(changed)) from error
+    return changed
+
+
+def rollback(done: list[Step]) -> list[tuple[Step, BaseException]]:
+    """Undo done newest first; keep going when an undo fails, and return the failures."""
+    failures = []
+    for step in reversed(done):
+        logger.info("undo: {}", step.describe())
+        try:
+            step.undo()
+        except Exception as error:  # an undo failure must not stop the others; it is reported with the original
+            logger.error("undo failed: {}: {}", step.describe(), error)
+            failures.append((step, error))
+    return failures
