@@ -55,6 +55,12 @@ def delete_line(rule: str) -> str:
     return "-D " + rule[3:]
 
 
+def insert_line(rule: str, position: int) -> str:
+    """The `-I CHAIN POSITION spec` form of an `-A CHAIN spec` line."""
+    _, chain, spec = rule.split(" ", 2)
+    return f"-I {chain} {position} {spec}"
+
+
 def restore_text(family: str, body: list[str]) -> str:
     """A complete restore input for the filter table around body (ebtables-restore accepts the COMMIT too)."""
     return "\n".join(["*filter", *body, "COMMIT", ""])

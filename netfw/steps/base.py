@@ -14,7 +14,7 @@ class Step(ABC):
     apply()    ensure the object is as attach wants it; safe to repeat; True when it changed something.
     undo()     undo what the last apply() changed, and nothing else; tolerates "already gone".
     teardown() ensure the object is gone (detach); safe to repeat; True when it removed something.
-    restore()  put back what the last teardown() removed.
+    restore()  put back what the last teardown() removed, also after a teardown that failed part-way.
     check()    read-only: what differs from what apply() would make (empty list: all holds).
     commands() the commands apply() runs on a host where nothing exists yet (for --dry-run).
     A step whose apply() or teardown() fails part-way cleans up its own partial work before raising.
@@ -62,7 +62,11 @@ class Reverse(Step):
         return self.step.teardown_commands()
 
     def apply(self) -> bool:
-        return self.step.teardown()
+        try:
+            return self.step.teardown()
+        except BaseException:
+            self.step.restore()  # teardown failed part-way: put back what it had already removed
+            raise
 
     def undo(self) -> None:
         self.step.restore()

@@ -73,7 +73,7 @@ class FirewallBridge(Step):
         return link is not None
 
     def restore(self) -> None:
-        if self._removed is not None:
+        if self._removed is not None and self.name not in probe.links(self.ns, [self.name]):
             self._create()
             self._removed = None
 

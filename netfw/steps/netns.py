@@ -91,7 +91,7 @@ class VmNamespace(Step):
         return self._removed
 
     def restore(self) -> None:
-        if self._removed:
+        if self._removed and not probe.netns_exists(self.ns):
             self._create()
             self._removed = False
 

@@ -46,13 +46,14 @@ class FamilyRuleset(Step):
         return tables.restore_text(self.family, self._policies() + self._load_body(self.rules.chains, jumps) + extra)
 
     def _jumps_in(self, live: tables.Table) -> list[str]:
-        """Every FORWARD rule of live that jumps to one of this NIC's chains (whatever tap it names)."""
+        """Every FORWARD rule of live that jumps to one of this NIC's chains (whatever tap it names), in order."""
         targets = tuple(f" -j {c}" for c in self.rules.chains)
-        return sorted({r for r in live.rules.get("FORWARD", []) if r.endswith(targets)} | set(self.rules.jumps))
+        found = [r for r in live.rules.get("FORWARD", []) if r.endswith(targets)]
+        return list(dict.fromkeys(found + list(self.rules.jumps)))
 
     def _back_to(self, before: tables.Table, live: tables.Table) -> str:
         """Restore input that turns this NIC's part of `live` back into what it was in `before`."""
-        chains, adds, deletes, dropped = [], [], [], []
+        chains, deletes, dropped = [], [], []
         for chain in self.rules.chains:
             old = before.chain(chain)
             if old is not None:
@@ -60,12 +61,15 @@ class FamilyRuleset(Step):
                 chains += [tables.declare(self.family, chain, policy), *old]
             elif live.chain(chain) is not None:
                 dropped += [tables.declare(self.family, chain), f"-X {chain}"]
-        for jump in sorted(set(self._jumps_in(live)) | set(self._jumps_in(before))):
-            diff = before.count(jump) - live.count(jump)
-            adds += [jump] * max(diff, 0)
-            deletes += [tables.delete_line(jump)] * max(-diff, 0)
+        for jump in self._jumps_in(live):
+            deletes += [tables.delete_line(jump)] * max(live.count(jump) - before.count(jump), 0)
+        # Missing jumps go back where they were in FORWARD (ascending positions rebuild the exact order).
+        mine = set(self._jumps_in(before))
+        inserts = [tables.insert_line(rule, pos)
+                   for pos, rule in enumerate(before.rules.get("FORWARD", []), start=1)
+                   if rule in mine and live.count(rule) < before.count(rule)]
         # Chains exist before a jump names them; jumps are gone before their chain is deleted.
-        return tables.restore_text(self.family, self._policies(before) + chains + adds + deletes + dropped)
+        return tables.restore_text(self.family, self._policies(before) + chains + deletes + inserts + dropped)
 
     def commands(self):
         empty = tables.Table()

@@ -107,8 +107,12 @@ class CutOver(Step):
         if self._torn is None:
             return
         tap_was_inside, veth_master = self._torn
-        if tap_was_inside:
+        outside, inside, _ = self._state()
+        if tap_was_inside and outside is not None:
             self._run(self._in_cmds(veth_master or self.vn_bridge))
+        elif tap_was_inside and inside is not None:  # teardown failed before the tap left
+            run_batch(["ip"], [f"link set {self.host} master {veth_master or self.vn_bridge} up"])
+            runner.run(probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"))
         elif veth_master:
             run_batch(["ip"], [f"link set {self.host} master {veth_master} up"])
         self._torn = None

@@ -94,7 +94,7 @@ class VethPair(Step):
         return self._removed is not None
 
     def restore(self) -> None:
-        if self._removed is not None:
+        if self._removed is not None and self.host not in probe.links(None, [self.host]):
             self._create(self._removed)
             self._removed = None
 

@@ -1,0 +1,108 @@
+"""A throwaway lab inside the sandbox: VN bridges and simulated VMs (guest namespaces behind tap-named veths)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+#: Link fields that identify a link rather than configure it, or that count traffic: they may differ after an
+#: object was deleted and recreated (a recreated veth gets a new ifindex, same name, MAC, MTU, master, alias).
+VOLATILE = {"ifindex", "link_index", "link_netnsid", "stats", "stats64", "promiscuity", "allmulti",
+            "operstate", "link"}
+VOLATILE_INFO = {"hello_timer", "tcn_timer", "topology_change_timer", "gc_timer", "id", "no", "bridge_id",
+                 "root_id", "designated_root", "designated_bridge", "designated_port", "hold_timer",
+                 "message_age_timer", "forward_delay_timer", "root_port"}
+
+
+def sh(*argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command of the lab itself (netfw's own commands go through netfw.runner)."""
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=check)
+
+
+def netns_list() -> list[str]:
+    return sorted(n for n in os.listdir("/run/netns") if not n.startswith("."))
+
+
+def _clean_link(link: dict) -> dict:
+    out = {k: v for k, v in link.items() if k not in VOLATILE}
+    info = out.get("linkinfo")
+    if info:
+        info = dict(info)
+        for key in ("info_data", "info_slave_data"):
+            if key in info:
+                info[key] = {k: v for k, v in info[key].items() if k not in VOLATILE_INFO}
+        out["linkinfo"] = info
+    out["flags"] = sorted(f for f in out.get("flags", []) if f not in ("LOWER_UP", "NO-CARRIER", "M-DOWN"))
+    return out
+
+
+def links(ns: str | None) -> list[dict]:
+    argv = ["ip", "-n", ns, "-d", "-j", "link", "show"] if ns else ["ip", "-d", "-j", "link", "show"]
+    return sorted((_clean_link(link) for link in json.loads(sh(*argv).stdout)), key=lambda l: l["ifname"])
+
+
+def rules(ns: str | None, tool: str) -> list[str]:
+    argv = [tool, "-t", "filter"] if tool != "ebtables-save" else [tool]
+    if ns:
+        argv = ["nsenter", f"--net=/run/netns/{ns}", *argv]
+    out = sh(*argv).stdout
+    return [l.split(" [")[0] if l.startswith(":") else l for l in out.splitlines() if not l.startswith("#")]
+
+
+def snapshot() -> dict:
+    """Namespaces, links (ip -d -j link) and filter rules of the sandbox and of every namespace in it."""
+    state = {}
+    for ns in [None, *netns_list()]:
+        state[ns or "<hypervisor>"] = {
+            "links": links(ns),
+            "ip": rules(ns, "iptables-save"),
+            "ip6": rules(ns, "ip6tables-save"),
+        }
+    return state
+
+
+class Lab:
+    """VN bridges and simulated VMs: a guest namespace g<VM>-<NIC> with eth0, its peer named like a tap."""
+
+    def __init__(self):
+        self.guests: list[str] = []
+
+    def bridge(self, name: str = "vnbr0", mtu: int = 1500) -> str:
+        sh("ip", "link", "add", name, "mtu", str(mtu), "type", "bridge")
+        sh("ip", "link", "set", name, "up")
+        return name
+
+    def vm(self, vm: int, nic: int, ip4: str, bridge: str = "vnbr0", ip6: str | None = None,
+           mtu: int = 1500, mac: str | None = None, tap: str | None = None) -> str:
+        """A simulated VM NIC: returns the guest namespace; its 'tap' (default one-<vm>-<nic>) is on bridge."""
+        guest, tap = f"g{vm}-{nic}", tap or f"one-{vm}-{nic}"
+        sh("ip", "netns", "add", guest)
+        extra = ["address", mac] if mac else []
+        sh("ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", guest,
+           "mtu", str(mtu), *extra)
+        sh("ip", "link", "set", tap, "master", bridge, "up")
+        sh("ip", "netns", "exec", guest, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
+        sh("ip", "-n", guest, "addr", "add", ip4, "dev", "eth0")
+        if ip6:
+            sh("ip", "-n", guest, "addr", "add", ip6, "dev", "eth0", "nodad")
+        sh("ip", "-n", guest, "link", "set", "eth0", "up")
+        sh("ip", "-n", guest, "link", "set", "lo", "up")
+        self.guests.append(guest)
+        return guest
+
+
+def ping(guest: str, address: str, count: int = 1, wait: float = 1) -> bool:
+    """True when guest gets an echo reply from address (an address of another guest of this lab)."""
+    six = ["-6"] if ":" in address else []
+    return sh("ip", "netns", "exec", guest, "ping", *six, "-c", str(count), "-W", str(wait), "-i", "0.2",
+              address, check=False).returncode == 0
+
+
+def reset() -> None:
+    """Remove everything a test made: every namespace, every link but lo, the sandbox's own rules."""
+    for ns in netns_list():
+        sh("ip", "netns", "del", ns, check=False)
+    for link in json.loads(sh("ip", "-j", "link", "show").stdout):
+        if link["ifname"] != "lo":
+            sh("ip", "link", "del", link["ifname"], check=False)

@@ -1,0 +1,147 @@
+"""The core workflow on real kernel objects: traffic, idempotence, detach, several NICs, real taps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from netfw import api
+from netfw.model import NicSpec
+
+from .lab import netns_list, ping, sh, snapshot
+
+
+def attach(vm, nic, bridge="vnbr0", **kw):
+    return api.attach(NicSpec(vm, nic, bridge, **kw))
+
+
+def test_traffic_passes_before_after_attach_and_after_detach(lab):
+    lab.bridge()
+    g1, g2 = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")
+    assert ping(g1, "10.9.0.2")
+    before = snapshot()
+
+    attach(1, 0)
+    attach(2, 0)
+    assert set(netns_list()) >= {"one-1", "one-2"}
+    assert ping(g1, "10.9.0.2") and ping(g2, "10.9.0.1")
+    assert api.verify(1) == {0: []} and api.verify(2) == {0: []}
+    links = {l["ifname"]: l for l in snapshot()["one-1"]["links"]}
+    assert links["one-1-0"]["master"] == "one-br-1-0"  # the tap really sits on the firewall bridge
+
+    api.detach(1, 0)
+    api.detach(2, 0)
+    assert ping(g1, "10.9.0.2")
+    assert snapshot() == before
+
+
+def test_attach_twice_changes_nothing_and_detach_twice_succeeds(lab):
+    lab.bridge()
+    lab.vm(1, 0, "10.9.0.1/24")
+    first = attach(1, 0)
+    assert len(first.changed) == 7
+    after_first = snapshot()
+    second = attach(1, 0)
+    assert second.changed == []
+    assert snapshot() == after_first
+
+    assert api.detach(1, 0).changed
+    after_detach = snapshot()
+    assert api.detach(1, 0).changed == []
+    assert snapshot() == after_detach
+    assert "one-1" not in netns_list()
+
+
+def test_firewall_drops_traffic_of_a_tap_without_jump(lab):
+    """FORWARD policy DROP: traffic of a NIC whose jumps are gone is dropped, not let through."""
+    lab.bridge()
+    g1, _ = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")
+    attach(1, 0)
+    assert ping(g1, "10.9.0.2")
+    sh("nsenter", "--net=/run/netns/one-1", "iptables", "-F", "FORWARD")
+    assert not ping(g1, "10.9.0.2")
+    assert any("jump" in d for d in api.verify(1, 0)[0])
+    attach(1, 0)  # attach repairs what verify found
+    assert api.verify(1, 0) == {0: []}
+    assert ping(g1, "10.9.0.2")
+
+
+def test_two_nics_share_the_namespace_which_goes_with_the_last(lab):
+    lab.bridge("vnbr0")
+    lab.bridge("vnbr1")
+    g10 = lab.vm(1, 0, "10.9.0.1/24", bridge="vnbr0")
+    g11 = lab.vm(1, 1, "10.8.0.1/24", bridge="vnbr1")
+    g20 = lab.vm(2, 0, "10.9.0.2/24", bridge="vnbr0")
+    g21 = lab.vm(2, 1, "10.8.0.2/24", bridge="vnbr1")
+    before = snapshot()
+    for vm in (1, 2):
+        for nic, br in ((0, "vnbr0"), (1, "vnbr1")):
+            attach(vm, nic, br)
+    assert ping(g10, "10.9.0.2") and ping(g11, "10.8.0.2")
+    names = {l["ifname"] for l in snapshot()["one-1"]["links"]}
+    assert {"one-br-1-0", "one-br-1-1", "one-1-0", "one-1-1", "one-1-0-f", "one-1-1-f"} <= names
+    api.detach(1, 0)
+    assert "one-1" in netns_list()  # NIC 1 is still in it
+    assert api.verify(1, 1) == {1: []}
+    assert ping(g11, "10.8.0.2") and ping(g10, "10.9.0.2")
+    api.detach(1, 1)
+    assert "one-1" not in netns_list()
+    for nic in (0, 1):
+        api.detach(2, nic)
+    assert snapshot() == before
+    assert ping(g21, "10.8.0.1") and ping(g20, "10.9.0.1")
+
+
+def test_mtu_is_copied_from_the_tap(lab):
+    lab.bridge(mtu=9000)
+    g1, _ = lab.vm(1, 0, "10.9.0.1/24", mtu=9000), lab.vm(2, 0, "10.9.0.2/24", mtu=9000)
+    attach(1, 0)
+    mtus = {l["ifname"]: l["mtu"] for l in snapshot()["one-1"]["links"]}
+    assert mtus["one-br-1-0"] == mtus["one-1-0-f"] == mtus["one-1-0"] == 9000
+    assert sh("ip", "netns", "exec", g1, "ping", "-M", "do", "-s", "8900", "-c1", "-W1", "10.9.0.2",
+              check=False).returncode == 0
+
+
+def test_long_ids_use_short_deterministic_names(lab):
+    lab.bridge()
+    vm, nic = 4294967295, 999
+    g = lab.vm(vm, nic, "10.9.0.1/24", tap="tapbig")  # one-4294967295-999 would be 18 characters
+    lab.vm(2, 0, "10.9.0.2/24")
+    attach(vm, nic, tap="tapbig")
+    names = [l["ifname"] for l in snapshot()[f"one-{vm}"]["links"]]
+    assert all(len(n) <= 15 for n in names)
+    assert api.verify(vm, nic) == {nic: []}
+    assert ping(g, "10.9.0.2")
+    api.detach(vm, nic)
+    assert f"one-{vm}" not in netns_list()
+
+
+def _tun_usable() -> str | None:
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return "/dev/net/tun is not usable by this user (root-only on this machine)"
+    res = subprocess.run(["ip", "tuntap", "add", "probe-tap", "mode", "tap"], capture_output=True, text=True)
+    if res.returncode:
+        return f"cannot create a tap here: {res.stderr.strip()}"
+    subprocess.run(["ip", "link", "del", "probe-tap"], capture_output=True)
+    return None
+
+
+def test_real_tap_moves_in_and_back(lab):
+    reason = _tun_usable()
+    if reason:
+        pytest.skip(reason)
+    lab.bridge()
+    sh("ip", "tuntap", "add", "one-7-0", "mode", "tap")
+    sh("ip", "link", "set", "one-7-0", "master", "vnbr0", "up")
+    ifindex = sh("ip", "-j", "link", "show", "one-7-0").stdout
+    attach(7, 0)
+    assert api.verify(7, 0) == {0: []}
+    kinds = {l["ifname"]: l.get("linkinfo", {}).get("info_kind") for l in snapshot()["one-7"]["links"]}
+    assert kinds["one-7-0"] == "tun"
+    api.detach(7, 0)
+    again = sh("ip", "-j", "link", "show", "one-7-0").stdout
+    import json
+    assert json.loads(again)[0]["ifindex"] == json.loads(ifindex)[0]["ifindex"]  # the very same tap
+    assert json.loads(again)[0]["master"] == "vnbr0"
