@@ -1,26 +1,63 @@
-"""Pure rendering: a NicSpec becomes the rules of its two chains, per family, in iptables-save's canonical form.
+"""Pure rendering: a NicSpec becomes the rules of its chains, per family, in the *-save tools' canonical form.
 
-Rendering exactly what `iptables-save` prints lets `verify` compare live rules with a plain equality, and lets a
-repeated attach see that nothing needs loading.
+Rendering exactly what `iptables-save` (`ip6tables-save`, `ebtables-save`, nft backend) prints lets `verify` compare
+live rules with a plain equality, and lets a repeated attach see that nothing needs loading. The canonical facts
+(checked by tests/integration/test_render_canonical.py): `-s/-d` come before `-p`, addresses carry `/32` or `/128`,
+`-p udp --sport` gains `-m udp`, `-p icmp --icmp-type` gains `-m icmp`, ICMPv6 is `-p ipv6-icmp -m icmp6`, conntrack
+states print as `RELATED,ESTABLISHED`, MACs print lower-case with two digits per byte, and multiport refuses `p:p`.
+
+Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), plus `-s` (the NIC's own
+source addresses) when IP spoofing is filtered; for ebtables `-a` (ARP and Ethernet anti-spoofing).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from . import names
-from .model import NicSpec
+from .model import InputError, NicSpec, Rule
+from .rules import matches_nothing, peers
 
-FAMILIES = (4, 6)
+#: Tool prefixes: `iptables-restore`, `ip6tables-restore`; "eb" (ebtables-restore) is added when spoofing is filtered.
+FAMILIES = ("ip", "ip6")
+EB = "eb"
+VERSION = {"ip": 4, "ip6": 6}
+IPSET_FAMILY = {4: "inet", 6: "inet6"}
+
+#: A rule whose peer range needs more CIDR blocks than this is matched with one ipset instead of one line per block.
+#: Four keeps the common cases (a host, a subnet, an unaligned /30-ish range) readable in iptables-save.
+IPSET_THRESHOLD = 4
+
+#: ICMPv6 that IPv6 cannot work without: router advertisement, neighbour solicitation/advertisement, redirect in;
+#: router solicitation, neighbour solicitation/advertisement out.
+ND_INBOUND = (134, 135, 136, 137)
+ND_OUTBOUND = (133, 135, 136)
+
+_PROTO = {"ALL": "", "TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPV6": "ipv6-icmp", "IPSEC": "esp"}
+_MAC_RE = re.compile(r"^[0-9a-f]{1,2}([:-][0-9a-f]{1,2}){5}$", re.IGNORECASE)
+#: Security group 0: everything allowed (statefully) both ways.
+SG0 = (Rule("ALL", "INBOUND"), Rule("ALL", "OUTBOUND"))
 
 
 @dataclass(frozen=True)
 class FamilyRules:
     """One family's share of a NIC's firewall: its chains (in order) and the FORWARD jumps that reach them."""
 
-    family: int
+    family: str  # "ip", "ip6" or "eb": the tool is f"{family}tables-restore"
     chains: dict[str, tuple[str, ...]]  # chain name -> its rules, each "-A <chain> ..."
     jumps: tuple[str, ...]  # "-A FORWARD ..." lines
+
+
+@dataclass(frozen=True)
+class IpsetSpec:
+    """One hash:net ipset holding the peer blocks of one rule in one family."""
+
+    name: str  # the name iptables rules reference
+    family: str  # "inet" or "inet6"
+    members: tuple[str, ...]  # CIDR blocks, e.g. "10.0.0.8/29" (`ipset list` prints host blocks without /32)
+    temporary_name: str  # the name it is built under before being swapped in
 
 
 @dataclass(frozen=True)
@@ -28,33 +65,215 @@ class Ruleset:
     """Everything loaded into the VM namespace for one NIC."""
 
     families: tuple[FamilyRules, ...]
-    ipsets: tuple = field(default=())
+    ipsets: tuple[IpsetSpec, ...] = field(default=())
 
-    def family(self, family: int) -> FamilyRules:
+    def family(self, family: str) -> FamilyRules:
         return next(f for f in self.families if f.family == family)
+
+
+def render(spec: NicSpec) -> Ruleset:
+    """The complete ruleset of one NIC. Pure: runs nothing; raises InputError for a bad MAC or address."""
+    ipsets: list[IpsetSpec] = []
+    families = [_family(spec, family, ipsets) for family in FAMILIES]
+    if spec.filter_mac or spec.filter_ip:
+        families.append(_ebtables(spec))
+    return Ruleset(tuple(families), tuple(ipsets))
+
+
+def chain_name(spec: NicSpec, role: str) -> str:
+    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources) or 'a' (ebtables); at most 20 characters."""
+    if role in ("i", "o"):
+        return names.chain(spec.vm, spec.nic, role)
+    return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role
 
 
 def jumps(spec: NicSpec) -> tuple[str, ...]:
     """FORWARD → the NIC's chains, matched on the tap as a bridge port (physdev)."""
-    i, o = names.chain(spec.vm, spec.nic, "i"), names.chain(spec.vm, spec.nic, "o")
+    i, o = chain_name(spec, "i"), chain_name(spec, "o")
     return (
         f"-A FORWARD -m physdev --physdev-out {spec.tap} --physdev-is-bridged -j {i}",
         f"-A FORWARD -m physdev --physdev-in {spec.tap} --physdev-is-bridged -j {o}",
     )
 
 
-def _family(spec: NicSpec, family: int) -> FamilyRules:
-    i, o = names.chain(spec.vm, spec.nic, "i"), names.chain(spec.vm, spec.nic, "o")
-    inbound: list[str] = []
-    outbound: list[str] = []
-    for chain, rules in ((i, inbound), (o, outbound)):
-        rules.append(f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-        if spec.rules is None:  # security group 0: allow everything
-            rules.append(f"-A {chain} -j ACCEPT")
-        rules.append(f"-A {chain} -j DROP")
-    return FamilyRules(family, {i: tuple(inbound), o: tuple(outbound)}, jumps(spec))
+# --- iptables / ip6tables -------------------------------------------------------------------------------------
 
 
-def render(spec: NicSpec) -> Ruleset:
-    """The complete ruleset of one NIC. Pure: runs nothing."""
-    return Ruleset(tuple(_family(spec, f) for f in FAMILIES))
+def _family(spec: NicSpec, family: str, ipsets: list[IpsetSpec]) -> FamilyRules:
+    """The i/o (and s) chains of one IP family; appends the ipsets its rules need."""
+    version = VERSION[family]
+    i, o = chain_name(spec, "i"), chain_name(spec, "o")
+    inbound = [*_discovery(i, version, ND_INBOUND)]
+    outbound = [*_discovery(o, version, ND_OUTBOUND), *_guards(spec, o, version)]
+    chains = {i: inbound, o: outbound}
+    for chain in (i, o):
+        chains[chain] += _stateful(chain)
+    for index, rule in enumerate(SG0 if spec.rules is None else spec.rules, start=1):
+        chain = i if rule.direction == "INBOUND" else o
+        chains[chain] += _rule_lines(spec, chain, version, index, rule, ipsets)
+    for chain in (i, o):
+        chains[chain].append(f"-A {chain} -j DROP")
+    if spec.filter_ip:
+        s = chain_name(spec, "s")
+        chains[s] = [*(f"-A {s} -s {a} -j RETURN" for a in own_addresses(spec, version)), f"-A {s} -j DROP"]
+    return FamilyRules(family, {name: tuple(lines) for name, lines in chains.items()}, jumps(spec))
+
+
+def _discovery(chain: str, version: int, types: tuple[int, ...]) -> list[str]:
+    """Neighbour and router discovery, which IPv6 needs whatever the security groups say."""
+    if version != 6:
+        return []
+    return [f"-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT" for t in types]
+
+
+def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
+    """Anti-spoofing on the outbound chain: foreign MAC, rogue DHCP/RA server, foreign source address."""
+    lines = []
+    if spec.filter_mac:
+        lines.append(f"-A {o} -m mac ! --mac-source {mac_address(spec)} -j DROP")
+    if not spec.filter_ip:
+        return lines
+    if version == 4:  # a DHCP client has no address yet
+        lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
+    if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
+        if version == 4:
+            lines.append(f"-A {o} -p udp -m udp --sport 67 -j DROP")
+        else:
+            lines.append(f"-A {o} -p udp -m udp --sport 547 -j DROP")
+            lines.append(f"-A {o} -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j DROP")
+    lines.append(f"-A {o} -j {chain_name(spec, 's')}")
+    return lines
+
+
+def _stateful(chain: str) -> list[str]:
+    return [
+        f"-A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-A {chain} -m conntrack --ctstate INVALID -j DROP",
+    ]
+
+
+def _rule_lines(
+    spec: NicSpec, chain: str, version: int, index: int, rule: Rule, ipsets: list[IpsetSpec]
+) -> list[str]:
+    """The lines of security-group rule number `index` in this family (none if it cannot match here)."""
+    blocks = peers(rule)
+    if matches_nothing(rule) or not _applies(rule, version, blocks):
+        return []
+    inbound = rule.direction == "INBOUND"
+    proto = f" -p {_PROTO[rule.protocol]}" if _PROTO[rule.protocol] else ""
+    tail = f"{_match(rule)} -j ACCEPT"
+    if len(blocks) > IPSET_THRESHOLD:
+        ipset = _ipset(spec, "i" if inbound else "o", index, version, blocks)
+        ipsets.append(ipset)
+        return [f"-A {chain}{proto} -m set --match-set {ipset.name} {'src' if inbound else 'dst'}{tail}"]
+    side = "-s" if inbound else "-d"
+    return [f"-A {chain} {side} {block}{proto}{tail}" for block in blocks] or [f"-A {chain}{proto}{tail}"]
+
+
+def _applies(rule: Rule, version: int, blocks: tuple) -> bool:
+    """A rule reaches a family if its protocol exists there and its peers (if any) are of that family."""
+    if (rule.protocol, version) in (("ICMP", 6), ("ICMPV6", 4)):
+        return False
+    return not blocks or blocks[0].version == version
+
+
+def _match(rule: Rule) -> str:
+    """Ports or ICMP type, as iptables-save prints them (RANGE is the VM-side port in, the remote port out)."""
+    if rule.ports:
+        return f" -m multiport --dports {rule.ports}"
+    if rule.icmp_type is not None:
+        if rule.protocol == "ICMP":
+            return f" -m icmp --icmp-type {rule.icmp_type}"
+        return f" -m icmp6 --icmpv6-type {rule.icmp_type}"
+    return ""
+
+
+def _ipset(spec: NicSpec, direction: str, index: int, version: int, blocks: tuple) -> IpsetSpec:
+    return IpsetSpec(
+        name=names.ipset(spec.vm, spec.nic, direction, index, version),
+        family=IPSET_FAMILY[version],
+        members=tuple(str(b) for b in blocks),
+        temporary_name=names.ipset(spec.vm, spec.nic, direction, index, version, temporary=True),
+    )
+
+
+# --- addresses ------------------------------------------------------------------------------------------------
+
+
+def mac_address(spec: NicSpec) -> str:
+    """The NIC's MAC as the save tools print it (lower case, two digits a byte); InputError if missing or bad."""
+    if not spec.mac or not _MAC_RE.match(spec.mac):
+        raise InputError(f"NIC {spec.nic}: MAC {spec.mac!r} is not a MAC address (needed to filter spoofing)")
+    return ":".join(f"{int(part, 16):02x}" for part in re.split("[:-]", spec.mac))
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The IPv6 link-local address a MAC gives by modified EUI-64 (RFC 4291 appendix A)."""
+    b = bytes(int(part, 16) for part in re.split("[:-]", mac))
+    eui64 = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui64)
+
+
+def own_addresses(spec: NicSpec, version: int) -> tuple[str, ...]:
+    """The source blocks the NIC may use in one family (its addresses; in IPv6 also its link-local), deduplicated."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in spec.ips:
+        try:
+            found.append(ipaddress.ip_address(text.strip()))
+        except ValueError:
+            raise InputError(f"NIC {spec.nic}: {text!r} is not an IPv4 or IPv6 address") from None
+    if version == 6 and spec.mac:
+        found.append(link_local(mac_address(spec)))
+    blocks = (ipaddress.ip_network(a) for a in found if a.version == version)
+    return tuple(dict.fromkeys(str(b) for b in blocks))
+
+
+# --- ebtables -------------------------------------------------------------------------------------------------
+
+
+def _ebtables(spec: NicSpec) -> FamilyRules:
+    """Frames from the VM: foreign source MAC dropped; ARP whose sender MAC or IP is not the NIC's dropped."""
+    a = chain_name(spec, "a")
+    lines = []
+    if spec.filter_mac:
+        mac = mac_address(spec)
+        lines += [f"-A {a} -s ! {mac} -j DROP", f"-A {a} -p ARP --arp-mac-src ! {mac} -j DROP"]
+    if spec.filter_ip:
+        own = (block.removesuffix("/32") for block in own_addresses(spec, 4))
+        # 0.0.0.0: the RFC 5227 probe a client sends before it uses an address.
+        lines += [f"-A {a} -p ARP --arp-ip-src {ip} -j RETURN" for ip in (*own, "0.0.0.0")]
+        lines.append(f"-A {a} -p ARP -j DROP")
+    return FamilyRules(EB, {a: tuple(lines)}, (f"-A FORWARD -i {spec.tap} -j {a}",))
+
+
+# --- restore input --------------------------------------------------------------------------------------------
+
+
+def restore_text(rules: FamilyRules, *, with_jumps: bool = True) -> str:
+    """Input for `<family>tables-restore --noflush`: declaring a chain flushes it, so this reloads the chains whole.
+
+    The FORWARD jumps are appended, not replaced: pass with_jumps=False when they are already in place.
+    """
+    policy = "RETURN" if rules.family == EB else "- [0:0]"  # ebtables user chains carry a policy
+    lines = ["*filter", *(f":{chain} {policy}" for chain in rules.chains)]
+    for chain_rules in rules.chains.values():
+        lines += chain_rules
+    if with_jumps:
+        lines += rules.jumps
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def ipset_restore_text(sets: tuple[IpsetSpec, ...] | list[IpsetSpec], *, temporary: bool = False) -> str:
+    """Input for `ipset restore` creating the sets; temporary: under their temporary names, flushed first.
+
+    A temporary set may be left over from an interrupted run: run `ipset restore -exist` so that `create` accepts it
+    and `flush` empties it. Non-temporary sets are created as they are and fail if they already exist.
+    """
+    lines = []
+    for s in sets:
+        name = s.temporary_name if temporary else s.name
+        lines.append(f"create {name} hash:net family {s.family}")
+        if temporary:
+            lines.append(f"flush {name}")
+        lines += (f"add {name} {member}" for member in s.members)
+    return "\n".join([*lines, ""]) if lines else ""

@@ -1,0 +1,152 @@
+"""netfw.render: NIC specs in, restore input out, compared with expected files under tests/data/render/.
+
+Regenerate the files after an intended change with `NETFW_UPDATE_RENDER=1 pytest tests/test_render.py`, then
+review the diff: the integration test proves that the kernel prints the same text back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from netfw.model import InputError, NicSpec, Rule
+from netfw.render import (
+    IPSET_THRESHOLD,
+    IpsetSpec,
+    ipset_restore_text,
+    link_local,
+    render,
+    restore_text,
+)
+from netfw.rules import parse_rules
+
+DATA = Path(__file__).parent / "data" / "render"
+
+EVERY_RULE = [
+    {"PROTOCOL": "ALL", "RULE_TYPE": "INBOUND", "IP": "192.168.1.0", "SIZE": "256", "SECURITY_GROUP_ID": "100"},
+    {"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND", "RANGE": "22,80:90,443:443"},
+    {"PROTOCOL": "UDP", "RULE_TYPE": "OUTBOUND", "RANGE": "53", "IP": "10.0.0.7", "SIZE": "27"},
+    {"PROTOCOL": "ICMP", "RULE_TYPE": "INBOUND", "ICMP_TYPE": "8"},
+    {"PROTOCOL": "ICMP", "RULE_TYPE": "INBOUND", "ICMP_TYPE": "0", "IP": "10.1.0.3", "SIZE": "300"},
+    {"PROTOCOL": "ICMPV6", "RULE_TYPE": "INBOUND", "ICMPV6_TYPE": "128", "IP": "2001:db8::", "SIZE": "16"},
+    {"PROTOCOL": "ICMPV6", "RULE_TYPE": "OUTBOUND"},
+    {"PROTOCOL": "ICMPV6", "RULE_TYPE": "OUTBOUND", "ICMPV6_TYPE": "255"},
+    {"PROTOCOL": "IPSEC", "RULE_TYPE": "OUTBOUND"},
+    {"PROTOCOL": "TCP", "RULE_TYPE": "OUTBOUND"},
+    {"PROTOCOL": "UDP", "RULE_TYPE": "INBOUND", "RANGE": "1000:2000", "IP": "2001:db8::1", "SIZE": "100"},
+    {"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND", "NETWORK_ID": "3", "TYPE": "IP4_6", "IP": "10.2.0.1",
+     "IP6_GLOBAL": "2001:db8:1::1", "SIZE": "20"},
+    {"PROTOCOL": "ALL", "RULE_TYPE": "INBOUND", "NETWORK_ID": "4", "TYPE": "ETHER", "SIZE": "10"},
+]
+SMALL_PEERS = [
+    {"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND", "RANGE": "22", "IP": "10.0.0.0", "SIZE": "256"},
+    {"PROTOCOL": "ALL", "RULE_TYPE": "OUTBOUND", "IP": "2001:db8::", "SIZE": "3"},
+]
+NOTHING = [{"PROTOCOL": "ALL", "RULE_TYPE": "INBOUND", "NETWORK_ID": "4", "TYPE": "ETHER", "SIZE": "10"}]
+
+MAC, IPS = "02:00:0A:00:00:01", ("10.0.0.1", "10.0.0.2", "2001:db8::5")
+CASES = {
+    "sg0": NicSpec(7, 0, "br0"),
+    "sg0-spoofing": NicSpec(7, 0, "br0", mac=MAC, ips=IPS, filter_mac=True, filter_ip=True),
+    "sg0-spoofing-router": NicSpec(7, 0, "br0", mac=MAC, ips=IPS, filter_mac=True, filter_ip=True, router=True),
+    "sg0-mac-only": NicSpec(7, 0, "br0", mac=MAC, ips=IPS, filter_mac=True),
+    "sg0-ip-only-no-mac": NicSpec(7, 0, "br0", ips=("10.0.0.1",), filter_ip=True),
+    "every-rule": NicSpec(7, 0, "br0", mac=MAC, ips=IPS, rules=parse_rules(EVERY_RULE)),
+    "every-rule-spoofing": NicSpec(
+        7, 0, "br0", mac=MAC, ips=IPS, filter_mac=True, filter_ip=True, rules=parse_rules(EVERY_RULE)
+    ),
+    "small-peers-no-ipset": NicSpec(12, 3, "br0", tap="vnet5", rules=parse_rules(SMALL_PEERS)),
+    "matches-nothing": NicSpec(7, 0, "br0", rules=parse_rules(NOTHING)),
+}
+
+
+def _text(spec: NicSpec) -> str:
+    """The whole rendering as one reviewable text: each family's restore input, then the ipset input."""
+    ruleset = render(spec)
+    parts = [f"# {f.family}tables-restore --noflush\n{restore_text(f)}" for f in ruleset.families]
+    if ruleset.ipsets:
+        parts.append(f"# ipset restore\n{ipset_restore_text(ruleset.ipsets)}")
+    return "".join(parts)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_render_matches_expected_file(case):
+    path = DATA / f"{case}.txt"
+    text = _text(CASES[case])
+    if os.environ.get("NETFW_UPDATE_RENDER") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_no_ebtables_without_spoofing_filters():
+    assert [f.family for f in render(CASES["every-rule"]).families] == ["ip", "ip6"]
+
+
+@pytest.mark.parametrize("last", range(1, 40))
+def test_ipset_threshold(last):
+    """Up to IPSET_THRESHOLD blocks give one line each; one block more gives a single line and an ipset."""
+    first = ipaddress.ip_address("10.0.0.1")
+    blocks = len(list(ipaddress.summarize_address_range(first, ipaddress.ip_address(f"10.0.0.{last}"))))
+    ruleset = render(NicSpec(7, 0, "br0", rules=(Rule("ALL", "INBOUND", ip=str(first), size=last),)))
+    lines = [r for r in ruleset.family("ip").chains["one-7-0-i"] if " -s 10.0.0." in r or "--match-set" in r]
+    if blocks <= IPSET_THRESHOLD:
+        assert (len(lines), len(ruleset.ipsets)) == (blocks, 0)
+    else:
+        assert (len(lines), len(ruleset.ipsets)) == (1, 1)
+
+
+def test_ipset_names_and_temporary_text():
+    spec = NicSpec(7, 0, "br0", rules=(Rule("TCP", "OUTBOUND", ports="443", ip="10.0.0.1", size=31),))
+    (ipset,) = render(spec).ipsets
+    assert ipset == IpsetSpec(
+        "one-7-0-o1-4", "inet",
+        ("10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/30", "10.0.0.8/29", "10.0.0.16/28"),
+        "one-7-0-o1-4t",
+    )
+    assert ipset_restore_text([ipset], temporary=True).splitlines()[:3] == [
+        "create one-7-0-o1-4t hash:net family inet", "flush one-7-0-o1-4t", "add one-7-0-o1-4t 10.0.0.1/32"]
+    assert "-A one-7-0-o -p tcp -m set --match-set one-7-0-o1-4 dst -m multiport --dports 443 -j ACCEPT" in (
+        render(spec).family("ip").chains["one-7-0-o"])
+    assert ipset_restore_text([]) == ""
+
+
+def test_ipset_names_fit_31_characters():
+    rules = tuple(Rule("ALL", "INBOUND", ip="10.0.0.1", size=30) for _ in range(12))
+    spec = NicSpec(9999999999, 999, "br0", tap="vnet0", rules=rules)
+    assert all(len(s.name) <= 31 and len(s.temporary_name) <= 31 for s in render(spec).ipsets)
+
+
+def test_outbound_peer_is_destination_and_port_is_remote():
+    spec = NicSpec(7, 0, "br0", rules=(Rule("TCP", "OUTBOUND", ports="25", ip="192.0.2.1", size=1),))
+    assert "-A one-7-0-o -d 192.0.2.1/32 -p tcp -m multiport --dports 25 -j ACCEPT" in (
+        render(spec).family("ip").chains["one-7-0-o"])
+    assert not any("--dports" in r for r in render(spec).family("ip6").chains["one-7-0-o"])
+
+
+@pytest.mark.parametrize(
+    ("mac", "address"),
+    [("02:00:0a:00:00:01", "fe80::aff:fe00:1"), ("52:54:00:12:34:56", "fe80::5054:ff:fe12:3456"),
+     ("00:00:00:00:00:00", "fe80::200:ff:fe00:0")],
+)
+def test_link_local_is_eui64(mac, address):
+    assert str(link_local(mac)) == address
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (NicSpec(7, 0, "br0", filter_mac=True), "NIC 0: MAC None is not a MAC address (needed to filter spoofing)"),
+        (NicSpec(7, 1, "br0", mac="02:00:0a:00:00", filter_mac=True),
+         "NIC 1: MAC '02:00:0a:00:00' is not a MAC address (needed to filter spoofing)"),
+        (NicSpec(7, 0, "br0", ips=("10.0.0.256",), filter_ip=True),
+         "NIC 0: '10.0.0.256' is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_bad_identity_raises(spec, message):
+    with pytest.raises(InputError) as e:
+        render(spec)
+    assert str(e.value) == message
