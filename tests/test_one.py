@@ -1,0 +1,274 @@
+"""netfw.one: OpenNebula VM documents (plain XML or base64) into NicSpecs. Pure: no kernel, no files but test data."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from netfw import one
+from netfw.model import InputError, NicSpec, Rule
+
+DATA = Path(__file__).parent / "data" / "one"
+# The project's shared fixtures, beside the repository (…/main/tests/test_one.py → …/shared).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "opennebula"
+
+GOOD = ("one_sg_test_pre_vm.xml", "two_nics.xml", "attach_nic.xml", "attach_alias.xml", "attach_ovswitch.xml",
+        "vrouter.xml", "namespaced.xml", "sg_without_rules.xml")  # fmt: skip
+
+
+def data(name: str) -> bytes:
+    """A test document's bytes."""
+    return (DATA / name).read_bytes()
+
+
+def rule(protocol, direction, sg_id, ports=None, icmp_type=None, ip=None, size=None) -> Rule:
+    """A Rule, arguments in the order a reader scans them."""
+    return Rule(protocol, direction, ports=ports, icmp_type=icmp_type, ip=ip, size=size, sg_id=sg_id)
+
+
+# --- the documents parse into the expected model --------------------------------------------------------------------
+
+
+def test_shared_fixture_copy_is_verbatim():
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is not here")
+    assert data("one_sg_test_pre_vm.xml") == (SHARED / "one_sg_test_pre_vm.xml").read_bytes()
+
+
+def test_legacy_fixture():
+    doc = one.parse_vm(data("one_sg_test_pre_vm.xml"))
+    rules = (
+        rule("TCP", "OUTBOUND", 100),
+        rule("TCP", "INBOUND", 100, ports="80,22"),
+        rule("ICMP", "INBOUND", 100, icmp_type=8),
+        rule("ICMP", "OUTBOUND", 100, icmp_type=0, ip="10.0.0.7", size=27),
+        rule("TCP", "INBOUND", 100, ports="80:100,22", ip="192.168.10.3", size=23),
+        rule("ICMP", "OUTBOUND", 100, icmp_type=3, ip="10.0.0.7", size=27),
+        rule("UDP", "OUTBOUND", 100, ip="172.168.0.0", size=255),
+    )
+    spec = NicSpec(vm=3, nic=0, bridge="vbr0", tap="one-3-0", mac="02:00:0a:00:00:07", ips=("10.0.0.7",),
+                   filter_mac=True, filter_ip=True, rules=rules, sg_ids=(100,))  # fmt: skip
+    assert doc == one.VmDoc(vm=3, deploy_id=None, nics=(one.VmNic(spec, vn_mad="", attach=False),))
+    assert doc.handled() == ()  # a 2014 document names no VN_MAD
+    assert doc.handled(("",)) == doc.nics
+
+
+TWO_NICS_0 = NicSpec(
+    vm=42, nic=0, bridge="onebr0", tap="one-42-0", mtu=1450, mac="02:00:0a:00:00:2a",
+    ips=("10.0.0.42", "2001:db8::2a", "fd00::2a", "fe80::400:aff:fe00:2a",  # the NIC's own
+         "10.0.0.43", "2001:db8::2b",  # alias NIC_ID 2, listed in ALIAS_IDS
+         "10.0.0.44"),  # alias NIC_ID 4, found by its PARENT_ID
+    filter_mac=True, filter_ip=True, sg_ids=(0, 100),
+    rules=(
+        rule("ALL", "OUTBOUND", 0),
+        rule("ALL", "INBOUND", 0),
+        rule("TCP", "INBOUND", 100, ports="22,80:90"),
+        rule("ICMP", "INBOUND", 100, icmp_type=8, ip="10.0.0.1", size=254),  # ICMP: the IPv6 ranges cannot match
+        rule("TCP", "OUTBOUND", 100, ports="5432", ip="10.0.0.1", size=254),
+        rule("TCP", "OUTBOUND", 100, ports="5432", ip="2001:db8::1", size=254),
+        rule("TCP", "OUTBOUND", 100, ports="5432", ip="fd00::1", size=254),
+        rule("IPSEC", "INBOUND", 100),
+    ),
+)  # fmt: skip
+TWO_NICS_1 = NicSpec(
+    vm=42, nic=1, bridge="onebr.20", tap="one-42-1", mac="02:00:c0:a8:14:07", ips=("192.168.20.7",), sg_ids=(101,),
+    rules=(rule("UDP", "OUTBOUND", 101, ports="53", ip="192.168.20.1", size=1),
+           rule("ICMPV6", "INBOUND", 101, icmp_type=128)),
+)  # fmt: skip
+TWO_NICS_3 = NicSpec(vm=42, nic=3, bridge="ovsbr0", tap="one-42-3", mac="02:00:ac:10:00:09", ips=("172.16.0.9",))
+
+
+def test_two_nics():
+    doc = one.parse_vm(data("two_nics.xml"))
+    assert (doc.vm, doc.deploy_id) == (42, "one-42")
+    assert doc.nics == (
+        one.VmNic(TWO_NICS_0, "fw", False),
+        one.VmNic(TWO_NICS_1, "802.1Q", False),
+        one.VmNic(TWO_NICS_3, "ovswitch", False),
+    )
+    assert doc.nic(1).spec == TWO_NICS_1
+
+
+def test_virtual_router():
+    doc = one.parse_vm(data("vrouter.xml"))
+    assert [n.spec for n in doc.nics] == [
+        NicSpec(vm=7, nic=0, bridge="onebr.100", mac="02:00:0a:01:00:02", router=True,
+                ips=("10.1.0.2", "10.1.0.1", "2001:db8:1::1")),  # fmt: skip
+        NicSpec(vm=7, nic=1, bridge="br-lan", mac="02:00:0a:02:00:01", ips=("10.2.0.1",), router=True, sg_ids=(0,)),
+    ]
+    assert doc.nics[0].spec.tap == "one-7-0"  # no TARGET: OpenNebula's default
+
+
+def test_router_from_vrouter_ip_alone():
+    text = data("vrouter.xml").decode().replace("<VROUTER_ID>3</VROUTER_ID>", "")
+    assert [n.spec.router for n in one.parse_vm(text).nics] == [True, False]
+
+
+def test_security_groups_without_rules():
+    rules = {n.spec.nic: n.spec.rules for n in one.parse_vm(data("sg_without_rules.xml")).nics}
+    assert rules == {
+        0: (),  # group 100 has no rule: nothing is allowed (never read as allow-all)
+        1: None,  # group 0 listed, without rules: allow all
+        2: None,  # empty SECURITY_GROUPS: group 0
+    }
+
+
+def test_document_without_nics():
+    assert one.parse_vm("<VM><ID>5</ID><DEPLOY_ID>one-5</DEPLOY_ID></VM>") == one.VmDoc(5, "one-5", ())
+
+
+def test_namespaced_document():
+    assert one.parse_vm(data("namespaced.xml")).nic(0).spec == NicSpec(vm=8, nic=0, bridge="br0")
+
+
+# --- which NICs netfw acts on ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, vn_mads, nic_ids",
+    [
+        ("two_nics.xml", one.DEFAULT_VN_MADS, (0, 1)),
+        ("two_nics.xml", one.DEFAULT_VN_MADS + ("ovswitch",), (0, 1, 3)),
+        ("two_nics.xml", ("fw",), (0,)),
+        ("attach_nic.xml", one.DEFAULT_VN_MADS, (1,)),
+        ("attach_nic.xml", ("fw",), ()),  # the attached NIC is not ours: nothing to do
+        ("attach_alias.xml", one.DEFAULT_VN_MADS, (0,)),  # an alias (de)attach concerns its parent NIC
+        ("attach_ovswitch.xml", one.DEFAULT_VN_MADS, ()),
+        ("vrouter.xml", one.DEFAULT_VN_MADS, (0, 1)),
+    ],
+)
+def test_handled(name, vn_mads, nic_ids):
+    assert tuple(n.spec.nic for n in one.parse_vm(data(name)).handled(vn_mads)) == nic_ids
+
+
+def test_attach_flag():
+    assert [n.attach for n in one.parse_vm(data("attach_nic.xml")).nics] == [False, True, False]
+    assert [n.attach for n in one.parse_vm(data("attach_alias.xml")).nics] == [True, False, False]
+
+
+# --- input forms ----------------------------------------------------------------------------------------------------
+
+
+def _wrapped(raw: bytes, width: int, newline: bytes) -> bytes:
+    """base64 of raw, wrapped at width with the given line ending."""
+    b64 = base64.b64encode(raw)
+    return newline.join(b64[i : i + width] for i in range(0, len(b64), width)) + newline
+
+
+FORMS = {
+    "bytes": lambda raw: raw,
+    "str": lambda raw: raw.decode(),
+    "bom and blank lines": lambda raw: b"\n\xef\xbb\xbf" + raw + b"\n\n",
+    "base64 one line": lambda raw: base64.b64encode(raw),
+    "base64 one line, str": lambda raw: base64.b64encode(raw).decode() + "\n",
+    "base64 wrapped at 76": lambda raw: _wrapped(raw, 76, b"\n"),
+    "base64 wrapped at 60, CRLF, indented": lambda raw: b"  " + _wrapped(raw, 60, b"\r\n  "),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", GOOD)
+def test_input_forms_agree(name, form):
+    raw = data(name)
+    assert one.parse_vm(FORMS[form](raw)) == one.parse_vm(raw)
+
+
+@pytest.mark.parametrize("name", ["two_nics.b64", "two_nics.wrapped.b64"])
+def test_stored_base64(name):
+    assert one.parse_vm(data(name)) == one.parse_vm(data("two_nics.xml"))
+
+
+def test_read_document_returns_the_vm_element():
+    root = one.read_document(base64.b64encode(data("two_nics.xml")))
+    assert root.tag == "VM" and root.findtext("TEMPLATE/NIC/BRIDGE") == "onebr0"  # CDATA read as text
+
+
+def test_explicit_vm_must_agree():
+    assert one.parse_vm(data("two_nics.xml"), vm=42).vm == 42
+    with pytest.raises(InputError, match=r"^VM document: it describes VM 42, not VM 43 as given$"):
+        one.parse_vm(data("two_nics.xml"), vm=43)
+
+
+def test_unknown_nic_id():
+    with pytest.raises(InputError, match=r"^VM document: it has no NIC with NIC_ID 5 \(its NIC_IDs: 0, 1, 3\)$"):
+        one.parse_vm(data("two_nics.xml")).nic(5)
+
+
+# --- bad documents: InputError, one line naming the problem ---------------------------------------------------------
+
+NAME_RULES = r"is not a valid interface name \(1-15 characters, no '/', ':' or whitespace\)$"
+BAD = {
+    "truncated.xml": r"it is not well-formed XML \(no element found: line 4, column 9\)$",
+    "not_base64.txt": r"it is neither XML nor base64$",
+    "base64_not_xml.txt": r"it is base64, but what it decodes to is not XML$",
+    "root_not_vm.xml": r"the root element is <VM_POOL>, not <VM>$",
+    "billion_laughs.xml": r"a DTD is not allowed \(entity expansion, XML bomb or external entity\)$",
+    "external_entity.xml": r"a DTD is not allowed",
+    "external_dtd.xml": r"a DTD is not allowed",
+    "vm_id_not_number.xml": r"the VM ID is not a number: 'forty-two'$",
+    "vm_id_missing.xml": r"the VM ID is missing$",
+    "nic_id_not_number.xml": r"the NIC_ID of NIC element 1 is not a number: 'zero'$",
+    "nic_id_missing.xml": r"the NIC_ID of NIC element 1 is missing$",
+    "nic_id_twice.xml": r"NIC_ID 0 appears twice$",
+    "no_bridge.xml": r"NIC 0: BRIDGE is missing$",
+    "bridge_slash.xml": r"NIC 0: bridge 'br/0' " + NAME_RULES,
+    "bridge_space.xml": r"NIC 0: bridge 'br 0' " + NAME_RULES,
+    "bridge_long.xml": r"NIC 0: bridge 'onebr0123456789a' " + NAME_RULES,
+    "tap_slash.xml": r"NIC 0: tap 'one/42/0' " + NAME_RULES,
+    "tap_space.xml": r"NIC 0: tap 'one 42 0' " + NAME_RULES,
+    "tap_long.xml": r"NIC 0: tap 'one-42-0-tap-long' " + NAME_RULES,
+    "mtu_not_number.xml": r"NIC 0: MTU is not a number: 'jumbo'$",
+    "mtu_out_of_range.xml": r"NIC 0: MTU 9 is out of range 68..65535$",
+    "bad_ip.xml": r"NIC 0: IP '10.0.0.256' is not an IP address$",
+    "bad_alias_ip6.xml": r"NIC 0: NIC_ALIAS 1: IP6_GLOBAL '2001:db8::zz' is not an IP address$",
+    "bad_mac.xml": r"NIC 0: MAC '02:00:0a:00:00' is not a MAC address$",
+    "mac_filter_without_mac.xml": r"NIC 0: FILTER_MAC_SPOOFING is on but MAC is missing$",
+    "bad_security_groups.xml": r"NIC 0: security group is not a number: 'web'$",
+    "rule_unknown_group.xml": r"a SECURITY_GROUP_RULE names security group 999, which no NIC has$",
+    "rule_without_group.xml": r"rule 1: SECURITY_GROUP_ID is missing$",
+    "rule_field_twice.xml": r"rule 1: PROTOCOL appears twice$",
+    "rule_invalid.xml": r"rule 1 \(security group 100\): PROTOCOL: 'GRE' is not one of ",
+}
+
+
+def test_every_bad_document_is_listed():
+    assert sorted(p.name for p in (DATA / "bad").iterdir()) == sorted(BAD)
+
+
+def _raises(document: bytes | str, pattern: str) -> None:
+    """parse_vm refuses the document with a one-line InputError matching `VM document: <pattern>`."""
+    with pytest.raises(InputError, match="^VM document: " + pattern) as info:
+        one.parse_vm(document)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_document(name):
+    _raises(data(f"bad/{name}"), BAD[name])
+
+
+@pytest.mark.parametrize("name", sorted(n for n in BAD if n.endswith(".xml")))
+def test_bad_document_in_base64(name):
+    _raises(_wrapped(data(f"bad/{name}"), 76, b"\n"), BAD[name])
+
+
+@pytest.mark.parametrize(
+    "document, pattern",
+    [
+        (b"", r"it is empty$"),
+        (" \n\t ", r"it is empty$"),
+        (base64.b64encode(b"  \n"), r"it is base64, but what it decodes to is not XML$"),
+        (b"=" * 8, r"it is neither XML nor base64$"),
+        ("<VM><ID>12345678901</ID></VM>", r"VM id 12345678901 is out of range 0\.\.9999999999$"),
+        ("<VM>\u00e9</VM", r"it is not well-formed XML"),
+        (b" " * (one.MAX_INPUT + 1), rf"input is {one.MAX_INPUT + 1} bytes, more than {one.MAX_INPUT}$"),
+        (b"<VM>" + b" " * one.MAX_DOCUMENT + b"</VM>", rf"it is {one.MAX_DOCUMENT + 9} bytes, more than "),
+        (base64.b64encode(b"<VM>" + b" " * one.MAX_DOCUMENT + b"</VM>"), r"it is \d+ bytes, more than "),
+    ],
+    ids=["empty", "blank", "base64 of blank", "padding only", "VM id too big", "unclosed", "input too big",
+         "XML too big", "base64 too big"],  # fmt: skip
+)
+def test_bad_input(document, pattern):
+    _raises(document, pattern)
