@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -9,10 +10,11 @@ from pathlib import Path
 
 from . import names, probe, state, transaction
 from .model import InputError, NicSpec
-from .plan import plan_attach, plan_detach
+from .plan import plan_attach, plan_detach, plan_update
 from .steps.base import Step, show
 
-TOOLS = ("ip", "nsenter", "sysctl", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save")
+TOOLS = ("ip", "nsenter", "sysctl", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save",
+         "ebtables-restore", "ebtables-save", "ipset", "conntrack")
 
 
 @dataclass
@@ -21,7 +23,7 @@ class Outcome:
 
     action: str
     vm: int
-    nic: int
+    nic: int | None  # None: several NICs
     changed: list[str] = field(default_factory=list)  # the steps that changed something
     commands: list[str] = field(default_factory=list)  # dry run: what would run
 
@@ -34,7 +36,8 @@ def check_host() -> None:
     """The tools and the kernel support netfw needs, or InputError naming what is missing."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        raise InputError(f"missing tools: {', '.join(missing)} (Debian: apt-get install iproute2 iptables util-linux)")
+        raise InputError(f"missing tools: {', '.join(missing)}"
+                         " (Debian: apt-get install iproute2 iptables ipset conntrack util-linux)")
     if not os.path.isdir("/proc/sys/net/bridge"):
         raise InputError("br_netfilter is not loaded: run `modprobe br_netfilter` on the hypervisor")
 
@@ -60,8 +63,8 @@ def resolve(spec: NicSpec) -> int:
     return spec.mtu or tap["mtu"]
 
 
-def _execute(action: str, spec: NicSpec, steps: list[Step], dry_run: bool) -> Outcome:
-    out = Outcome(action, spec.vm, spec.nic)
+def _execute(action: str, specs: list[NicSpec], steps: list[Step], dry_run: bool) -> Outcome:
+    out = Outcome(action, specs[0].vm, specs[0].nic if len(specs) == 1 else None)
     if dry_run:
         for step in steps:
             out.commands.append(f"# {step.describe()}")
@@ -71,26 +74,75 @@ def _execute(action: str, spec: NicSpec, steps: list[Step], dry_run: bool) -> Ou
     return out
 
 
-def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
-    """Put the NIC behind its firewall. Safe to repeat: a second run changes nothing."""
+def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
+    """Keep the live ipset generation when nothing changes; build the other one when the rules do."""
+    if applied is None:
+        return 0
+    return applied.generation if applied.spec == spec else 1 - applied.generation
+
+
+def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
+    """Attach several NICs of one VM in one transaction: if one fails, those done in the same call are undone."""
+    if not specs or len({s.vm for s in specs}) != 1:
+        raise InputError("attach_all takes the NICs of one VM")
     check_host()
     root = state.state_dir(state_dir)
-    mtu = resolve(spec)
+    mtus = [resolve(spec) for spec in specs]  # every NIC is checked before anything is touched
+
+    def plan() -> list[Step]:
+        steps: list[Step] = []
+        for spec, mtu in zip(specs, mtus):
+            applied = state.load(root, spec.vm, spec.nic)
+            previous = applied.spec if applied else None
+            steps += plan_attach(spec, mtu, root, _generation(applied, spec), previous)
+        return steps
+
     if dry_run:
-        return _execute("attach", spec, plan_attach(spec, mtu, root), True)
-    with state.vm_lock(root, spec.vm):
-        return _execute("attach", spec, plan_attach(spec, mtu, root), False)
+        return _execute("attach", specs, plan(), True)
+    with state.vm_lock(root, specs[0].vm):
+        return _execute("attach", specs, plan(), False)
 
 
-def recorded(vm: int, nic: int, root: Path) -> tuple[NicSpec, int] | None:
-    """The spec and MTU last applied to the NIC, from the state directory."""
+def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
+    """Put the NIC behind its firewall. Safe to repeat: a second run changes nothing."""
+    return attach_all([spec], dry_run=dry_run, state_dir=state_dir)
+
+
+def recorded(vm: int, nic: int, root: Path) -> state.Applied | None:
+    """What was last applied to the NIC, from the state directory."""
     return state.load(root, vm, nic)
 
 
-def _assumed(vm: int, nic: int, bridge: str | None = None) -> tuple[NicSpec, int]:
+def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
     """Without a record: the default tap, and the VN bridge the veth end is on (names are recomputed, no state)."""
     veth = probe.links(None, [names.veth_host(vm, nic)]).get(names.veth_host(vm, nic))
-    return NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500)
+    return state.Applied(NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500), 0)
+
+
+def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
+    """Replace the rules (and spoofing identity) of attached NICs of one VM atomically, in one transaction.
+
+    The old rules stay in force until the new ones are loaded in one restore per family; then the NICs' tracked
+    flows are forgotten, so flows the new rules no longer allow are cut. Nothing else of the NIC changes.
+    """
+    if not specs or len({s.vm for s in specs}) != 1:
+        raise InputError("update_all takes the NICs of one VM")
+    check_host()
+    root = state.state_dir(state_dir)
+    with state.vm_lock(root, specs[0].vm):
+        steps: list[Step] = []
+        for spec in specs:
+            applied = state.load(root, spec.vm, spec.nic)
+            if applied is None:
+                raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {root}): attach it first")
+            spec = dataclasses.replace(spec, bridge=applied.spec.bridge, tap=applied.spec.tap)
+            steps += plan_update(spec, applied.mtu, root, applied.spec, _generation(applied, spec))
+        return _execute("update", specs, steps, dry_run)
+
+
+def update(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
+    """Replace one NIC's rules atomically (see update_all)."""
+    return update_all([spec], dry_run=dry_run, state_dir=state_dir)
 
 
 def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | None = None,
@@ -105,8 +157,9 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     check_host()
     root = state.state_dir(state_dir)
     with state.vm_lock(root, vm):
-        spec, mtu = recorded(vm, nic, root) or _assumed(vm, nic, bridge)
-        return _execute("detach", spec, plan_detach(spec, mtu, root), dry_run)
+        applied = recorded(vm, nic, root) or _assumed(vm, nic, bridge)
+        steps = plan_detach(applied.spec, applied.mtu, root, applied.generation)
+        return _execute("detach", [applied.spec], steps, dry_run)
 
 
 def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None) -> dict[int, list[str]]:
@@ -118,10 +171,10 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
         raise InputError(f"VM {vm} has no attached NIC recorded in {root}")
     report = {}
     for n in nics:
-        found = recorded(vm, n, root)
-        drift = [] if found else [f"no state record for VM {vm} NIC {n} in {root}"]
-        spec, mtu = found or _assumed(vm, n)
-        for step in plan_attach(spec, mtu, root):
+        applied = recorded(vm, n, root)
+        drift = [] if applied else [f"no state record for VM {vm} NIC {n} in {root}"]
+        applied = applied or _assumed(vm, n)
+        for step in plan_attach(applied.spec, applied.mtu, root, applied.generation):
             drift += step.check()
         report[n] = drift
     return report

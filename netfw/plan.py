@@ -1,34 +1,93 @@
-"""Pure planning: a NIC spec becomes the ordered list of steps of attach or detach. Runs nothing."""
+"""Pure planning: a NIC spec becomes the ordered list of steps of attach, update or detach. Runs nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from . import names, state
 from .model import NicSpec
-from .render import render
+from .render import Ruleset, render, zone, zones
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
+from .steps.conntrack import FlushZone
+from .steps.ipsets import Ipsets, IpsetGc
 
 
-def plan_attach(spec: NicSpec, mtu: int, root: Path) -> list[Step]:
-    """Namespace, bridge, veth, rules (ipsets, ip, ip6, eb), then the cut-over, then the state record.
+def generation(ruleset: Ruleset, gen: int) -> Ruleset:
+    """The ruleset with its ipsets under generation gen's names (0: names.ipset, 1: the temporary names).
+
+    An update builds the sets of the other generation, so that no set named by live rules is ever refilled.
+    """
+    if gen == 0 or not ruleset.ipsets:
+        return ruleset
+    swap = {s.name: s.temporary_name for s in ruleset.ipsets}
+
+    def rename(line: str) -> str:
+        for old, new in swap.items():
+            line = line.replace(f"--match-set {old} ", f"--match-set {new} ")
+        return line
+
+    families = tuple(
+        dataclasses.replace(f, chains={c: tuple(map(rename, rules)) for c, rules in f.chains.items()})
+        for f in ruleset.families
+    )
+    sets = tuple(dataclasses.replace(s, name=s.temporary_name, temporary_name=s.name) for s in ruleset.ipsets)
+    return Ruleset(families, sets)
+
+
+def ipset_prefix(spec: NicSpec) -> str:
+    return names.chain(spec.vm, spec.nic, "i")[:-1]
+
+
+def rule_steps(spec: NicSpec, gen: int, previous: NicSpec | None = None) -> list[Step]:
+    """Sets, then one restore per family and table (filter ip/ip6/eb, raw zones), then unused sets go."""
+    ns = names.netns(spec.vm)
+    ruleset = generation(render(spec), gen)
+    old = render(previous) if previous is not None else None
+    steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))]
+    for family in ruleset.families:
+        stale = tuple(old.family(family.family).chains) if old and family.family in _families(old) else ()
+        steps.append(FamilyRuleset(ns, family, stale))
+    if old is not None:  # a family the NIC no longer needs (ebtables once spoofing filters are off)
+        steps += [Reverse(FamilyRuleset(ns, f)) for f in old.families if f.family not in _families(ruleset)]
+    steps += [FamilyRuleset(ns, f) for f in zones(spec)]
+    steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
+    return steps
+
+
+def _families(ruleset: Ruleset) -> set[str]:
+    return {f.family for f in ruleset.families}
+
+
+def plan_attach(spec: NicSpec, mtu: int, root: Path, gen: int = 0, previous: NicSpec | None = None) -> list[Step]:
+    """Namespace, bridge, veth, rules, then the cut-over, then the state record.
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
-    ns = names.netns(spec.vm)
-    ruleset = render(spec)
     return [
         VmNamespace(spec.vm),
         FirewallBridge(spec.vm, spec.nic, mtu),
         VethPair(spec.vm, spec.nic, mtu),
-        *[FamilyRuleset(ns, family) for family in ruleset.families],
+        *rule_steps(spec, gen, previous),
         CutOver(spec.vm, spec.nic, spec.tap, spec.bridge or None),
-        Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu)),
+        Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu, gen)),
     ]
 
 
-def plan_detach(spec: NicSpec, mtu: int, root: Path) -> list[Step]:
+def plan_update(spec: NicSpec, mtu: int, root: Path, previous: NicSpec, gen: int) -> list[Step]:
+    """New sets (other generation), one atomic restore per family, old sets gone, record, then the NIC's
+    conntrack entries, so that flows the new rules no longer allow are cut."""
+    steps = rule_steps(spec, gen, previous)
+    changed = [s for s in steps if isinstance(s, FamilyRuleset)]
+    return [
+        *steps,
+        Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu, gen)),
+        FlushZone(names.netns(spec.vm), zone(spec), changed),
+    ]
+
+
+def plan_detach(spec: NicSpec, mtu: int, root: Path, gen: int = 0) -> list[Step]:
     """The attach steps reversed: tap back first (the VM keeps its network), then rules, veth, bridge, namespace;
     the state record goes last, so an interrupted detach can be run again with what it needs."""
-    *steps, record = plan_attach(spec, mtu, root)
-    return [Reverse(step) for step in reversed(steps)] + [Reverse(record)]
+    *steps, record = plan_attach(spec, mtu, root, gen)
+    return [Reverse(step) for step in reversed(steps) if not isinstance(step, IpsetGc)] + [Reverse(record)]

@@ -88,8 +88,23 @@ def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     return {k: found.get(k) for k in keys}
 
 
-def save(ns: str, family: str) -> str:
-    """`iptables-save -t filter` (family 'ip', 'ip6') or `ebtables-save` ('eb') inside ns."""
-    if family == "eb":
-        return runner.run(in_netns(ns, "ebtables-save", "-t", "filter")).stdout
-    return runner.run(in_netns(ns, f"{family}tables-save", "-t", "filter")).stdout
+def save(ns: str, family: str, table: str = "filter") -> str:
+    """`iptables-save -t TABLE` (family 'ip', 'ip6') or `ebtables-save -t TABLE` ('eb') inside ns."""
+    return runner.run(in_netns(ns, f"{family}tables-save", "-t", table)).stdout
+
+
+def ipset_list_argv(ns: str) -> list[str]:
+    return in_netns(ns, "ipset", "save")
+
+
+def ipsets(ns: str) -> dict[str, tuple[str, set[str]]]:
+    """{name: (family, members)} of every ipset in ns, from `ipset save`."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    for line in runner.run(ipset_list_argv(ns)).stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["create"]:
+            family = words[words.index("family") + 1] if "family" in words else "inet"
+            found[words[1]] = (family, set())
+        elif words[:1] == ["add"] and words[1] in found:
+            found[words[1]][1].add(words[2])
+    return found

@@ -47,7 +47,8 @@ class FamilyRules:
 
     family: str  # "ip", "ip6" or "eb": the tool is f"{family}tables-restore"
     chains: dict[str, tuple[str, ...]]  # chain name -> its rules, each "-A <chain> ..."
-    jumps: tuple[str, ...]  # "-A FORWARD ..." lines
+    jumps: tuple[str, ...]  # "-A FORWARD ..." lines (PREROUTING for the raw table)
+    table: str = "filter"
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,25 @@ def render(spec: NicSpec) -> Ruleset:
     return Ruleset(tuple(families), tuple(ipsets))
 
 
+def zone(spec: NicSpec) -> int:
+    """The NIC's conntrack zone in the VM namespace: its flows are tracked (and can be deleted) apart from others'."""
+    return spec.nic + 1
+
+
+def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
+    """raw-table rules that put every packet entering the NIC's bridge (from the tap or the veth) in its zone."""
+    z = chain_name(spec, "z")
+    ports = (spec.tap, names.veth_fw(spec.vm, spec.nic))
+    return tuple(
+        FamilyRules(family, {z: (f"-A {z} -j CT --zone {zone(spec)}",)},
+                    tuple(f"-A PREROUTING -m physdev --physdev-in {port} -j {z}" for port in ports), table="raw")
+        for family in FAMILIES
+    )
+
+
 def chain_name(spec: NicSpec, role: str) -> str:
-    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources) or 'a' (ebtables); at most 20 characters."""
+    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 'a' (ebtables) or 'z' (conntrack zone, raw
+    table); at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role

@@ -7,6 +7,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from .model import NicSpec, spec_from_dict, spec_to_dict
 
@@ -22,14 +23,22 @@ def nic_path(root: Path, vm: int, nic: int) -> Path:
     return root / f"vm-{vm}" / f"nic-{nic}.json"
 
 
-def load(root: Path, vm: int, nic: int) -> tuple[NicSpec, int] | None:
-    """(spec, mtu) last applied to the NIC, or None when there is no record."""
+class Applied(NamedTuple):
+    """What was last applied to a NIC."""
+
+    spec: NicSpec
+    mtu: int
+    generation: int  # which of the NIC's two ipset name generations the live rules use
+
+
+def load(root: Path, vm: int, nic: int) -> Applied | None:
+    """What was last applied to the NIC, or None when there is no record."""
     path = nic_path(root, vm, nic)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return spec_from_dict(data["spec"]), int(data["mtu"])
+    return Applied(spec_from_dict(data["spec"]), int(data["mtu"]), int(data.get("generation", 0)))
 
 
 def nics(root: Path, vm: int) -> list[int]:
@@ -38,8 +47,9 @@ def nics(root: Path, vm: int) -> list[int]:
     return sorted(int(p.stem[4:]) for p in folder.glob("nic-*.json")) if folder.is_dir() else []
 
 
-def document(spec: NicSpec, mtu: int) -> str:
-    return json.dumps({"spec": spec_to_dict(spec), "mtu": mtu}, indent=1, sort_keys=True) + "\n"
+def document(spec: NicSpec, mtu: int, generation: int = 0) -> str:
+    return json.dumps({"spec": spec_to_dict(spec), "mtu": mtu, "generation": generation},
+                      indent=1, sort_keys=True) + "\n"
 
 
 def write(path: Path, text: str | None) -> None:

@@ -26,12 +26,12 @@ class Table:
         return self.rules.get(chain, []).count(line)
 
 
-def parse_save(text: str) -> Table:
-    """Parse the filter table out of iptables-save / ip6tables-save / ebtables-save output."""
+def parse_save(text: str, name: str = "filter") -> Table:
+    """Parse table `name` out of iptables-save / ip6tables-save / ebtables-save output."""
     table, inside = Table(), False
     for line in text.splitlines():
         if line.startswith("*"):
-            inside = line == "*filter"
+            inside = line == f"*{name}"
         elif not inside or line.startswith("#") or not line.strip():
             continue
         elif line.startswith(":"):
@@ -61,6 +61,6 @@ def insert_line(rule: str, position: int) -> str:
     return f"-I {chain} {position} {spec}"
 
 
-def restore_text(family: str, body: list[str]) -> str:
-    """A complete restore input for the filter table around body (ebtables-restore accepts the COMMIT too)."""
-    return "\n".join(["*filter", *body, "COMMIT", ""])
+def restore_text(family: str, body: list[str], table: str = "filter") -> str:
+    """A complete restore input for one table around body (ebtables-restore accepts the COMMIT too)."""
+    return "\n".join([f"*{table}", *body, "COMMIT", ""])

@@ -42,22 +42,34 @@ def links(ns: str | None) -> list[dict]:
     return sorted((_clean_link(link) for link in json.loads(sh(*argv).stdout)), key=lambda l: l["ifname"])
 
 
-def rules(ns: str | None, tool: str) -> list[str]:
-    argv = [tool, "-t", "filter"] if tool != "ebtables-save" else [tool]
-    if ns:
-        argv = ["nsenter", f"--net=/run/netns/{ns}", *argv]
-    out = sh(*argv).stdout
+def _in(ns: str | None, *argv: str) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{ns}", *argv] if ns else list(argv)
+
+
+def rules(ns: str | None, tool: str, table: str = "filter") -> list[str]:
+    out = sh(*_in(ns, tool, "-t", table)).stdout
     return [l.split(" [")[0] if l.startswith(":") else l for l in out.splitlines() if not l.startswith("#")]
 
 
+def ipsets(ns: str | None) -> list[str]:
+    """`ipset save` without the random initval."""
+    out = sh(*_in(ns, "ipset", "save")).stdout
+    return sorted(l.split(" initval")[0] for l in out.splitlines())
+
+
 def snapshot() -> dict:
-    """Namespaces, links (ip -d -j link) and filter rules of the sandbox and of every namespace in it."""
+    """Namespaces, links (ip -d -j link), rules (filter and raw, ip/ip6/eb) and ipsets of the sandbox and of
+    every namespace in it."""
     state = {}
     for ns in [None, *netns_list()]:
         state[ns or "<hypervisor>"] = {
             "links": links(ns),
             "ip": rules(ns, "iptables-save"),
             "ip6": rules(ns, "ip6tables-save"),
+            "ip-raw": rules(ns, "iptables-save", "raw"),
+            "ip6-raw": rules(ns, "ip6tables-save", "raw"),
+            "eb": rules(ns, "ebtables-save"),
+            "ipset": ipsets(ns),
         }
     return state
 
