@@ -162,8 +162,12 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
         return _execute("detach", [applied.spec], steps, dry_run)
 
 
-def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None) -> dict[int, list[str]]:
-    """{nic: drift} for one NIC or every recorded NIC of the VM; an empty list means everything holds."""
+def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None,
+           expected: NicSpec | None = None) -> dict[int, list[str]]:
+    """{nic: drift} for one NIC or every recorded NIC of the VM; an empty list means everything holds.
+
+    What is expected is what was last applied (the state record), or `expected` (e.g. from a VM document).
+    """
     names.check_ids(vm, nic or 0)
     root = state.state_dir(state_dir)
     nics = [nic] if nic is not None else state.nics(root, vm)
@@ -174,7 +178,10 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
         applied = recorded(vm, n, root)
         drift = [] if applied else [f"no state record for VM {vm} NIC {n} in {root}"]
         applied = applied or _assumed(vm, n)
-        for step in plan_attach(applied.spec, applied.mtu, root, applied.generation):
+        spec = expected if expected is not None else applied.spec
+        if expected is not None and applied.spec != expected:
+            drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
+        for step in plan_attach(spec, applied.mtu, root, applied.generation):
             drift += step.check()
         report[n] = drift
     return report

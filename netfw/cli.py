@@ -73,30 +73,132 @@ def emit(outcome, as_json: bool) -> None:
         typer.echo("\n".join(outcome.commands))
     else:
         done = "; ".join(outcome.changed) if outcome.changed else "nothing to change"
-        typer.echo(f"{outcome.action} VM {outcome.vm} NIC {outcome.nic}: {done}")
+        which = f"NIC {outcome.nic}" if outcome.nic is not None else "NICs"
+        typer.echo(f"{outcome.action} VM {outcome.vm} {which}: {done}")
 
 
 VM_ARG = typer.Argument(..., min=0, help="VM id (non-negative integer).")
 NIC_ARG = typer.Argument(..., min=0, help="NIC id (non-negative integer).")
+RULES_OPT = typer.Option(None, "--rules", help="JSON list of SECURITY_GROUP_RULE objects ('-': stdin). "
+                                               "Without it: security group 0, allow all.")
+MAC_OPT = typer.Option(None, "--mac", help="The NIC's MAC (MAC spoofing filter).")
+IP_OPT = typer.Option(None, "--ip", help="An address of the NIC, IPv4 or IPv6 (repeatable; IP spoofing filter).")
+FMAC_OPT = typer.Option(None, "--filter-mac-spoofing/--no-filter-mac-spoofing", help="Drop frames from other MACs.")
+FIP_OPT = typer.Option(None, "--filter-ip-spoofing/--no-filter-ip-spoofing",
+                       help="Drop packets and ARP from addresses that are not the NIC's.")
+ROUTER_OPT = typer.Option(None, "--router/--no-router",
+                          help="The VM may send DHCP server replies and IPv6 router advertisements.")
+XML_OPT = typer.Option(None, "--vm-xml", help="OpenNebula VM document, XML or base64 ('-': stdin); "
+                                              "gives bridge, tap, MTU, addresses, filters and rules.")
+DRY_OPT = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing.")
+JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
+STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
+
+
+def _read(source: str) -> str:
+    """The text of FILE, or of standard input for '-'."""
+    from .model import InputError
+
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        with open(source, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError as e:
+        raise InputError(f"cannot read {source}: {e.strerror}") from None
+
+
+def _from_document(vm: int, nic: int, vm_xml: str, **flags):
+    """The NIC's spec from an OpenNebula VM document; flags other than --tap cannot be mixed with it."""
+    from . import one
+    from .model import InputError
+
+    mixed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, [], ())]
+    if mixed:
+        raise InputError(f"--vm-xml gives the NIC's settings: do not combine it with {', '.join(mixed)}")
+    return one.parse_vm(_read(vm_xml), vm=vm).nic(nic).spec
+
+
+def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, vm_xml):
+    """One NicSpec from the command line (flags, a rules file or a VM document): validated, nothing touched."""
+    from .model import InputError, NicSpec
+    from .rules import load_rules_json
+
+    if vm_xml:
+        spec = _from_document(vm, nic, vm_xml, bridge=bridge, rules=rules, mac=mac, ip=ip,
+                              filter_mac_spoofing=filter_mac, filter_ip_spoofing=filter_ip, router=router)
+        return spec if not tap else NicSpec(**{**spec.__dict__, "tap": tap})
+    if not bridge:
+        raise InputError("--bridge (or --vm-xml) is required")
+    return NicSpec(vm=vm, nic=nic, bridge=bridge, tap=tap or "", mac=mac, ips=tuple(ip or ()),
+                   filter_mac=bool(filter_mac), filter_ip=bool(filter_ip), router=bool(router),
+                   rules=load_rules_json(_read(rules)) if rules else None)
 
 
 @app.command()
 def attach(
     vm: int = VM_ARG,
     nic: int = NIC_ARG,
-    bridge: str = typer.Option(..., "--bridge", "-b", help="The VN bridge the tap is on now."),
+    bridge: Optional[str] = typer.Option(None, "--bridge", "-b", help="The VN bridge the tap is on now."),
     tap: Optional[str] = typer.Option(None, "--tap", help="The VM tap (default one-VM-NIC)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+    rules: Optional[str] = RULES_OPT,
+    mac: Optional[str] = MAC_OPT,
+    ip: Optional[list[str]] = IP_OPT,
+    filter_mac_spoofing: Optional[bool] = FMAC_OPT,
+    filter_ip_spoofing: Optional[bool] = FIP_OPT,
+    router: Optional[bool] = ROUTER_OPT,
+    vm_xml: Optional[str] = XML_OPT,
+    dry_run: bool = DRY_OPT,
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Put VM NIC behind its own firewall: namespace, firewall bridge, veth, rules, then cut-over of the tap."""
     from . import api
-    from .model import NicSpec
 
     def go():
-        spec = NicSpec(vm=vm, nic=nic, bridge=bridge, tap=tap or "")
+        spec = _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac_spoofing, filter_ip_spoofing, router, vm_xml)
         return api.attach(spec, dry_run=dry_run, state_dir=state_dir)
+
+    emit(guarded(go), as_json)
+
+
+@app.command()
+def update(
+    vm: int = VM_ARG,
+    nic: int = NIC_ARG,
+    rules: Optional[str] = typer.Option(None, "--rules", help="JSON list of SECURITY_GROUP_RULE objects that "
+                                                                "replaces the NIC's rules ('-': stdin)."),
+    mac: Optional[str] = MAC_OPT,
+    ip: Optional[list[str]] = IP_OPT,
+    filter_mac_spoofing: Optional[bool] = FMAC_OPT,
+    filter_ip_spoofing: Optional[bool] = FIP_OPT,
+    router: Optional[bool] = ROUTER_OPT,
+    vm_xml: Optional[str] = XML_OPT,
+    dry_run: bool = DRY_OPT,
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """Replace an attached NIC's rules atomically; options not given keep what was last applied."""
+    from . import api, state
+    from .model import InputError
+    from .rules import load_rules_json
+
+    def go():
+        if vm_xml:
+            spec = _from_document(vm, nic, vm_xml, rules=rules, mac=mac, ip=ip, filter_mac_spoofing=filter_mac_spoofing,
+                                  filter_ip_spoofing=filter_ip_spoofing, router=router)
+            return api.update(spec, dry_run=dry_run, state_dir=state_dir)
+        applied = state.load(state.state_dir(state_dir), vm, nic)
+        if applied is None:
+            raise InputError(f"VM {vm} NIC {nic} is not attached (no record in {state.state_dir(state_dir)})")
+        changes = {"mac": mac, "ips": tuple(ip) if ip else None, "filter_mac": filter_mac_spoofing,
+                   "filter_ip": filter_ip_spoofing, "router": router,
+                   "rules": load_rules_json(_read(rules)) if rules else None}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            raise InputError("nothing to update: give --rules, --vm-xml or an identity option")
+        import dataclasses
+        return api.update(dataclasses.replace(applied.spec, **changes), dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
 
@@ -107,9 +209,9 @@ def detach(
     nic: int = NIC_ARG,
     bridge: Optional[str] = typer.Option(
         None, "--bridge", "-b", help="VN bridge to return the tap to, only used when netfw cannot tell it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+    dry_run: bool = DRY_OPT,
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Return the tap to its VN bridge and remove the NIC's firewall; succeeds when parts are already gone."""
     from . import api
@@ -121,13 +223,24 @@ def detach(
 def verify(
     vm: int = VM_ARG,
     nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC netfw attached)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    state_dir: Optional[str] = typer.Option(None, "--state-dir", help=STATE_HELP),
+    vm_xml: Optional[str] = typer.Option(None, "--vm-xml", help="Compare with this OpenNebula VM document "
+                                                                "instead of what was last applied."),
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Check every object and relation attach made; exit 0 when all hold, 1 with the list of drift."""
     from . import api
+    from .model import InputError
 
-    report = guarded(lambda: api.verify(vm, nic, state_dir=state_dir))
+    def go():
+        expected = None
+        if vm_xml:
+            if nic is None:
+                raise InputError("verify --vm-xml needs the NIC id")
+            expected = _from_document(vm, nic, vm_xml)
+        return api.verify(vm, nic, state_dir=state_dir, expected=expected)
+
+    report = guarded(go)
     ok = not any(report.values())
     if as_json:
         typer.echo(json.dumps({"vm": vm, "ok": ok, "nics": {str(n): {"ok": not d, "drift": d}
