@@ -44,14 +44,16 @@ def rule_steps(spec: NicSpec, gen: int, previous: NicSpec | None = None) -> list
     ns = names.netns(spec.vm)
     ruleset = generation(render(spec), gen)
     old = render(previous) if previous is not None else None
-    steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))]
+    had_sets = old is not None and bool(old.ipsets)
+    steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))] if ruleset.ipsets else []
     for family in ruleset.families:
         stale = tuple(old.family(family.family).chains) if old and family.family in _families(old) else ()
         steps.append(FamilyRuleset(ns, family, stale))
     if old is not None:  # a family the NIC no longer needs (ebtables once spoofing filters are off)
         steps += [Reverse(FamilyRuleset(ns, f)) for f in old.families if f.family not in _families(ruleset)]
     steps += [FamilyRuleset(ns, f) for f in zones(spec)]
-    steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
+    if ruleset.ipsets or had_sets:  # `ipset` runs only for NICs that use sets
+        steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
     return steps
 
 
