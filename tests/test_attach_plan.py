@@ -1,0 +1,96 @@
+"""The exact commands of attach and detach, with the command layer faked ("facts in, commands out")."""
+
+from __future__ import annotations
+
+import pytest
+
+from netfw import api
+from netfw.model import NicSpec
+from netfw.transaction import TransactionError
+
+from .fake import FakeHost, link
+
+HOST = {None: {"vnbr0": link("vnbr0", "bridge"), "one-7-0": link("one-7-0", "veth", master="vnbr0", mtu=1450)}}
+
+ATTACH_FRESH = """\
+ip -j -d -force -batch -
+  link show dev one-7-0
+  link show dev vnbr0
+ip netns add one-7
+nsenter --net=/run/netns/one-7 sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
+net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+ip -n one-7 link set lo up
+ip -n one-7 -j -d -force -batch -
+  link show dev one-br-7-0
+ip -n one-7 -batch -
+  link add one-br-7-0 mtu 1450 type bridge nf_call_iptables 1 nf_call_ip6tables 1
+  link set one-br-7-0 alias "netfw vm=7 nic=0 role=br" up
+ip -j -d -force -batch -
+  link show dev one-7-0-h
+ip -n one-7 -j -d -force -batch -
+  link show dev one-7-0-f
+ip -batch -
+  link add one-7-0-h mtu 1450 type veth peer name one-7-0-f netns one-7 mtu 1450
+  link set one-7-0-h alias "netfw vm=7 nic=0 role=h" up
+ip -n one-7 -batch -
+  link set one-7-0-f alias "netfw vm=7 nic=0 role=f" master one-br-7-0 up"""
+
+
+@pytest.fixture(autouse=True)
+def host_ok(mocker):
+    mocker.patch.object(api, "check_host")
+
+
+def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
+    fake = FakeHost(mocker, links=HOST)
+    api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    cmds = fake.commands()
+    assert "\n".join(cmds).startswith(ATTACH_FRESH.replace("\\\n", ""))
+    restores = [argv for argv, _ in fake.calls if argv[-2:] == ["--noflush"] or "--noflush" in argv]
+    assert [a[2] for a in restores] == ["iptables-restore", "ip6tables-restore", "iptables-restore",
+                                        "ip6tables-restore"]  # filter ip, ip6, then the raw zone rules
+    cut = [(argv, stdin) for argv, stdin in fake.calls if stdin and "link set one-7-0 netns" in stdin]
+    assert cut == [(["ip", "-batch", "-"], "link set one-7-0-h master vnbr0 up\nlink set one-7-0 netns one-7")]
+    assert fake.calls[-1][0] == ["ip", "-n", "one-7", "link", "set", "one-7-0", "master", "one-br-7-0", "up"]
+    assert (tmp_path / "vm-7" / "nic-0.json").exists()
+    assert len(fake.calls) == 22  # the process count of one attach (benchmarked)
+
+
+def test_attach_rejects_a_tap_on_another_bridge_before_touching_anything(mocker, tmp_path):
+    links = {None: {"vnbr0": link("vnbr0", "bridge"), "vnbr1": link("vnbr1", "bridge"),
+                    "one-7-0": link("one-7-0", "veth", master="vnbr1")}}
+    fake = FakeHost(mocker, links=links)
+    with pytest.raises(api.InputError, match="tap one-7-0 is on vnbr1, not on the VN bridge vnbr0"):
+        api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    assert [argv[:4] for argv, _ in fake.calls] == [["ip", "-j", "-d", "-force"]]  # one probe, nothing else
+
+
+@pytest.mark.parametrize("links, message", [
+    ({None: {"one-7-0": link("one-7-0", "veth", master="vnbr0")}}, "VN bridge vnbr0 does not exist"),
+    ({None: {"vnbr0": link("vnbr0", "veth")}}, "VN bridge vnbr0 is a veth, not a bridge"),
+    ({None: {"vnbr0": link("vnbr0", "bridge")}}, "tap one-7-0 does not exist"),
+    ({None: {"vnbr0": link("vnbr0", "bridge"), "one-7-0": link("one-7-0", "veth")}},
+     "tap one-7-0 is on no bridge, not on the VN bridge vnbr0"),
+])
+def test_attach_input_errors(mocker, tmp_path, links, message):
+    fake = FakeHost(mocker, links=links)
+    with pytest.raises(api.InputError, match=message):
+        api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    assert all("-j" in argv for argv, _ in fake.calls)  # only read-only probes ran
+
+
+def test_a_failing_restore_rolls_back_what_attach_made(mocker, tmp_path):
+    fake = FakeHost(mocker, links=HOST, fail="ip6tables-restore")
+    with pytest.raises(TransactionError, match="injected failure"):
+        api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    after = [" ".join(argv) for argv, _ in fake.calls]
+    failed = next(i for i, c in enumerate(after) if "ip6tables-restore" in c)
+    undo = after[failed + 1:]
+    # newest first: the iptables rules come out again, then the veth, then the bridge, then the namespace
+    assert [c for c in undo if "restore" in c or " del" in c] == [
+        "nsenter --net=/run/netns/one-7 iptables-restore --noflush",
+        "ip link del one-7-0-h",
+        "ip -n one-7 link del one-br-7-0",
+        "ip netns del one-7",
+    ]
+    assert not (tmp_path / "vm-7" / "nic-0.json").exists()
