@@ -46,12 +46,13 @@ def rule_steps(spec: NicSpec, gen: int, previous: NicSpec | None = None) -> list
     old = render(previous) if previous is not None else None
     had_sets = old is not None and bool(old.ipsets)
     steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))] if ruleset.ipsets else []
+    raw = {f.family: f for f in zones(spec)}  # the conntrack zone rules ride in the same restore as the filter
     for family in ruleset.families:
         stale = tuple(old.family(family.family).chains) if old and family.family in _families(old) else ()
-        steps.append(FamilyRuleset(ns, family, stale))
+        parts = [family, raw[family.family]] if family.family in raw else [family]
+        steps.append(FamilyRuleset(ns, parts, stale))
     if old is not None:  # a family the NIC no longer needs (ebtables once spoofing filters are off)
         steps += [Reverse(FamilyRuleset(ns, f)) for f in old.families if f.family not in _families(ruleset)]
-    steps += [FamilyRuleset(ns, f) for f in zones(spec)]
     if ruleset.ipsets or had_sets:  # `ipset` runs only for NICs that use sets
         steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
     return steps

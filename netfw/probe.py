@@ -88,9 +88,10 @@ def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     return {k: found.get(k) for k in keys}
 
 
-def save(ns: str, family: str, table: str = "filter") -> str:
-    """`iptables-save -t TABLE` (family 'ip', 'ip6') or `ebtables-save -t TABLE` ('eb') inside ns."""
-    return runner.run(in_netns(ns, f"{family}tables-save", "-t", table)).stdout
+def save(ns: str, family: str, table: str | None = "filter") -> str:
+    """`iptables-save -t TABLE` (family 'ip', 'ip6') or `ebtables-save -t TABLE` ('eb') inside ns; every table
+    when table is None."""
+    return runner.run(in_netns(ns, f"{family}tables-save", *(["-t", table] if table else []))).stdout
 
 
 def ipset_list_argv(ns: str) -> list[str]:

@@ -50,9 +50,14 @@ class CutOver(Step):
             runner.run(argv, stdin=stdin)
 
     def _state(self) -> tuple[dict | None, dict | None, dict | None]:
-        """(tap in the hypervisor namespace, tap in the VM namespace, veth host end)."""
+        """(tap in the hypervisor namespace, tap in the VM namespace, veth host end).
+
+        A link lives in one namespace at a time: the VM namespace is only looked into when the tap is not outside.
+        """
         host_links = probe.links(None, [self.tap, self.host])
-        return host_links.get(self.tap), probe.links(self.ns, [self.tap]).get(self.tap), host_links.get(self.host)
+        outside = host_links.get(self.tap)
+        inside = probe.links(self.ns, [self.tap]).get(self.tap) if outside is None else None
+        return outside, inside, host_links.get(self.host)
 
     def apply(self) -> bool:
         """Move the tap in, unless it is already on the firewall bridge with the veth end on the VN bridge."""

@@ -48,15 +48,17 @@ class VethPair(Step):
         """Create the pair, or re-enslave and bring up an existing one."""
         self._created = False
         host = probe.links(None, [self.host]).get(self.host)
-        fw = probe.links(self.ns, [self.fw]).get(self.fw)
-        if host is None and fw is None:
+        # Without the host end there is no pair (deleting one end deletes both): a stray fw end makes the creation
+        # below fail with "File exists", and the step undoes itself.
+        fw = probe.links(self.ns, [self.fw]).get(self.fw) if host is not None else None
+        if host is None:
             try:
                 self._create()
             except BaseException:
                 self.undo()
                 raise
             return True
-        if host is None or fw is None:
+        if fw is None:
             raise runner.CommandError(runner.Result(
                 ("netfw", "veth"), 1, "", f"only one end of {self.host}/{self.fw} exists: run detach first"))
         if self._drift(host, fw):
@@ -65,13 +67,15 @@ class VethPair(Step):
                                           f" master {self.bridge} up"])
         return False
 
-    def _delete(self) -> None:
-        # Deleting one end deletes its peer, wherever it is.
+    def _delete(self, host_only: bool = False) -> None:
+        # Deleting one end deletes its peer, wherever it is. host_only: a lone fw end is not ours to delete (undo).
         try:
             runner.run(["ip", "link", "del", self.host])
         except runner.CommandError as e:
             if not probe.is_gone(e):
                 raise
+            if host_only:
+                return
             try:
                 runner.run(probe.ip(self.ns, "link", "del", self.fw))
             except runner.CommandError as e2:
@@ -80,7 +84,7 @@ class VethPair(Step):
 
     def undo(self) -> None:
         if self._created:
-            self._delete()
+            self._delete(host_only=True)
             self._created = False
 
     def teardown(self) -> bool:
