@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 
-from .. import runner
+from .. import probe, runner
 
 
 class Step(ABC):
@@ -48,6 +48,14 @@ class Step(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.describe()}>"
 
+    def _or_undo(self, make) -> None:
+        """Run make(); if it fails part-way, undo what it made (the step's flags say what) and re-raise."""
+        try:
+            make()
+        except BaseException:
+            self.undo()
+            raise
+
 
 class Reverse(Step):
     """A detach step: applying it tears the object down, undoing it restores it."""
@@ -79,6 +87,17 @@ class Reverse(Step):
 
     def check(self) -> list[str]:
         return []
+
+
+def remove(argv: list[str]) -> bool:
+    """Run a delete command; an object that is already gone is fine (False), any other failure raises."""
+    try:
+        runner.run(argv)
+    except runner.CommandError as e:
+        if not probe.is_gone(e):
+            raise
+        return False
+    return True
 
 
 def run_batch(argv: list[str], lines: list[str]) -> runner.Result:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import names, probe, runner
-from .base import Step, quote, run_batch
+from .. import names, probe
+from .base import Step, quote, remove, run_batch
 
 
 class FirewallBridge(Step):
@@ -38,11 +38,7 @@ class FirewallBridge(Step):
         self._created = False
         link = probe.links(self.ns, [self.name]).get(self.name)
         if link is None:
-            try:
-                self._create()
-            except BaseException:
-                self.undo()
-                raise
+            self._or_undo(self._create)
             return True
         if not self.check_link(link):
             return False
@@ -53,11 +49,7 @@ class FirewallBridge(Step):
         return False  # an existing bridge is repaired, never deleted on undo
 
     def _delete(self) -> None:
-        try:
-            runner.run(probe.ip(self.ns, "link", "del", self.name))
-        except runner.CommandError as e:
-            if not probe.is_gone(e):
-                raise
+        remove(probe.ip(self.ns, "link", "del", self.name))
 
     def undo(self) -> None:
         if self._created:

@@ -66,11 +66,7 @@ class Ipsets(Step):
             return False
         self._created = [s.name for s in todo if s.name not in live]
         self._refilled = {s.name: live[s.name] for s in todo if s.name in live}
-        try:
-            _restore(self.ns, _create_text(todo))
-        except BaseException:
-            self.undo()
-            raise
+        self._or_undo(lambda: _restore(self.ns, _create_text(todo)))
         return True
 
     def undo(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from loguru import logger
 
 from .. import names, probe, runner
-from .base import Step
+from .base import Step, remove
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
 #: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3).
@@ -52,19 +52,11 @@ class VmNamespace(Step):
         self._created = False
         if probe.netns_exists(self.ns):
             return False
-        try:
-            self._create()
-        except BaseException:
-            self.undo()
-            raise
+        self._or_undo(self._create)
         return True
 
     def _delete(self) -> None:
-        try:
-            runner.run(["ip", "netns", "del", self.ns])
-        except runner.CommandError as e:
-            if not probe.is_gone(e):
-                raise
+        remove(["ip", "netns", "del", self.ns])
 
     def undo(self) -> None:
         if self._created:

@@ -73,11 +73,7 @@ class CutOver(Step):
         if outside is None:
             raise runner.CommandError(runner.Result(("netfw", "cut-over"), 1, "", f"tap {self.tap} does not exist"))
         self._moved = True
-        try:
-            self._run(self._in_cmds(self.vn_bridge))
-        except BaseException:
-            self.undo()
-            raise
+        self._or_undo(lambda: self._run(self._in_cmds(self.vn_bridge)))
         return True
 
     def _move_out(self, vn_bridge: str | None) -> bool:

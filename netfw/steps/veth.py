@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import names, probe, runner
-from .base import Step, quote, run_batch
+from .base import Step, quote, remove, run_batch
 
 
 class VethPair(Step):
@@ -52,11 +52,7 @@ class VethPair(Step):
         # below fail with "File exists", and the step undoes itself.
         fw = probe.links(self.ns, [self.fw]).get(self.fw) if host is not None else None
         if host is None:
-            try:
-                self._create()
-            except BaseException:
-                self.undo()
-                raise
+            self._or_undo(self._create)
             return True
         if fw is None:
             raise runner.CommandError(runner.Result(
@@ -69,18 +65,8 @@ class VethPair(Step):
 
     def _delete(self, host_only: bool = False) -> None:
         # Deleting one end deletes its peer, wherever it is. host_only: a lone fw end is not ours to delete (undo).
-        try:
-            runner.run(["ip", "link", "del", self.host])
-        except runner.CommandError as e:
-            if not probe.is_gone(e):
-                raise
-            if host_only:
-                return
-            try:
-                runner.run(probe.ip(self.ns, "link", "del", self.fw))
-            except runner.CommandError as e2:
-                if not probe.is_gone(e2):
-                    raise
+        if not remove(["ip", "link", "del", self.host]) and not host_only:
+            remove(probe.ip(self.ns, "link", "del", self.fw))
 
     def undo(self) -> None:
         if self._created:
