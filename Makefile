@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEB_PACKAGES := iproute2 iptables ipset conntrack iputils-ping netcat-openbsd iperf3 util-linux procps
+# The network tools live in /usr/sbin, which an ordinary user's PATH may lack.
+export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
 TOOLS := ip bridge iptables-restore ip6tables-restore ebtables-restore ipset conntrack ping nc iperf3 unshare nsenter sysctl
 
 .PHONY: all deps venv demo test unit integration bench bench-quick clean
@@ -11,7 +13,7 @@ all: test
 
 # Debian packages: installed when run as root, otherwise a clear message naming what is missing.
 deps:
-	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || PATH=$$PATH:/usr/sbin:/sbin command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$(DEB_PACKAGES)"; \
@@ -31,21 +33,21 @@ $(BIN)/netfw: pyproject.toml
 venv: $(BIN)/netfw
 
 demo: deps venv
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/sandbox scripts/demo.sh
+	scripts/sandbox scripts/demo.sh
 
 # Unit tests and integration tests (these inside the unprivileged sandbox: no root needed, host network untouched).
 test: deps venv
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/sandbox $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	scripts/sandbox $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: venv
 	$(BIN)/python -m pytest -q tests --ignore=tests/integration
 
 bench: deps venv
 	$(BIN)/pip install -q -e '.[bench]'
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/sandbox $(BIN)/python scripts/bench.py
+	scripts/sandbox $(BIN)/python scripts/bench.py
 
 bench-quick: deps venv
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/sandbox $(BIN)/python scripts/bench.py --quick --out /tmp/netfw-bench-quick
+	scripts/sandbox $(BIN)/python scripts/bench.py --quick --out /tmp/netfw-bench-quick
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
