@@ -253,6 +253,47 @@ def verify(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def one(
+    ctx: typer.Context,
+    action: str = typer.Argument(..., help="pre, post, clean, update_sg or update_nic."),
+    args: Optional[list[str]] = typer.Argument(
+        None, help="As OpenNebula passes them: post DEPLOY_ID HOST, clean HOST, update_sg DEPLOY_ID, "
+                   "update_nic DEPLOY_ID VNET_ID."),
+    vn_mads: Optional[str] = typer.Option(
+        None, "--vn-mads", help="Comma list of the VN_MADs whose NICs netfw handles "
+                                "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge)."),
+    dry_run: bool = DRY_OPT,
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """OpenNebula network-driver action: the base64 VM document on stdin; exit 0, 1 (failed, rolled back) or
+    2 (bad input, nothing touched), with one `ERROR: ...` line on stderr."""
+    from . import driver
+
+    driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")))
+    document = "" if sys.stdin.isatty() else sys.stdin.read()  # empty: "VM document: it is empty", exit 2
+    options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run}
+    raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
+
+
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors become one `ERROR:` line and exit 2."""
+    try:  # older typer releases use click; newer ones carry their own copy of it
+        from click.exceptions import UsageError
+    except ImportError:
+        from typer._click.exceptions import UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # plain `netfw`: the help, as asked
+            print(e.format_message())
+            sys.exit(2)
+        where = f"{e.ctx.command_path}: " if e.ctx else ""
+        print(f"ERROR: {where}{e.format_message()} (see --help)", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -27,7 +27,7 @@ def run(steps: list[Step]) -> list[Step]:
             if step.apply():
                 changed.append(step)
         except BaseException as error:  # also Ctrl-C: the host must be left as it was
-            logger.error("failed: {}: {}", step.describe(), error)
+            logger.warning("failed: {}: {}", step.describe(), error)
             raise TransactionError(step, error, rollback(changed)) from error
     return changed
 
@@ -40,6 +40,6 @@ def rollback(done: list[Step]) -> list[tuple[Step, BaseException]]:
         try:
             step.undo()
         except Exception as error:  # an undo failure must not stop the others; it is reported with the original
-            logger.error("undo failed: {}: {}", step.describe(), error)
+            logger.warning("undo failed: {}: {}", step.describe(), error)
             failures.append((step, error))
     return failures

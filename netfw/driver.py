@@ -1,0 +1,261 @@
+"""OpenNebula network-driver actions on top of the API: pre, post, clean, update_sg, update_nic.
+
+OpenNebula runs `/var/tmp/one/vnm/<VN_MAD>/<action>` on the hypervisor with the base64 VM document on standard
+input and the action's positional arguments (see docs/OPENNEBULA.md and docs/opennebula.md). Each action here reads
+that document with netfw.one, picks the NICs netfw handles, and calls the API:
+
+| action     | arguments          | what netfw does                                                            |
+|------------|--------------------|----------------------------------------------------------------------------|
+| pre        | (none)             | check the host (tools, br_netfilter) and the document; touch nothing       |
+| post       | DEPLOY_ID HOST     | api.attach_all: every handled NIC in one transaction                       |
+| clean      | HOST               | api.detach per handled NIC (gone taps tolerated); fail if one is left      |
+| update_sg  | DEPLOY_ID          | api.update_all: the rules of every handled NIC, atomically                 |
+| update_nic | DEPLOY_ID VNET_ID  | the handled NICs on VNET_ID: rules and addresses (update_all), then MTU    |
+
+Handled NICs: VN_MAD in the configured list; with ATTACH=YES on a NIC, only that NIC (hot attach or detach).
+Errors: an input problem raises InputError (exit 2, nothing touched); a failed action exit 1. `main` prints exactly
+one `ERROR: ...` line for either, never a traceback, as OpenNebula reads a driver's stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from . import api, one, state
+from .errors import InputError
+from .model import NicSpec
+
+#: The environment variable that lists the handled VN_MADs (comma-separated), when --vn-mads is not given.
+VN_MADS_ENV = "NETFW_VN_MADS"
+
+#: action -> the names of its positional arguments, as OpenNebula passes them.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "pre": (),
+    "post": ("DEPLOY_ID", "HOST"),
+    "clean": ("HOST",),
+    "update_sg": ("DEPLOY_ID",),
+    "update_nic": ("DEPLOY_ID", "VNET_ID"),
+}
+
+_VN_MAD_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+@dataclass(frozen=True)
+class Config:
+    """How the driver runs: which NICs it handles, where its state lives, whether it only prints."""
+
+    vn_mads: tuple[str, ...] = one.DEFAULT_VN_MADS
+    state_dir: str | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Result:
+    """What an action did: lines for stdout (dry run: the commands) and a one-line summary for the VM log."""
+
+    summary: str
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One driver call: the document (as read and as parsed), the handled NICs, the arguments by name."""
+
+    document: str
+    doc: one.VmDoc
+    specs: list[NicSpec]
+    args: dict[str, str]
+    cfg: Config
+
+
+class ActionError(Exception):
+    """The action failed for some NICs (clean goes on with the others and reports them all)."""
+
+
+def parse_vn_mads(text: str | None) -> tuple[str, ...]:
+    """'fw, 802.1Q,vxlan' -> ('fw', '802.1Q', 'vxlan'); None or empty -> the defaults. Pure."""
+    if text is None or not text.strip():
+        return one.DEFAULT_VN_MADS
+    mads = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    bad = [m for m in mads if not _VN_MAD_RE.fullmatch(m)]
+    if bad or not mads:
+        raise InputError(f"VN_MAD list {text!r}: not a comma-separated list of driver names")
+    return mads
+
+
+def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bool = False) -> Config:
+    """The driver configuration from options, falling back on NETFW_VN_MADS (NETFW_STATE_DIR is read by state)."""
+    return Config(parse_vn_mads(vn_mads if vn_mads is not None else os.environ.get(VN_MADS_ENV)), state_dir, dry_run)
+
+
+def _arguments(action: str, args: list[str]) -> dict[str, str]:
+    """The action's positional arguments by name; missing ones are absent, extra ones are ignored (logged)."""
+    if action not in ACTIONS:
+        raise InputError(f"unknown driver action {action!r} (one of: {', '.join(ACTIONS)})")
+    wanted = ACTIONS[action]
+    if len(args) > len(wanted):
+        logger.debug("{}: ignoring extra arguments {}", action, args[len(wanted):])
+    named = dict(zip(wanted, args))
+    if action == "update_nic":
+        _vnet_id(named)
+    return named
+
+
+def _vnet_id(named: dict[str, str]) -> int:
+    """The VNET_ID argument of update_nic, a number."""
+    text = named.get("VNET_ID")
+    if text is None:
+        raise InputError("update_nic needs its arguments DEPLOY_ID VNET_ID")
+    if not text.isdigit():
+        raise InputError(f"VNET_ID is not a number: {text!r}")
+    return int(text)
+
+
+def _network_ids(document: str) -> dict[int, int | None]:
+    """NIC_ID -> NETWORK_ID of the document's NICs (one.VmNic does not carry it)."""
+    root = one.read_document(document)
+    ids: dict[int, int | None] = {}
+    for nic in root.findall("TEMPLATE/NIC"):
+        nic_id, net = (nic.findtext(tag, "").strip() for tag in ("NIC_ID", "NETWORK_ID"))
+        if nic_id.isdigit():
+            ids[int(nic_id)] = int(net) if net.isdigit() else None
+    return ids
+
+
+def _which(specs: list[NicSpec]) -> str:
+    return ", ".join(str(s.nic) for s in specs)
+
+
+def _result(action: str, vm: int, specs: list[NicSpec], outcomes: list[api.Outcome]) -> Result:
+    changed = sum(len(o.changed) for o in outcomes)
+    summary = f"netfw {action}: VM {vm} NIC {_which(specs)}: " + (f"{changed} change(s)" if changed else "no change")
+    return Result(summary, [c for o in outcomes for c in o.commands])
+
+
+# --- the actions ----------------------------------------------------------------------------------------------------
+
+
+def pre(call: Call) -> Result:
+    """Checks only (the tap does not exist yet); the document was validated when it was parsed."""
+    api.check_host()
+    return Result(f"netfw pre: VM {call.doc.vm}: host ready for NIC {_which(call.specs)}")
+
+
+def post(call: Call) -> Result:
+    """Every handled NIC behind its firewall, in one transaction (one NIC fails: all of this call undone)."""
+    outcome = api.attach_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
+    return _result("post", call.doc.vm, call.specs, [outcome])
+
+
+def clean(call: Call) -> Result:
+    """Detach every handled NIC; go on after a failure so that as much as possible goes, then report them all."""
+    outcomes, failures = [], []
+    for spec in call.specs:
+        try:
+            outcomes.append(api.detach(spec.vm, spec.nic, bridge=spec.bridge, dry_run=call.cfg.dry_run,
+                                       state_dir=call.cfg.state_dir))
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported with its NIC; the other NICs are still cleaned
+            failures.append(f"NIC {spec.nic}: {e}")
+    if failures:
+        raise ActionError(f"netfw clean: VM {call.doc.vm}: " + "; ".join(failures))
+    return _result("clean", call.doc.vm, call.specs, outcomes)
+
+
+def update_sg(call: Call) -> Result:
+    """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
+    outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
+    return _result("update_sg", call.doc.vm, call.specs, [outcome])
+
+
+def update_nic(call: Call) -> Result:
+    """The handled NICs on VNET_ID: addresses, filters and rules first (atomic update), then an MTU change.
+
+    An attach of an attached NIC brings the firewall bridge and both veth ends to spec.mtu and changes nothing else
+    (same spec as the update just recorded: same rules, same ipset generation). The tap belongs to the hypervisor.
+    """
+    vnet, cfg = _vnet_id(call.args), call.cfg
+    networks = _network_ids(call.document)
+    specs = [s for s in call.specs if networks.get(s.nic) == vnet]
+    if not specs:
+        return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
+    outcomes = [api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)]
+    root = state.state_dir(cfg.state_dir)
+    resized = [s for s in specs if s.mtu is not None and _applied_mtu(root, s) != s.mtu]
+    if resized:
+        outcomes.append(api.attach_all(resized, dry_run=cfg.dry_run, state_dir=cfg.state_dir))
+    return _result("update_nic", call.doc.vm, specs, outcomes)
+
+
+def _applied_mtu(root, spec: NicSpec) -> int | None:
+    applied = state.load(root, spec.vm, spec.nic)
+    return applied.mtu if applied else None
+
+
+_HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}
+
+
+def run(action: str, args: list[str], document: str, cfg: Config) -> Result:
+    """Run one driver action on a VM document (plain XML or base64). Raises InputError before touching anything."""
+    named = _arguments(action, args)
+    doc = one.parse_vm(document)
+    specs = [n.spec for n in doc.handled(cfg.vn_mads)]
+    logger.debug("{} VM {} {}: handled NICs [{}] of [{}]", action, doc.vm, named, _which(specs),
+                 ", ".join(f"{n.spec.nic}:{n.vn_mad or '?'}" for n in doc.nics))
+    if not specs:
+        return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {', '.join(cfg.vn_mads)}: nothing to do")
+    return _HANDLERS[action](Call(document, doc, specs, named, cfg))
+
+
+# --- the process: logging and exit codes as OpenNebula reads them ---------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: its lines joined with ' | ' (OpenNebula shows non-prefixed lines as the error)."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip()) or "unknown error"
+
+
+def _only_driver_errors(record) -> bool:
+    """Keep every record but the ERROR ones of other modules: the driver prints the one ERROR line itself."""
+    return record["level"].name != "ERROR" or record["name"] == __name__
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """'LEVEL: message' on stderr; the transaction's own ERROR lines are left to the driver's single ERROR line."""
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format="{level}: {message}", colorize=False,
+               filter=_only_driver_errors)
+
+
+def main(action: str, args: list[str], document: str, cfg_options: dict, echo=print) -> int:
+    """Run the action and map its outcome to an exit code: 0 done, 1 failed (rolled back), 2 bad input."""
+    from .runner import CommandError
+    from .transaction import TransactionError
+
+    try:
+        cfg = config(**cfg_options)
+        result = run(action, args, document, cfg)
+    except InputError as e:
+        logger.error("{}", _one_line(e))
+        return 2
+    except TransactionError as e:
+        logger.error("{}", _one_line(f"{e} (rolled back)" if not e.undo_failures else e))
+        return 1
+    except (CommandError, ActionError) as e:
+        logger.error("{}", _one_line(e))
+        return 1
+    except Exception as e:  # noqa: BLE001 - a driver must answer with one ERROR line, never a traceback
+        logger.error("{}", _one_line(f"netfw {action}: unexpected {type(e).__name__}: {e}"))
+        return 1
+    for line in result.commands:
+        echo(line)
+    logger.info("{}", result.summary)
+    return 0
+
+

@@ -1,0 +1,297 @@
+"""netfw.driver and `netfw one`: which NICs each OpenNebula action hands to which API call, with which arguments,
+and how outcomes become exit codes and one ERROR line. The API is faked: nothing touches the host."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from netfw import api, driver, state
+from netfw.cli import app
+from netfw.model import InputError, NicSpec
+from netfw.runner import CommandError, Result
+from netfw.transaction import TransactionError
+
+DATA = Path(__file__).parent / "data" / "one"
+BAD = sorted((DATA / "bad").iterdir())
+
+
+def b64(name: str) -> str:
+    """A test document as OpenNebula sends it: one line of base64."""
+    return base64.b64encode((DATA / name).read_bytes()).decode() + "\n"
+
+
+class FakeApi:
+    """Records the API calls; `fail` maps a call name to the exception it raises."""
+
+    def __init__(self, monkeypatch, fail: dict[str, BaseException] | None = None):
+        self.calls: list[tuple] = []
+        self.fail = fail or {}
+        for name in ("check_host", "attach_all", "update_all", "detach"):
+            monkeypatch.setattr(api, name, self._fake(name))
+
+    def _fake(self, name):
+        def call(*args, **kw):
+            self.calls.append((name, args, kw))
+            if name in self.fail:
+                raise self.fail[name]
+            if name == "check_host":
+                return None
+            vm = args[0][0].vm if name.endswith("_all") else args[0]
+            return api.Outcome(name, vm, None, changed=["something"])
+        return call
+
+    def nics(self, name: str) -> list[list[int]]:
+        """The NIC ids of each call of `name`."""
+        out = []
+        for called, args, _ in self.calls:
+            if called == name:
+                out.append([s.nic for s in args[0]] if name.endswith("_all") else [args[1]])
+        return out
+
+
+def one(*argv: str, stdin: str = "", env: dict | None = None):
+    """`netfw one ARGV` with stdin; returns (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(app, ["one", *argv], input=stdin, env=env or {"NETFW_VN_MADS": None})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+
+
+# --- configuration --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, mads", [
+    (None, ("fw", "802.1Q", "vxlan", "bridge")),
+    ("", ("fw", "802.1Q", "vxlan", "bridge")),
+    ("fw", ("fw",)),
+    (" fw , 802.1Q,,fw ", ("fw", "802.1Q")),
+    ("netfw,bridge", ("netfw", "bridge")),
+])  # fmt: skip
+def test_vn_mads(text, mads):
+    assert driver.parse_vn_mads(text) == mads
+
+
+@pytest.mark.parametrize("text", ["fw;rm -rf", "fw bridge", ",,", "a/b"])
+def test_vn_mads_rejected(text):
+    with pytest.raises(InputError, match="VN_MAD list"):
+        driver.parse_vn_mads(text)
+
+
+def test_vn_mads_from_environment(monkeypatch):
+    monkeypatch.setenv("NETFW_VN_MADS", "802.1Q")
+    assert driver.config().vn_mads == ("802.1Q",)
+    assert driver.config(vn_mads="fw").vn_mads == ("fw",)  # the option wins
+
+
+# --- which NICs, which call -----------------------------------------------------------------------------------------
+
+
+def test_post_attaches_the_handled_nics_in_one_call(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    code, out, err = one("post", "one-42", "kvm-host-1", stdin=b64("two_nics.xml"))
+    assert code == 0, err
+    assert fake.nics("attach_all") == [[0, 1]]  # NIC 3 is ovswitch: not handled
+    assert errors(err) == [] and "INFO: netfw post: VM 42 NIC 0, 1: 1 change(s)" in err
+    assert out == ""
+
+
+def test_vn_mads_option_and_environment_choose_the_nics(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("--vn-mads", "802.1Q", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0  # before ACTION
+    assert one("post", "one-42", "h", "--vn-mads", "fw", stdin=b64("two_nics.xml"))[0] == 0  # or after
+    assert one("post", "one-42", "h", stdin=b64("two_nics.xml"), env={"NETFW_VN_MADS": "ovswitch"})[0] == 0
+    assert fake.nics("attach_all") == [[1], [0], [3]]
+
+
+def test_no_handled_nic_is_nothing_to_do(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("--vn-mads", "vcenter", "post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert code == 0 and "nothing to do" in err and fake.calls == []
+
+
+@pytest.mark.parametrize("action, args", [("post", ["one-42", "h"]), ("clean", ["h"])])
+def test_attach_yes_touches_only_that_nic(monkeypatch, action, args):
+    fake = FakeApi(monkeypatch)
+    assert one(action, *args, stdin=b64("attach_nic.xml"))[0] == 0
+    assert fake.nics("attach_all" if action == "post" else "detach") == [[1]]
+
+
+def test_pre_checks_the_host_and_touches_nothing(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    assert [c[0] for c in fake.calls] == ["check_host"]
+
+
+def test_pre_fails_when_the_host_lacks_something(monkeypatch):
+    FakeApi(monkeypatch, fail={"check_host": InputError("br_netfilter is not loaded")})
+    code, _, err = one("pre", stdin=b64("two_nics.xml"))
+    assert code == 2 and errors(err) == ["ERROR: br_netfilter is not loaded"]
+
+
+def test_clean_detaches_each_nic_with_its_bridge_as_fallback(monkeypatch, tmp_path):
+    fake = FakeApi(monkeypatch)
+    assert one("clean", "kvm-host-1", "--state-dir", str(tmp_path), stdin=b64("two_nics.xml"))[0] == 0
+    assert [(c[1], c[2]["bridge"], c[2]["state_dir"]) for c in fake.calls] == [
+        ((42, 0), "onebr0", str(tmp_path)), ((42, 1), "onebr.20", str(tmp_path))]
+
+
+def test_clean_goes_on_after_a_failing_nic_and_reports_it(monkeypatch):
+    calls = []
+
+    def detach(vm, nic, **kw):
+        calls.append(nic)
+        if nic == 0:
+            raise CommandError(Result(("ip", "link", "del", "x"), 1, "", "Device busy\nsecond line"))
+        return api.Outcome("detach", vm, nic)
+
+    monkeypatch.setattr(api, "detach", detach)
+    code, _, err = one("clean", "h", stdin=b64("two_nics.xml"))
+    assert code == 1 and calls == [0, 1]
+    assert errors(err) == ["ERROR: netfw clean: VM 42: NIC 0: `ip link del x` exited 1: Device busy | second line"]
+
+
+def test_update_sg_updates_every_handled_nic_at_once(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("update_sg", "one-42", stdin=b64("two_nics.xml"))[0] == 0
+    assert fake.nics("update_all") == [[0, 1]]
+
+
+def test_update_nic_takes_the_nics_of_that_network_and_resizes_when_the_mtu_changed(monkeypatch, tmp_path):
+    fake = FakeApi(monkeypatch)
+    wrapped = base64.encodebytes((DATA / "two_nics.xml").read_bytes()).decode()  # update_nic: with line breaks
+    assert one("update_nic", "one-42", "1", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
+    assert fake.nics("update_all") == [[1]] and fake.nics("attach_all") == []  # NIC 1 has no MTU: nothing to resize
+    # NIC 0 (network 0) has MTU 1450; what was applied had 1500: the MTU changes too.
+    state.write(state.nic_path(tmp_path, 42, 0), state.document(NicSpec(42, 0, "onebr0"), 1500))
+    assert one("update_nic", "one-42", "0", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
+    assert fake.nics("update_all") == [[1], [0]] and fake.nics("attach_all") == [[0]]
+    # Already at 1450: only the rules.
+    state.write(state.nic_path(tmp_path, 42, 0), state.document(NicSpec(42, 0, "onebr0"), 1450))
+    assert one("update_nic", "one-42", "0", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
+    assert fake.nics("attach_all") == [[0]]
+
+
+def test_update_nic_on_an_unknown_network_changes_nothing(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("update_nic", "one-42", "9", stdin=b64("two_nics.xml"))
+    assert code == 0 and fake.calls == [] and "no handled NIC on virtual network 9" in err
+
+
+def test_dry_run_prints_the_commands(monkeypatch):
+    def attach_all(specs, **kw):
+        assert kw["dry_run"] is True
+        return api.Outcome("attach", 42, None, commands=["# step", "ip link add x"])
+
+    monkeypatch.setattr(api, "attach_all", attach_all)
+    code, out, _ = one("post", "one-42", "h", "--dry-run", stdin=b64("two_nics.xml"))
+    assert code == 0 and out == "# step\nip link add x\n"
+
+
+# --- failures: exit codes and exactly one ERROR line ----------------------------------------------------------------
+
+
+class _Step:
+    """Stands for the step that failed: TransactionError only asks it to describe itself."""
+
+    def describe(self):
+        return "veth pair one-42-1-h"
+
+
+@pytest.mark.parametrize("error, code, line", [
+    (InputError("tap one-42-1 does not exist"), 2, "ERROR: tap one-42-1 does not exist"),
+    (TransactionError(_Step(), RuntimeError("boom\nmore"), []), 1,
+     "ERROR: veth pair one-42-1-h: boom | more (rolled back)"),
+    (TransactionError(_Step(), RuntimeError("boom"), [(_Step(), RuntimeError("stuck"))]), 1,
+     "ERROR: veth pair one-42-1-h: boom; rollback incomplete: veth pair one-42-1-h: stuck"),
+    (PermissionError(13, "Permission denied", "/var/lib/netfw"), 1,
+     "ERROR: netfw post: unexpected PermissionError: [Errno 13] Permission denied: '/var/lib/netfw'"),
+])  # fmt: skip
+def test_failures_give_one_error_line(monkeypatch, error, code, line):
+    FakeApi(monkeypatch, fail={"attach_all": error})
+    got, _, err = one("post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert got == code
+    assert errors(err) == [line]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
+@pytest.mark.parametrize("action, args", [("pre", []), ("post", ["one-1", "h"]), ("clean", ["h"]),
+                                          ("update_sg", ["one-1"]), ("update_nic", ["one-1", "0"])])
+def test_bad_documents_exit_2_with_one_error_line_and_touch_nothing(monkeypatch, path, action, args):
+    fake = FakeApi(monkeypatch)
+    raw = path.read_bytes()
+    stdin = raw.decode() if path.suffix == ".txt" else base64.b64encode(raw).decode()  # .txt: sent as they are
+    code, out, err = one(action, *args, stdin=stdin)
+    assert code == 2, err
+    assert len(errors(err)) == 1 and errors(err)[0].startswith("ERROR: VM document: "), err
+    assert [line for line in err.splitlines() if not line.startswith(("ERROR:", "INFO:", "DEBUG:"))] == []
+    assert fake.calls == [] and out == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bogus"], "ERROR: unknown driver action 'bogus' (one of: pre, post, clean, update_sg, update_nic)"),
+    (["update_nic", "one-42"], "ERROR: update_nic needs its arguments DEPLOY_ID VNET_ID"),
+    (["update_nic", "one-42", "x"], "ERROR: VNET_ID is not a number: 'x'"),
+    (["--vn-mads", "a b", "post"], "ERROR: VN_MAD list 'a b': not a comma-separated list of driver names"),
+])  # fmt: skip
+def test_bad_arguments_exit_2(monkeypatch, argv, message):
+    fake = FakeApi(monkeypatch)
+    code, _, err = one(*argv, stdin=b64("two_nics.xml"))
+    assert (code, errors(err)) == (2, [message]) and fake.calls == []
+
+
+def test_empty_stdin_exits_2(monkeypatch):
+    FakeApi(monkeypatch)
+    code, _, err = one("post", "one-42", "h", stdin="")
+    assert (code, errors(err)) == (2, ["ERROR: VM document: it is empty"])
+
+
+def test_extra_arguments_are_ignored(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("clean", "h", "extra", stdin=b64("two_nics.xml"))[0] == 0
+    assert fake.nics("detach") == [[0], [1]]
+
+
+# --- the wrappers ---------------------------------------------------------------------------------------------------
+
+WRAPPERS = Path(__file__).resolve().parents[1] / "scripts" / "opennebula"
+
+
+@pytest.mark.parametrize("action", list(driver.ACTIONS))
+def test_wrapper_runs_netfw_one_action_with_sudo_and_options(tmp_path, action):
+    """The wrapper execs `sudo -n NETFW one [--state-dir D] [--vn-mads M] ACTION ARGS` with stdin passed on."""
+    import os
+    import subprocess
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    log = tmp_path / "argv"
+    (fake_bin / "sudo").write_text(f'#!/bin/sh\necho sudo "$@" > {log}\ncat >> {log}\n')
+    (fake_bin / "netfw").write_text("#!/bin/sh\nexit 0\n")
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    conf = tmp_path / "opennebula.conf"
+    conf.write_text("NETFW_VN_MADS=fw,bridge\n")
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "NETFW_CONF": str(conf), "NETFW_STATE_DIR": "/srv/netfw"}
+    res = subprocess.run([str(WRAPPERS / action), "a1", "a2"], input="DOC\n", text=True, env=env,
+                         capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert os.access(WRAPPERS / action, os.X_OK)
+    assert log.read_text() == (f"sudo -n {fake_bin}/netfw one --state-dir /srv/netfw --vn-mads fw,bridge "
+                               f"{action} a1 a2\nDOC\n")
+
+
+def test_wrapper_without_netfw_says_so_in_one_error_line(tmp_path):
+    import subprocess
+
+    env = {"PATH": "/usr/bin:/bin", "NETFW_CONF": "/nonexistent", "NETFW_BIN": str(tmp_path / "missing")}
+    res = subprocess.run([str(WRAPPERS / "post")], input="", text=True, env=env, capture_output=True)
+    assert res.returncode == 1
+    assert errors(res.stderr) == [f"ERROR: netfw post: command {tmp_path}/missing not found "
+                                  "(set NETFW_BIN in /nonexistent)"]
