@@ -120,7 +120,7 @@ def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
 
 
 def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
-    """Replace the rules (and spoofing identity) of attached NICs of one VM atomically, in one transaction.
+    """Replace the rules (spoofing identity, MTU) of attached NICs of one VM atomically, in one transaction.
 
     The old rules stay in force until the new ones are loaded in one restore per family; then the NICs' tracked
     flows are forgotten, so flows the new rules no longer allow are cut. Nothing else of the NIC changes.
@@ -136,7 +136,8 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
             if applied is None:
                 raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {root}): attach it first")
             spec = dataclasses.replace(spec, bridge=applied.spec.bridge, tap=applied.spec.tap)
-            steps += plan_update(spec, applied.mtu, root, applied.spec, _generation(applied, spec))
+            mtu = spec.mtu or applied.mtu
+            steps += plan_update(spec, applied.mtu, root, applied.spec, _generation(applied, spec), mtu)
         return _execute("update", specs, steps, dry_run)
 
 

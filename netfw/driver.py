@@ -116,17 +116,6 @@ def _vnet_id(named: dict[str, str]) -> int:
     return int(text)
 
 
-def _network_ids(document: str) -> dict[int, int | None]:
-    """NIC_ID -> NETWORK_ID of the document's NICs (one.VmNic does not carry it)."""
-    root = one.read_document(document)
-    ids: dict[int, int | None] = {}
-    for nic in root.findall("TEMPLATE/NIC"):
-        nic_id, net = (nic.findtext(tag, "").strip() for tag in ("NIC_ID", "NETWORK_ID"))
-        if nic_id.isdigit():
-            ids[int(nic_id)] = int(net) if net.isdigit() else None
-    return ids
-
-
 def _which(specs: list[NicSpec]) -> str:
     return ", ".join(str(s.nic) for s in specs)
 
@@ -175,27 +164,17 @@ def update_sg(call: Call) -> Result:
 
 
 def update_nic(call: Call) -> Result:
-    """The handled NICs on VNET_ID: addresses, filters and rules first (atomic update), then an MTU change.
+    """The handled NICs on VNET_ID: addresses, filters, rules and MTU, all in one transaction (api.update_all).
 
-    An attach of an attached NIC brings the firewall bridge and both veth ends to spec.mtu and changes nothing else
-    (same spec as the update just recorded: same rules, same ipset generation). The tap belongs to the hypervisor.
+    The tap belongs to the hypervisor: an MTU change reaches the firewall bridge and both veth ends.
     """
     vnet, cfg = _vnet_id(call.args), call.cfg
-    networks = _network_ids(call.document)
-    specs = [s for s in call.specs if networks.get(s.nic) == vnet]
+    on_vnet = {n.spec.nic for n in call.doc.nics if n.network_id == vnet}
+    specs = [s for s in call.specs if s.nic in on_vnet]
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
-    outcomes = [api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)]
-    root = state.state_dir(cfg.state_dir)
-    resized = [s for s in specs if s.mtu is not None and _applied_mtu(root, s) != s.mtu]
-    if resized:
-        outcomes.append(api.attach_all(resized, dry_run=cfg.dry_run, state_dir=cfg.state_dir))
-    return _result("update_nic", call.doc.vm, specs, outcomes)
-
-
-def _applied_mtu(root, spec: NicSpec) -> int | None:
-    applied = state.load(root, spec.vm, spec.nic)
-    return applied.mtu if applied else None
+    outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
+    return _result("update_nic", call.doc.vm, specs, [outcome])
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}

@@ -65,6 +65,7 @@ class VmNic:
     spec: NicSpec
     vn_mad: str  # "" when the document has no VN_MAD (documents older than OpenNebula 5)
     attach: bool  # the NIC, or one of its NIC_ALIASes, carries ATTACH=YES
+    network_id: int | None = None  # NETWORK_ID: the virtual network (update_nic selects NICs by it)
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,9 @@ def _vm_nic(vm: int, template: Element, nic: Element, rules: tuple[Rule, ...], r
         sg_ids=sg_ids or (),
     )
     attach = any(_flag(e, "ATTACH") for e in (nic, *aliases))  # an alias (de)attach concerns its parent NIC
-    return VmNic(_spec(vm, nic_id, fields), _text(nic, "VN_MAD") or "", attach)
+    network = _text(nic, "NETWORK_ID")
+    network_id = int(network) if network and network.isdigit() else None
+    return VmNic(_spec(vm, nic_id, fields), _text(nic, "VN_MAD") or "", attach, network_id)
 
 
 def _check_unique(nics: tuple[VmNic, ...]) -> None:

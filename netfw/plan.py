@@ -77,12 +77,19 @@ def plan_attach(spec: NicSpec, mtu: int, root: Path, gen: int = 0, previous: Nic
     ]
 
 
-def plan_update(spec: NicSpec, mtu: int, root: Path, previous: NicSpec, gen: int) -> list[Step]:
-    """New sets (other generation), one atomic restore per family, old sets gone, record, then the NIC's
-    conntrack entries, so that flows the new rules no longer allow are cut."""
+def plan_update(spec: NicSpec, mtu: int, root: Path, previous: NicSpec, gen: int,
+                new_mtu: int | None = None) -> list[Step]:
+    """A new MTU for the bridge and veth (if it changed), new sets (other generation), one atomic restore per
+    family, old sets gone, record, then the NIC's conntrack entries, so that flows the new rules no longer allow
+    are cut."""
+    resize: list[Step] = []
+    if new_mtu is not None and new_mtu != mtu:
+        resize = [FirewallBridge(spec.vm, spec.nic, new_mtu), VethPair(spec.vm, spec.nic, new_mtu)]
+        mtu = new_mtu
     steps = rule_steps(spec, gen, previous)
     changed = [s for s in steps if isinstance(s, FamilyRuleset)]
     return [
+        *resize,
         *steps,
         Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu, gen)),
         FlushZone(names.netns(spec.vm), zone(spec), changed),

@@ -162,19 +162,14 @@ def test_update_sg_updates_every_handled_nic_at_once(monkeypatch):
     assert fake.nics("update_all") == [[0, 1]]
 
 
-def test_update_nic_takes_the_nics_of_that_network_and_resizes_when_the_mtu_changed(monkeypatch, tmp_path):
+def test_update_nic_takes_the_nics_of_that_network_in_one_update(monkeypatch, tmp_path):
     fake = FakeApi(monkeypatch)
     wrapped = base64.encodebytes((DATA / "two_nics.xml").read_bytes()).decode()  # update_nic: with line breaks
     assert one("update_nic", "one-42", "1", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
-    assert fake.nics("update_all") == [[1]] and fake.nics("attach_all") == []  # NIC 1 has no MTU: nothing to resize
-    # NIC 0 (network 0) has MTU 1450; what was applied had 1500: the MTU changes too.
-    state.write(state.nic_path(tmp_path, 42, 0), state.document(NicSpec(42, 0, "onebr0"), 1500))
+    assert fake.nics("update_all") == [[1]] and fake.nics("attach_all") == []
+    # NIC 0 (network 0) has MTU 1450 in the document: update_all carries it (one transaction resizes and reloads).
     assert one("update_nic", "one-42", "0", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
-    assert fake.nics("update_all") == [[1], [0]] and fake.nics("attach_all") == [[0]]
-    # Already at 1450: only the rules.
-    state.write(state.nic_path(tmp_path, 42, 0), state.document(NicSpec(42, 0, "onebr0"), 1450))
-    assert one("update_nic", "one-42", "0", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
-    assert fake.nics("attach_all") == [[0]]
+    assert fake.nics("update_all") == [[1], [0]] and fake.nics("attach_all") == []
 
 
 def test_update_nic_on_an_unknown_network_changes_nothing(monkeypatch):

@@ -50,7 +50,7 @@ def test_legacy_fixture():
     )
     spec = NicSpec(vm=3, nic=0, bridge="vbr0", tap="one-3-0", mac="02:00:0a:00:00:07", ips=("10.0.0.7",),
                    filter_mac=True, filter_ip=True, rules=rules, sg_ids=(100,))  # fmt: skip
-    assert doc == one.VmDoc(vm=3, deploy_id=None, nics=(one.VmNic(spec, vn_mad="", attach=False),))
+    assert doc == one.VmDoc(vm=3, deploy_id=None, nics=(one.VmNic(spec, vn_mad="", attach=False, network_id=0),))
     assert doc.handled() == ()  # a 2014 document names no VN_MAD
     assert doc.handled(("",)) == doc.nics
 
@@ -84,9 +84,9 @@ def test_two_nics():
     doc = one.parse_vm(data("two_nics.xml"))
     assert (doc.vm, doc.deploy_id) == (42, "one-42")
     assert doc.nics == (
-        one.VmNic(TWO_NICS_0, "fw", False),
-        one.VmNic(TWO_NICS_1, "802.1Q", False),
-        one.VmNic(TWO_NICS_3, "ovswitch", False),
+        one.VmNic(TWO_NICS_0, "fw", False, 0),
+        one.VmNic(TWO_NICS_1, "802.1Q", False, 1),
+        one.VmNic(TWO_NICS_3, "ovswitch", False, 2),
     )
     assert doc.nic(1).spec == TWO_NICS_1
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import names, probe
+from .. import names, probe, runner
 from .base import Step, quote, remove, run_batch
 
 
@@ -11,6 +11,7 @@ class FirewallBridge(Step):
         self.ns, self.name, self.mtu = names.netns(vm), names.bridge(vm, nic), mtu
         self.alias = names.alias(vm, nic, names.BRIDGE)
         self._created = False
+        self._old_mtu: int | None = None  # the MTU a repair changed
         self._removed: dict | None = None
 
     def describe(self) -> str:
@@ -35,18 +36,19 @@ class FirewallBridge(Step):
 
     def apply(self) -> bool:
         """Create the bridge, or bring an existing one back to the options, MTU and state attach sets."""
-        self._created = False
+        self._created, self._old_mtu = False, None
         link = probe.links(self.ns, [self.name]).get(self.name)
         if link is None:
             self._or_undo(self._create)
             return True
         if not self.check_link(link):
             return False
+        self._old_mtu = link["mtu"] if link["mtu"] != self.mtu else None
         run_batch(probe.ip(self.ns), [
             f"link set {self.name} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
             f"link set {self.name} mtu {self.mtu} alias {quote(self.alias)} up",
         ])
-        return False  # an existing bridge is repaired, never deleted on undo
+        return self._old_mtu is not None  # an existing bridge is repaired, never deleted; undo puts its MTU back
 
     def _delete(self) -> None:
         remove(probe.ip(self.ns, "link", "del", self.name))
@@ -55,9 +57,15 @@ class FirewallBridge(Step):
         if self._created:
             self._delete()
             self._created = False
+        if self._old_mtu is not None:
+            runner.run(probe.ip(self.ns, "link", "set", self.name, "mtu", str(self._old_mtu)))
+            self._old_mtu = None
 
     def teardown(self) -> bool:
         link = probe.links(self.ns, [self.name]).get(self.name)
+        if link is not None and probe.kind(link) != "bridge":
+            raise runner.CommandError(runner.Result(("netfw", "detach"), 1, "", (
+                f"{self.ns}/{self.name} is a {probe.kind(link) or 'plain link'}, not netfw's bridge: left alone")))
         self._removed = link
         if link is not None:
             self.mtu = link["mtu"]  # restore() recreates it as it was

@@ -13,6 +13,7 @@ class VethPair(Step):
         self.host_alias = names.alias(vm, nic, names.VETH_HOST)
         self.fw_alias = names.alias(vm, nic, names.VETH_FW)
         self._created = False
+        self._old_mtu: int | None = None  # the MTU a repair changed
         self._removed: tuple[str, str] | None = None  # the MACs of (host, fw) when teardown removed the pair
 
     def describe(self) -> str:
@@ -46,7 +47,7 @@ class VethPair(Step):
 
     def apply(self) -> bool:
         """Create the pair, or re-enslave and bring up an existing one."""
-        self._created = False
+        self._created, self._old_mtu = False, None
         host = probe.links(None, [self.host]).get(self.host)
         # Without the host end there is no pair (deleting one end deletes both): a stray fw end makes the creation
         # below fail with "File exists", and the step undoes itself.
@@ -58,10 +59,15 @@ class VethPair(Step):
             raise runner.CommandError(runner.Result(
                 ("netfw", "veth"), 1, "", f"only one end of {self.host}/{self.fw} exists: run detach first"))
         if self._drift(host, fw):
-            run_batch(["ip"], [f"link set {self.host} mtu {self.mtu} alias {quote(self.host_alias)} up"])
-            run_batch(probe.ip(self.ns), [f"link set {self.fw} mtu {self.mtu} alias {quote(self.fw_alias)}"
-                                          f" master {self.bridge} up"])
-        return False
+            self._old_mtu = host["mtu"] if host["mtu"] != self.mtu else None
+            self._set(self.mtu)
+        return self._old_mtu is not None  # a repair is never undone by deleting; undo puts the MTU back
+
+    def _set(self, mtu: int) -> None:
+        """Bring both ends to mtu, their aliases, the fw end onto the bridge, up."""
+        run_batch(["ip"], [f"link set {self.host} mtu {mtu} alias {quote(self.host_alias)} up"])
+        run_batch(probe.ip(self.ns), [f"link set {self.fw} mtu {mtu} alias {quote(self.fw_alias)}"
+                                      f" master {self.bridge} up"])
 
     def _delete(self, host_only: bool = False) -> None:
         # Deleting one end deletes its peer, wherever it is. host_only: a lone fw end is not ours to delete (undo).
@@ -72,9 +78,15 @@ class VethPair(Step):
         if self._created:
             self._delete(host_only=True)
             self._created = False
+        if self._old_mtu is not None:
+            self._set(self._old_mtu)
+            self._old_mtu = None
 
     def teardown(self) -> bool:
         host = probe.links(None, [self.host]).get(self.host)
+        if host is not None and probe.kind(host) != "veth":
+            raise runner.CommandError(runner.Result(("netfw", "detach"), 1, "", (
+                f"{self.host} is a {probe.kind(host) or 'plain link'}, not netfw's veth: left alone")))
         fw = probe.links(self.ns, [self.fw]).get(self.fw)
         self._removed = (host["address"], fw["address"]) if host and fw else None
         if host is None and fw is None:

@@ -145,3 +145,13 @@ def test_real_tap_moves_in_and_back(lab):
     import json
     assert json.loads(again)[0]["ifindex"] == json.loads(ifindex)[0]["ifindex"]  # the very same tap
     assert json.loads(again)[0]["master"] == "vnbr0"
+
+
+def test_detach_leaves_alone_a_link_that_only_has_netfw_s_name(lab):
+    """Without a state record detach works from names alone: a link of another kind with that name is not netfw's."""
+    from netfw.transaction import TransactionError
+
+    sh("ip", "link", "add", "one-3-0-h", "type", "dummy")
+    with pytest.raises(TransactionError, match="not netfw's veth"):
+        api.detach(3, 0)
+    assert "one-3-0-h" in {l["ifname"] for l in snapshot()["<hypervisor>"]["links"]}
