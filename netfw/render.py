@@ -98,8 +98,8 @@ def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
 
 
 def chain_name(spec: NicSpec, role: str) -> str:
-    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 'a' (ebtables) or 'z' (conntrack zone, raw
-    table); at most 20 characters."""
+    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 't' (ND targets), 'l' (ND link-layer
+    options), 'a' (ebtables) or 'z' (conntrack zone, raw table); at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role
@@ -118,11 +118,11 @@ def jumps(spec: NicSpec) -> tuple[str, ...]:
 
 
 def _family(spec: NicSpec, family: str, ipsets: list[IpsetSpec]) -> FamilyRules:
-    """The i/o (and s) chains of one IP family; appends the ipsets its rules need."""
+    """The i/o (and s, t, l) chains of one IP family; appends the ipsets its rules need."""
     version = VERSION[family]
     i, o = chain_name(spec, "i"), chain_name(spec, "o")
     inbound = [*_discovery(i, version, ND_INBOUND)]
-    outbound = [*_discovery(o, version, ND_OUTBOUND), *_guards(spec, o, version)]
+    outbound = [*_guards(spec, o, version)]
     chains = {i: inbound, o: outbound}
     for chain in (i, o):
         chains[chain] += _stateful(chain)
@@ -134,6 +134,8 @@ def _family(spec: NicSpec, family: str, ipsets: list[IpsetSpec]) -> FamilyRules:
     if spec.filter_ip:
         s = chain_name(spec, "s")
         chains[s] = [*(f"-A {s} -s {a} -j RETURN" for a in own_addresses(spec, version)), f"-A {s} -j DROP"]
+    if version == 6:
+        chains.update(_nd_chains(spec))
     return FamilyRules(family, {name: tuple(lines) for name, lines in chains.items()}, jumps(spec))
 
 
@@ -144,23 +146,63 @@ def _discovery(chain: str, version: int, types: tuple[int, ...]) -> list[str]:
     return [f"-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT" for t in types]
 
 
+def _icmp6(chain: str, kind: int, rest: str) -> str:
+    return f"-A {chain} -p ipv6-icmp -m icmp6 --icmpv6-type {kind} {rest}"
+
+
 def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
-    """Anti-spoofing on the outbound chain: foreign MAC, rogue DHCP/RA server, foreign source address."""
+    """The outbound chain's head: foreign MAC, DAD probes, rogue DHCP/RA server, foreign source address, and the
+    neighbour discovery IPv6 needs, accepted only once what it claims is checked (else ND poisons neighbour caches
+    as forged ARP would: the legacy driver accepted ND first)."""
     lines = []
     if spec.filter_mac:
         lines.append(f"-A {o} -m mac ! --mac-source {mac_address(spec)} -j DROP")
-    if not spec.filter_ip:
-        return lines
-    if version == 4:  # a DHCP client has no address yet
-        lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
-    if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
-        if version == 4:
-            lines.append(f"-A {o} -p udp -m udp --sport 67 -j DROP")
-        else:
-            lines.append(f"-A {o} -p udp -m udp --sport 547 -j DROP")
-            lines.append(f"-A {o} -p ipv6-icmp -m icmp6 --icmpv6-type 134 -j DROP")
-    lines.append(f"-A {o} -j {chain_name(spec, 's')}")
+    if spec.filter_ip and version == 6:  # duplicate address detection: from ::, only for an address of the NIC
+        lines.append(_icmp6(o, 135, f"-j {chain_name(spec, 't')}").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
+        lines.append(_icmp6(o, 135, "-j ACCEPT").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
+    if spec.filter_ip:
+        if version == 4:  # a DHCP client has no address yet
+            lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
+        if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
+            if version == 4:
+                lines.append(f"-A {o} -p udp -m udp --sport 67 -j DROP")
+            else:
+                lines.append(f"-A {o} -p udp -m udp --sport 547 -j DROP")
+                lines.append(_icmp6(o, 134, "-j DROP"))
+        lines.append(f"-A {o} -j {chain_name(spec, 's')}")
+    if version == 6:
+        if spec.filter_ip:  # an advertisement only for the NIC's own addresses
+            lines.append(_icmp6(o, 136, f"-j {chain_name(spec, 't')}"))
+        if spec.filter_mac:  # and the link-layer address it carries is the NIC's
+            lines += [_icmp6(o, t, f"-j {chain_name(spec, 'l')}") for t in ND_OUTBOUND]
+        lines += _discovery(o, version, ND_OUTBOUND)
     return lines
+
+
+def _u32_words(data: bytes, offset: int) -> str:
+    """A u32 condition that the 4-byte-aligned words of data stand at offset, as iptables-save prints it."""
+    words = [int.from_bytes(data[k:k + 4], "big") for k in range(0, len(data), 4)]
+    return "&&".join(f"0x{offset + 4 * k:x}=0x{w:x}" for k, w in enumerate(words))
+
+
+def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
+    """`t`: an NS/NA target must be an address of the NIC; `l`: a source/target link-layer option must carry the
+    NIC's MAC. Offsets assume no extension header (ND has none); anything else fails closed."""
+    chains = {}
+    if spec.filter_ip:
+        t = chain_name(spec, "t")
+        own = [ipaddress.ip_network(a).network_address.packed for a in own_addresses(spec, 6)]
+        chains[t] = [*(f'-A {t} -m u32 --u32 "{_u32_words(a, 48)}" -j RETURN' for a in own), f"-A {t} -j DROP"]
+    if spec.filter_mac:
+        l, mac = chain_name(spec, "l"), bytes.fromhex(mac_address(spec).replace(":", ""))
+        lines = []
+        # RS: options right after its 8 bytes (offset 48); NS/NA: after the 16-byte target (offset 64).
+        for kind, start, bare in ((133, 48, 8), (135, 64, 24), (136, 64, 24)):
+            lines.append(_icmp6(l, kind, f'-m u32 --u32 "0x4>>0x10=0x{bare:x}" -j RETURN'))  # no option at all
+            head = f"0x{start:x}&0xffff=0x{int.from_bytes(mac[:2], 'big'):x}"
+            lines.append(_icmp6(l, kind, f'-m u32 --u32 "{head}&&{_u32_words(mac[2:], start + 4)}" -j RETURN'))
+        chains[l] = [*lines, f"-A {l} -j DROP"]
+    return chains
 
 
 def _stateful(chain: str) -> list[str]:
