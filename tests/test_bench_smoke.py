@@ -1,0 +1,31 @@
+"""Keep scripts/bench.py working: one quick run in the sandbox, checking that it writes its tables (never timings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(os.environ.get("NETFW_IN_SANDBOX") != "1",
+                                reason="needs the sandbox: scripts/sandbox .venv/bin/pytest tests")
+
+
+def test_quick_benchmark_writes_its_tables(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=240, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["dataplane"]) == {"0", "5"}
+    assert {"netfw", "legacy_last", "legacy_first"} <= set(results["dataplane"]["0"])
+    readme = (tmp_path / "README.md").read_text()
+    for heading in ("### Targets", "### Data plane", "### Control plane", "### Memory"):
+        assert heading in readme
+    assert "| K other VMs | netfw |" in readme
+    assert "### Targets" in run.stdout  # the tables are printed too
