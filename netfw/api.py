@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import names, probe, state, transaction
+from . import backend, names, probe, state, transaction
 from .model import InputError, NicSpec
 from .plan import plan_attach, plan_detach, plan_update
 from .steps.base import Step, show
@@ -34,7 +34,9 @@ class Outcome:
 
 def check_host() -> None:
     """The tools and the kernel support netfw needs, or InputError naming what is missing."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    how = backend.configured()
+    tools = TOOLS + tuple(backend.tool(f, a, how) for f in ("ip", "ip6") for a in ("save", "restore"))
+    missing = [t for t in dict.fromkeys(tools) if shutil.which(t) is None]
     if missing:
         raise InputError(f"missing tools: {', '.join(missing)}"
                          " (Debian: apt-get install iproute2 iptables ipset conntrack util-linux)")
@@ -94,7 +96,8 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
         for spec, mtu in zip(specs, mtus):
             applied = state.load(root, spec.vm, spec.nic)
             previous = applied.spec if applied else None
-            steps += plan_attach(spec, mtu, root, _generation(applied, spec), previous)
+            how = applied.backend if applied else backend.configured()  # a NIC keeps the backend it has
+            steps += plan_attach(state.Applied(spec, mtu, _generation(applied, spec), how), root, previous)
         return steps
 
     if dry_run:
@@ -116,7 +119,8 @@ def recorded(vm: int, nic: int, root: Path) -> state.Applied | None:
 def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
     """Without a record: the default tap, and the VN bridge the veth end is on (names are recomputed, no state)."""
     veth = probe.links(None, [names.veth_host(vm, nic)]).get(names.veth_host(vm, nic))
-    return state.Applied(NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500), 0)
+    return state.Applied(NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500), 0,
+                         backend.configured())
 
 
 def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
@@ -136,8 +140,8 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
             if applied is None:
                 raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {root}): attach it first")
             spec = dataclasses.replace(spec, bridge=applied.spec.bridge, tap=applied.spec.tap)
-            mtu = spec.mtu or applied.mtu
-            steps += plan_update(spec, applied.mtu, root, applied.spec, _generation(applied, spec), mtu)
+            target = state.Applied(spec, spec.mtu or applied.mtu, _generation(applied, spec), applied.backend)
+            steps += plan_update(target, root, applied)
         return _execute("update", specs, steps, dry_run)
 
 
@@ -159,7 +163,7 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     root = state.state_dir(state_dir)
     with state.vm_lock(root, vm):
         applied = recorded(vm, nic, root) or _assumed(vm, nic, bridge)
-        steps = plan_detach(applied.spec, applied.mtu, root, applied.generation)
+        steps = plan_detach(applied, root)
         return _execute("detach", [applied.spec], steps, dry_run)
 
 
@@ -182,7 +186,7 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
         spec = expected if expected is not None else applied.spec
         if expected is not None and applied.spec != expected:
             drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
-        for step in plan_attach(spec, applied.mtu, root, applied.generation):
+        for step in plan_attach(applied._replace(spec=spec), root):
             drift += step.check()
         report[n] = drift
     return report

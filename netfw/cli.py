@@ -39,9 +39,17 @@ def _version(value: bool) -> None:
 def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command with its full argv (DEBUG)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", envvar="NETFW_IPTABLES_BACKEND",
+        help="iptables backend for new attachments: auto (the system's default), nft or legacy. "
+             "A NIC keeps the backend it was attached with."),
 ) -> None:
     """netfw: per-VM firewall namespaces for OpenNebula-style clouds."""
+    import os
+
     _logging(verbose)
+    if backend:
+        os.environ["NETFW_IPTABLES_BACKEND"] = backend
 
 
 def fail(code: int, message: str) -> None:

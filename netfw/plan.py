@@ -8,7 +8,9 @@ from pathlib import Path
 from . import names, state
 from .model import NicSpec
 from .render import Ruleset, render, zone, zones
+from .state import Applied
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
+from .steps.base import Fresh
 from .steps.conntrack import FlushZone
 from .steps.ipsets import Ipsets, IpsetGc
 
@@ -39,10 +41,11 @@ def ipset_prefix(spec: NicSpec) -> str:
     return names.chain(spec.vm, spec.nic, "i")[:-1]
 
 
-def rule_steps(spec: NicSpec, gen: int, previous: NicSpec | None = None) -> list[Step]:
-    """Sets, then one restore per family and table (filter ip/ip6/eb, raw zones), then unused sets go."""
+def rule_steps(target: Applied, previous: NicSpec | None = None, fresh: Fresh | None = None) -> list[Step]:
+    """Sets, then one restore per family (filter ip/ip6/eb, with the raw zone rules), then unused sets go."""
+    spec, backend = target.spec, target.backend
     ns = names.netns(spec.vm)
-    ruleset = generation(render(spec), gen)
+    ruleset = generation(render(spec), target.generation)
     old = render(previous) if previous is not None else None
     had_sets = old is not None and bool(old.ipsets)
     steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))] if ruleset.ipsets else []
@@ -50,9 +53,10 @@ def rule_steps(spec: NicSpec, gen: int, previous: NicSpec | None = None) -> list
     for family in ruleset.families:
         stale = tuple(old.family(family.family).chains) if old and family.family in _families(old) else ()
         parts = [family, raw[family.family]] if family.family in raw else [family]
-        steps.append(FamilyRuleset(ns, parts, stale))
+        steps.append(FamilyRuleset(ns, parts, stale, backend, fresh))
     if old is not None:  # a family the NIC no longer needs (ebtables once spoofing filters are off)
-        steps += [Reverse(FamilyRuleset(ns, f)) for f in old.families if f.family not in _families(ruleset)]
+        steps += [Reverse(FamilyRuleset(ns, f, backend=backend))
+                  for f in old.families if f.family not in _families(ruleset)]
     if ruleset.ipsets or had_sets:  # `ipset` runs only for NICs that use sets
         steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
     return steps
@@ -62,42 +66,42 @@ def _families(ruleset: Ruleset) -> set[str]:
     return {f.family for f in ruleset.families}
 
 
-def plan_attach(spec: NicSpec, mtu: int, root: Path, gen: int = 0, previous: NicSpec | None = None) -> list[Step]:
+def plan_attach(target: Applied, root: Path, previous: NicSpec | None = None) -> list[Step]:
     """Namespace, bridge, veth, rules, then the cut-over, then the state record.
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
+    spec, mtu, fresh = target.spec, target.mtu, Fresh()
     return [
-        VmNamespace(spec.vm),
-        FirewallBridge(spec.vm, spec.nic, mtu),
-        VethPair(spec.vm, spec.nic, mtu),
-        *rule_steps(spec, gen, previous),
+        VmNamespace(spec.vm, fresh),
+        FirewallBridge(spec.vm, spec.nic, mtu, fresh),
+        VethPair(spec.vm, spec.nic, mtu, fresh),
+        *rule_steps(target, previous, fresh),
         CutOver(spec.vm, spec.nic, spec.tap, spec.bridge or None),
-        Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu, gen)),
+        Record(state.nic_path(root, spec.vm, spec.nic), state.document(target)),
     ]
 
 
-def plan_update(spec: NicSpec, mtu: int, root: Path, previous: NicSpec, gen: int,
-                new_mtu: int | None = None) -> list[Step]:
+def plan_update(target: Applied, root: Path, previous: Applied) -> list[Step]:
     """A new MTU for the bridge and veth (if it changed), new sets (other generation), one atomic restore per
     family, old sets gone, record, then the NIC's conntrack entries, so that flows the new rules no longer allow
     are cut."""
+    spec = target.spec
     resize: list[Step] = []
-    if new_mtu is not None and new_mtu != mtu:
-        resize = [FirewallBridge(spec.vm, spec.nic, new_mtu), VethPair(spec.vm, spec.nic, new_mtu)]
-        mtu = new_mtu
-    steps = rule_steps(spec, gen, previous)
+    if target.mtu != previous.mtu:
+        resize = [FirewallBridge(spec.vm, spec.nic, target.mtu), VethPair(spec.vm, spec.nic, target.mtu)]
+    steps = rule_steps(target, previous.spec)
     changed = [s for s in steps if isinstance(s, FamilyRuleset)]
     return [
         *resize,
         *steps,
-        Record(state.nic_path(root, spec.vm, spec.nic), state.document(spec, mtu, gen)),
+        Record(state.nic_path(root, spec.vm, spec.nic), state.document(target)),
         FlushZone(names.netns(spec.vm), zone(spec), changed),
     ]
 
 
-def plan_detach(spec: NicSpec, mtu: int, root: Path, gen: int = 0) -> list[Step]:
+def plan_detach(target: Applied, root: Path) -> list[Step]:
     """The attach steps reversed: tap back first (the VM keeps its network), then rules, veth, bridge, namespace;
     the state record goes last, so an interrupted detach can be run again with what it needs."""
-    *steps, record = plan_attach(spec, mtu, root, gen)
+    *steps, record = plan_attach(target, root)
     return [Reverse(step) for step in reversed(steps) if not isinstance(step, IpsetGc)] + [Reverse(record)]

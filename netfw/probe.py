@@ -6,6 +6,7 @@ import json
 import os
 
 from . import runner
+from .backend import tool
 
 NETNS_DIR = "/run/netns"
 
@@ -88,10 +89,11 @@ def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     return {k: found.get(k) for k in keys}
 
 
-def save(ns: str, family: str, table: str | None = "filter") -> str:
+def save(ns: str, family: str, table: str | None = "filter", backend: str = "auto") -> str:
     """`iptables-save -t TABLE` (family 'ip', 'ip6') or `ebtables-save -t TABLE` ('eb') inside ns; every table
     when table is None."""
-    return runner.run(in_netns(ns, f"{family}tables-save", *(["-t", table] if table else []))).stdout
+    argv = in_netns(ns, tool(family, "save", backend), *(["-t", table] if table else []))
+    return runner.run(argv).stdout
 
 
 def ipset_list_argv(ns: str) -> list[str]:

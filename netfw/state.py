@@ -24,11 +24,12 @@ def nic_path(root: Path, vm: int, nic: int) -> Path:
 
 
 class Applied(NamedTuple):
-    """What was last applied to a NIC."""
+    """What was (or is to be) applied to a NIC: its spec and how it is laid out."""
 
     spec: NicSpec
     mtu: int
-    generation: int  # which of the NIC's two ipset name generations the live rules use
+    generation: int = 0  # which of the NIC's two ipset name generations the live rules use
+    backend: str = "auto"  # the iptables backend its rules were loaded with (netfw.backend)
 
 
 def load(root: Path, vm: int, nic: int) -> Applied | None:
@@ -38,7 +39,8 @@ def load(root: Path, vm: int, nic: int) -> Applied | None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return Applied(spec_from_dict(data["spec"]), int(data["mtu"]), int(data.get("generation", 0)))
+    return Applied(spec_from_dict(data["spec"]), int(data["mtu"]), int(data.get("generation", 0)),
+                   data.get("backend", "auto"))
 
 
 def nics(root: Path, vm: int) -> list[int]:
@@ -47,9 +49,11 @@ def nics(root: Path, vm: int) -> list[int]:
     return sorted(int(p.stem[4:]) for p in folder.glob("nic-*.json")) if folder.is_dir() else []
 
 
-def document(spec: NicSpec, mtu: int, generation: int = 0) -> str:
-    return json.dumps({"spec": spec_to_dict(spec), "mtu": mtu, "generation": generation},
-                      indent=1, sort_keys=True) + "\n"
+def document(applied: Applied) -> str:
+    """The JSON text of a NIC's record."""
+    data = {"spec": spec_to_dict(applied.spec), "mtu": applied.mtu, "generation": applied.generation,
+            "backend": applied.backend}
+    return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
 def write(path: Path, text: str | None) -> None:

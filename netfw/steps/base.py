@@ -57,6 +57,14 @@ class Step(ABC):
             raise
 
 
+class Fresh:
+    """Shared by the steps of one plan: set when the plan's own VmNamespace created the namespace, so that the
+    steps after it know the namespace is empty and need not look into it (fewer processes per attach)."""
+
+    def __init__(self) -> None:
+        self.created = False
+
+
 class Reverse(Step):
     """A detach step: applying it tears the object down, undoing it restores it."""
 

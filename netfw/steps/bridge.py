@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .. import names, probe, runner
-from .base import Step, quote, remove, run_batch
+from .base import Fresh, Step, quote, remove, run_batch
 
 
 class FirewallBridge(Step):
-    def __init__(self, vm: int, nic: int, mtu: int):
-        self.ns, self.name, self.mtu = names.netns(vm), names.bridge(vm, nic), mtu
+    def __init__(self, vm: int, nic: int, mtu: int, fresh: Fresh | None = None):
+        self.ns, self.name, self.mtu, self.fresh = names.netns(vm), names.bridge(vm, nic), mtu, fresh or Fresh()
         self.alias = names.alias(vm, nic, names.BRIDGE)
         self._created = False
         self._old_mtu: int | None = None  # the MTU a repair changed
@@ -37,7 +37,7 @@ class FirewallBridge(Step):
     def apply(self) -> bool:
         """Create the bridge, or bring an existing one back to the options, MTU and state attach sets."""
         self._created, self._old_mtu = False, None
-        link = probe.links(self.ns, [self.name]).get(self.name)
+        link = None if self.fresh.created else probe.links(self.ns, [self.name]).get(self.name)
         if link is None:
             self._or_undo(self._create)
             return True

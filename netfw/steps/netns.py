@@ -5,7 +5,7 @@ from __future__ import annotations
 from loguru import logger
 
 from .. import names, probe, runner
-from .base import Step, remove
+from .base import Fresh, Step, remove
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
 #: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3).
@@ -22,8 +22,8 @@ class NamespaceBusy(Exception):
 
 
 class VmNamespace(Step):
-    def __init__(self, vm: int):
-        self.vm = vm
+    def __init__(self, vm: int, fresh: Fresh | None = None):
+        self.vm, self.fresh = vm, fresh or Fresh()
         self.ns = names.netns(vm)
         self._created = False
         self._removed = False
@@ -44,12 +44,13 @@ class VmNamespace(Step):
     def _create(self) -> None:
         self._created = True
         runner.run(["ip", "netns", "add", self.ns])
+        self.fresh.created = True
         for argv in self._configure_cmds():
             runner.run(argv)
 
     def apply(self) -> bool:
         """Create and configure the namespace unless it exists (an existing one is left as it is)."""
-        self._created = False
+        self._created = self.fresh.created = False
         if probe.netns_exists(self.ns):
             return False
         self._or_undo(self._create)
@@ -61,7 +62,7 @@ class VmNamespace(Step):
     def undo(self) -> None:
         if self._created:
             self._delete_if_empty()
-            self._created = False
+            self._created = self.fresh.created = False
 
     def _delete_if_empty(self) -> bool:
         """Delete the namespace only when nothing but lo is left: `ip netns del` destroys a tap inside."""

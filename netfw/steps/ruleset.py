@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from .. import probe, runner, tables
+from ..backend import tool
 from ..render import FamilyRules
-from .base import Step
+from .base import Fresh, Step
 
-# What the restore tools are called; each applies every table of its input in one transaction per table.
-RESTORE = {"ip": ["iptables-restore", "--noflush"], "ip6": ["ip6tables-restore", "--noflush"],
-           "eb": ["ebtables-restore", "--noflush"]}
 
 
 class _Part:
@@ -107,9 +105,10 @@ class FamilyRuleset(Step):
     family cover all its tables (filter, and raw for the NIC's conntrack zone).
     """
 
-    def __init__(self, ns: str, parts: FamilyRules | list[FamilyRules], stale: tuple[str, ...] = ()):
+    def __init__(self, ns: str, parts: FamilyRules | list[FamilyRules], stale: tuple[str, ...] = (),
+                 backend: str = "auto", fresh: Fresh | None = None):
         parts = [parts] if isinstance(parts, FamilyRules) else list(parts)
-        self.ns, self.family = ns, parts[0].family
+        self.ns, self.family, self.backend, self.fresh = ns, parts[0].family, backend, fresh or Fresh()
         self.parts = [_Part(p, stale if p.table == "filter" else ()) for p in parts]
         self._before: Snapshot | None = None  # the tables before the last apply/teardown that changed them
 
@@ -121,7 +120,8 @@ class FamilyRuleset(Step):
         return "".join(tables.restore_text(self.family, body, table) for table, body in bodies.items() if body)
 
     def _argv(self) -> list[str]:
-        return probe.in_netns(self.ns, *RESTORE[self.family])
+        # Each *-restore applies every table of its input in one transaction per table.
+        return probe.in_netns(self.ns, tool(self.family, "restore", self.backend), "--noflush")
 
     def commands(self):
         empty = tables.Table()
@@ -136,7 +136,7 @@ class FamilyRuleset(Step):
         return [(self._argv(), self._text(lines))]
 
     def _live(self) -> Snapshot:
-        text = probe.save(self.ns, self.family, None if len(self.parts) > 1 else self.parts[0].table)
+        text = probe.save(self.ns, self.family, None if len(self.parts) > 1 else self.parts[0].table, self.backend)
         return {p.table: tables.parse_save(text, p.table) for p in self.parts}
 
     def _load(self, bodies: dict[str, list[str]]) -> None:
@@ -147,7 +147,10 @@ class FamilyRuleset(Step):
     def apply(self) -> bool:
         """Load the chains and jumps in one restore, unless they already hold exactly what is rendered."""
         self._before = None
-        live = self._live()
+        if self.fresh.created:  # the namespace was made by this very run: its tables are empty
+            live = {p.table: tables.Table() for p in self.parts}
+        else:
+            live = self._live()
         if not any(p.drift(self.ns, live[p.table]) for p in self.parts):
             return False
         self._load({p.table: p.want(live[p.table]) for p in self.parts})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .. import names, probe, runner
-from .base import Step, quote, remove, run_batch
+from .base import Fresh, Step, quote, remove, run_batch
 
 
 class VethPair(Step):
-    def __init__(self, vm: int, nic: int, mtu: int):
-        self.ns, self.mtu = names.netns(vm), mtu
+    def __init__(self, vm: int, nic: int, mtu: int, fresh: Fresh | None = None):
+        self.ns, self.mtu, self.fresh = names.netns(vm), mtu, fresh or Fresh()
         self.host, self.fw, self.bridge = names.veth_host(vm, nic), names.veth_fw(vm, nic), names.bridge(vm, nic)
         self.host_alias = names.alias(vm, nic, names.VETH_HOST)
         self.fw_alias = names.alias(vm, nic, names.VETH_FW)
@@ -42,13 +42,19 @@ class VethPair(Step):
     def _create(self, macs: tuple[str, str] | None = None) -> None:
         # The peer is created directly inside the VM namespace: there is no half-moved state.
         self._created = True
-        run_batch(["ip"], self._host_lines(macs))
+        try:
+            run_batch(["ip"], self._host_lines(macs))
+        except runner.CommandError as e:
+            if "File exists" in e.stderr:  # someone else's link with our name: not ours to delete on undo
+                self._created = False
+            raise
         run_batch(probe.ip(self.ns), self._fw_lines())
 
     def apply(self) -> bool:
         """Create the pair, or re-enslave and bring up an existing one."""
         self._created, self._old_mtu = False, None
-        host = probe.links(None, [self.host]).get(self.host)
+        # In a namespace this run created there is no peer, so no pair (a pair dies with either end's namespace).
+        host = None if self.fresh.created else probe.links(None, [self.host]).get(self.host)
         # Without the host end there is no pair (deleting one end deletes both): a stray fw end makes the creation
         # below fail with "File exists", and the step undoes itself.
         fw = probe.links(self.ns, [self.fw]).get(self.fw) if host is not None else None

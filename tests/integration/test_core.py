@@ -155,3 +155,26 @@ def test_detach_leaves_alone_a_link_that_only_has_netfw_s_name(lab):
     with pytest.raises(TransactionError, match="not netfw's veth"):
         api.detach(3, 0)
     assert "one-3-0-h" in {l["ifname"] for l in snapshot()["<hypervisor>"]["links"]}
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_either_iptables_backend_filters_and_is_kept_by_the_nic(lab, monkeypatch, backend):
+    """A NIC attached with a backend keeps it: update and detach use it even when the setting changed since."""
+    from netfw.rules import parse_rules
+
+    lab.bridge()
+    g1, g2 = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")
+    monkeypatch.setenv("NETFW_IPTABLES_BACKEND", backend)
+    only_ping = parse_rules([{"PROTOCOL": "ICMP", "RULE_TYPE": "inbound"}, {"PROTOCOL": "ALL", "RULE_TYPE": "outbound"}])
+    api.attach(NicSpec(2, 0, "vnbr0", rules=only_ping))
+    saved = sh("nsenter", "--net=/run/netns/one-2", f"iptables-{backend}-save", "-t", "filter").stdout
+    assert "-A one-2-0-i -p icmp -j ACCEPT" in saved
+    assert ping(g1, "10.9.0.2")
+    monkeypatch.setenv("NETFW_IPTABLES_BACKEND", "nft" if backend == "legacy" else "legacy")
+    api.update(NicSpec(2, 0, "vnbr0", rules=parse_rules([{"PROTOCOL": "TCP", "RULE_TYPE": "inbound"}])))
+    assert not ping(g1, "10.9.0.2")  # the update replaced the rules in the NIC's own backend
+    assert api.verify(2, 0) == {0: []}
+    other = "nft" if backend == "legacy" else "legacy"
+    assert "one-2-0" not in sh("nsenter", "--net=/run/netns/one-2", f"iptables-{other}-save").stdout
+    api.detach(2, 0)
+    assert ping(g1, "10.9.0.2") and "one-2" not in netns_list()
