@@ -11,6 +11,7 @@ from .render import Ruleset, render, zone, zones
 from .state import Applied
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.base import Fresh
+from .steps.netns import DropNamespace
 from .steps.conntrack import FlushZone
 from .steps.ipsets import Ipsets, IpsetGc
 
@@ -101,7 +102,10 @@ def plan_update(target: Applied, root: Path, previous: Applied) -> list[Step]:
 
 
 def plan_detach(target: Applied, root: Path) -> list[Step]:
-    """The attach steps reversed: tap back first (the VM keeps its network), then rules, veth, bridge, namespace;
-    the state record goes last, so an interrupted detach can be run again with what it needs."""
-    *steps, record = plan_attach(target, root)
-    return [Reverse(step) for step in reversed(steps) if not isinstance(step, IpsetGc)] + [Reverse(record)]
+    """The tap back onto its VN bridge first (the VM keeps its network), the record, then the rest: the whole
+    namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth, bridge, and
+    the namespace if it is empty by then)."""
+    namespace, *objects, cut_over, record = plan_attach(target, root)
+    fallback = [Reverse(step) for step in reversed([namespace, *objects]) if not isinstance(step, IpsetGc)]
+    rebuild = plan_attach(target, root)[:-2]
+    return [Reverse(cut_over), Reverse(record), DropNamespace(target.spec.vm, target.spec.nic, fallback, rebuild)]

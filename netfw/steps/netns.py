@@ -5,7 +5,7 @@ from __future__ import annotations
 from loguru import logger
 
 from .. import names, probe, runner
-from .base import Fresh, Step, remove
+from .base import Fresh, Step, remove, run_batch
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
 #: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3).
@@ -99,3 +99,64 @@ class VmNamespace(Step):
             if value != SYSCTLS[key]:
                 drift.append(f"{self.ns}: sysctl {key} is {value}, expected {SYSCTLS[key]}")
         return drift
+
+
+class DropNamespace(Step):
+    """Detach's last step: when the namespace holds nothing but lo and this NIC's own bridge and veth end, delete
+    the veth and the namespace in one `ip -batch` (rules, sets and the conntrack table go with the namespace):
+    two processes instead of a teardown per object. Otherwise run the per-object teardown (`fallback`).
+
+    The veth is deleted explicitly because a namespace is destroyed asynchronously: its veth ends would linger in
+    the hypervisor namespace for a moment. This step comes last, after the tap left and the record was removed,
+    so nothing after it can fail and ask for an undo; if the batch fails part-way, `rebuild` (the attach steps)
+    puts back what is missing before the error goes up.
+    """
+
+    def __init__(self, vm: int, nic: int, fallback: list[Step], rebuild: list[Step]):
+        self.ns, self.host = names.netns(vm), names.veth_host(vm, nic)
+        self.own = {names.bridge(vm, nic), names.veth_fw(vm, nic)}
+        self.fallback, self.rebuild = fallback, rebuild
+        self._fell_back: list[Step] = []
+
+    def describe(self) -> str:
+        return f"namespace {self.ns} with what is left of the NIC"
+
+    def _lines(self) -> list[str]:
+        return [f"link del {self.host}", f"netns del {self.ns}"]
+
+    def commands(self):
+        return [(probe.ip(self.ns, "-j", "link", "show"), None), (["ip", "-batch", "-"], "\n".join(self._lines()))]
+
+    def apply(self) -> bool:
+        from ..transaction import run  # the fallback is a transaction of its own
+
+        self._fell_back = []
+        whole = probe.netns_exists(self.ns) and {n for n in probe.links(self.ns) if n != "lo"} <= self.own
+        if not whole:  # other NICs still inside, or no namespace (then this cleans up what is left outside)
+            self._fell_back = run(self.fallback)
+            return bool(self._fell_back)
+        try:
+            run_batch(["ip"], self._lines())
+        except BaseException:
+            if probe.netns_exists(self.ns):
+                for step in self.rebuild:
+                    step.apply()
+            raise
+        return True
+
+    def undo(self) -> None:
+        from ..transaction import rollback
+
+        failures = rollback(self._fell_back) if self._fell_back else []
+        self._fell_back = []
+        if failures:
+            raise failures[0][1]
+
+    def teardown(self) -> bool:
+        return False
+
+    def restore(self) -> None:
+        pass
+
+    def check(self) -> list[str]:
+        return []
