@@ -87,19 +87,21 @@ def zone(spec: NicSpec) -> int:
 
 
 def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
-    """raw-table rules that put every packet entering the NIC's bridge (from the tap or the veth) in its zone."""
-    z = chain_name(spec, "z")
-    ports = (spec.tap, names.veth_fw(spec.vm, spec.nic))
+    """raw-table rule that puts every packet crossing the NIC's firewall bridge (either way) in the NIC's zone.
+
+    In PREROUTING br_netfilter shows a bridged packet as coming in on the bridge, and each NIC has its own bridge:
+    one interface match per packet, no physdev match.
+    """
+    bridge = names.bridge(spec.vm, spec.nic)
     return tuple(
-        FamilyRules(family, {z: (f"-A {z} -j CT --zone {zone(spec)}",)},
-                    tuple(f"-A PREROUTING -m physdev --physdev-in {port} -j {z}" for port in ports), table="raw")
+        FamilyRules(family, {}, (f"-A PREROUTING -i {bridge} -j CT --zone {zone(spec)}",), table="raw")
         for family in FAMILIES
     )
 
 
 def chain_name(spec: NicSpec, role: str) -> str:
     """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 't' (ND targets), 'l' (ND link-layer
-    options), 'a' (ebtables) or 'z' (conntrack zone, raw table); at most 20 characters."""
+    options) or 'a' (ebtables); at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role

@@ -44,7 +44,7 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     assert [a[2] for a in restores] == ["iptables-restore", "ip6tables-restore"]  # one per family, filter + raw
     ip4 = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["iptables-restore"])
     assert ip4.startswith("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:one-7-0-i - [0:0]\n")
-    assert "*raw\n:one-7-0-z - [0:0]\n-A one-7-0-z -j CT --zone 1\n" in ip4
+    assert "*raw\n-A PREROUTING -i one-br-7-0 -j CT --zone 1\nCOMMIT\n" in ip4
     cut = [(argv, stdin) for argv, stdin in fake.calls if stdin and "link set one-7-0 netns" in stdin]
     assert cut == [(["ip", "-batch", "-"], "link set one-7-0-h master vnbr0 up\nlink set one-7-0 netns one-7")]
     assert fake.calls[-1][0] == ["ip", "-n", "one-7", "link", "set", "one-7-0", "master", "one-br-7-0", "up"]
