@@ -271,6 +271,8 @@ def one(
     vn_mads: Optional[str] = typer.Option(
         None, "--vn-mads", help="Comma list of the VN_MADs whose NICs netfw handles "
                                 "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge)."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", help="iptables backend for NICs attached from now on: auto, nft or legacy."),
     dry_run: bool = DRY_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
@@ -279,6 +281,10 @@ def one(
     from . import driver
 
     driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")))
+    if backend:
+        import os
+
+        os.environ["NETFW_IPTABLES_BACKEND"] = backend
     document = "" if sys.stdin.isatty() else sys.stdin.read()  # empty: "VM document: it is empty", exit 2
     options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run}
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
