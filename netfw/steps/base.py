@@ -57,6 +57,19 @@ class Step(ABC):
             raise
 
 
+class ForwardOnly(Step):
+    """A step with no detach counterpart (it only runs inside attach, update or detach plans)."""
+
+    def teardown(self) -> bool:
+        return False
+
+    def restore(self) -> None:
+        pass
+
+    def check(self) -> list[str]:
+        return []
+
+
 class Fresh:
     """Shared by the steps of one plan: set when the plan's own VmNamespace created the namespace, so that the
     steps after it know the namespace is empty and need not look into it (fewer processes per attach)."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from .. import probe, runner
-from .base import Step
+from .base import ForwardOnly
 
 
-class FlushZone(Step):
+class FlushZone(ForwardOnly):
     """Delete the conntrack entries of the NIC's zone once its rules changed.
 
     A flow the new rules still allow is picked up again by its next packet (conntrack's loose TCP pickup, on by
@@ -35,11 +35,5 @@ class FlushZone(Step):
     def undo(self) -> None:
         pass
 
-    def teardown(self) -> bool:
-        return False
 
-    def restore(self) -> None:
-        pass
 
-    def check(self) -> list[str]:
-        return []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import probe, runner
 from ..render import IpsetSpec
-from .base import Step
+from .base import ForwardOnly, Step
 
 
 def _restore(ns: str, text: str) -> None:
@@ -104,7 +104,7 @@ class Ipsets(Step):
                 for s in self._drift_of(probe.ipsets(self.ns))]
 
 
-class IpsetGc(Step):
+class IpsetGc(ForwardOnly):
     """After the rules switched to the new sets: destroy this NIC's sets that the rules no longer name."""
 
     def __init__(self, ns: str, keep: tuple[str, ...], prefix: str):
@@ -132,11 +132,7 @@ class IpsetGc(Step):
             _restore(self.ns, _create_text([IpsetSpec(n, f, tuple(m), "") for n, (f, m) in self._destroyed.items()]))
             self._destroyed = {}
 
-    def teardown(self) -> bool:
-        return False
 
-    def restore(self) -> None:
-        pass
 
     def check(self) -> list[str]:
         if not probe.netns_exists(self.ns):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from loguru import logger
 
 from .. import names, probe, runner
-from .base import Fresh, Step, remove, run_batch
+from .base import ForwardOnly, Fresh, Step, remove, run_batch
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
 #: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3).
@@ -101,7 +101,7 @@ class VmNamespace(Step):
         return drift
 
 
-class DropNamespace(Step):
+class DropNamespace(ForwardOnly):
     """Detach's last step: when the namespace holds nothing but lo and this NIC's own bridge and veth end, delete
     the veth and the namespace in one `ip -batch` (rules, sets and the conntrack table go with the namespace):
     two processes instead of a teardown per object. Otherwise run the per-object teardown (`fallback`).
@@ -152,11 +152,5 @@ class DropNamespace(Step):
         if failures:
             raise failures[0][1]
 
-    def teardown(self) -> bool:
-        return False
 
-    def restore(self) -> None:
-        pass
 
-    def check(self) -> list[str]:
-        return []
