@@ -61,63 +61,72 @@ single numbers move by ±10-20 % between runs (compare ratios of the same run). 
 Other people's work in this tree may change netfw between runs: the commit measured is printed below."""
 
 ANALYSIS = """\
-## Analysis of the committed run (2 vCPUs, netfw at c2e9165 + working-tree changes)
+## Analysis of the committed run (2 vCPUs, netfw at 8abb528)
+
+Three full runs were made on this machine today; the committed one is the last. Single figures moved a lot between
+runs (2 vCPUs shared by iperf3's sender, receiver and all softirq work): netfw/legacy small packets at K = 0 read
+0.80, 1.05 and 0.51; the 1,000th attach read 1.14, 1.18 and 1.81 times the 1st. The shapes did not move.
 
 **A packet costs the same with 1 or 1,000 VMs under netfw; under the legacy layout it does not.** From K = 0 to
-K = 1,000, netfw keeps 27-29 Gbit/s and 190-250 kpps, and its connect latency stays at 15-30 µs. The legacy layout
-falls to 7-8 Gbit/s, 29-30 kpps and 140-200 µs: every packet walks 2 physdev matches per NIC of the host in
-`opennebula` (about 2,000 at K = 1,000, roughly 30 µs per packet here). Where the pair sits (first or last) barely
-matters, because the allowed rules RETURN and every packet walks the whole `opennebula` chain down to its final
-ACCEPT. The iptables-legacy column shows that this is the layout's cost, not the backend's. The K = 100 row is a
-noisy moment for every layout.
+K = 1,000, netfw keeps 30-35 Gbit/s, 220-265 kpps and 15 µs connect latency. The legacy layout falls to 9-12 Gbit/s,
+38 kpps and 90-145 µs: every packet walks 2 physdev matches per NIC of the host in `opennebula` (about 2,000 at
+K = 1,000). Where the pair sits (first or last) barely matters, because the allowed rules RETURN and every packet
+walks the whole `opennebula` chain down to its final ACCEPT. The iptables-legacy column shows that this is the
+layout's cost, not the backend's.
 
 ### Targets missed, and why
 
-- **Data plane at K = 1,000: TCP 3.5-4.0× (goal 5×), small packets 6.2-6.6× (goal 20×).** netfw is not what limits
-  the ratio. The measuring machine is. One iperf3 sender of 64-byte datagrams on 2 vCPUs reaches about 250-310 kpps
-  even with no firewall at all (legacy at K = 0: 310 kpps). For 20× over legacy's 29 kpps, netfw would need 580 kpps,
-  which this sender cannot produce. TCP uses GSO/GRO, so the rules run once per 64 KB super-packet and the legacy
-  rule walk is spread over about 45 segments. Because the legacy cost grows linearly with K, the TCP ratio should pass
-  5× a little beyond K ≈ 1,300 (an estimate, not measured). *What would meet it:* a load generator that is not the
-  limit (more cores, `iperf3 -P 4`, pktgen) on a larger host. Nothing in netfw needs to change for this.
-- **Attach in-process: 2.5× the shell floor (goal ≤ 1.3×); 2.4× at K = 1,000.** netfw starts 16 processes where the
-  floor starts 7, and each one goes through `sh`. In this run an `ip -V` took 10 ms through `sh` and 2.4 ms through
-  `subprocess.run` (3.5 ms against 1.1 ms on a quiet machine). In a fresh namespace iptables-nft-restore is also
-  slower than iptables-legacy-restore. The what-if rows run netfw's unchanged code with `subprocess.run` instead:
-  1.40× (K = 0) and 1.27× (K = 1,000). Adding iptables-legacy brings it to 0.87× and 0.92×. *What would meet it:*
-  replace `sh` in `netfw/runner.py::_execute`, then remove the read-before-write probes on a fresh namespace (see
-  the proposals below).
-- **CLI: 400-430 ms above the floor (goal ≤ 150 ms).** A bare `netfw --version` already costs 130-170 ms (typer
-  imports pydantic, which took about 60 ms, and loguru took about 30 ms). Running the command adds about 100 ms more
-  of typer/click setup and lazy imports, on top of the in-process attach. *What would meet it:* a slim driver entry
-  point (argparse and stdlib logging, lazy imports), together with the `subprocess` runner.
+- **Data plane at K = 1,000: TCP 2.7-3.3× (goal 5×; 4.7-5.4× in the previous run), small packets 6.8-6.9× (goal
+  20×).** netfw stays flat; the ratio is capped by the measuring machine. One iperf3 sender of 64-byte datagrams on
+  2 vCPUs reaches about 250-440 kpps with no firewall in the way, so 20× over legacy's 38 kpps (760 kpps) cannot be
+  produced here. TCP uses GSO/GRO: the rules run once per 64 KB super-packet, which spreads legacy's rule walk over
+  about 45 segments. *What would meet it:* a load generator that is not the limit (more cores, `iperf3 -P 4`,
+  pktgen) on a larger host, or K beyond 1,000. Nothing in netfw needs to change for this.
+- **Small packets at K = 0: 0.51× (goal 0.8×; 0.80× and 1.05× in the two runs before).** A packet between two netfw
+  VMs crosses two more veth pairs and two more bridges, each bridge with br_netfilter and conntrack in the VM's
+  namespace; with nothing else on the host, legacy's single bridge is cheaper per packet. TCP at K = 0 is 0.94-1.0×.
+  *What would meet it reliably:* measuring on a host whose sender is not sharing 2 vCPUs with everything else, to
+  tell the fixed hop cost from noise; a cheaper hop (one veth pair instead of a pair plus the firewall bridge, e.g.
+  tc/nft ingress filtering on the tap) would change the design and is not proposed.
+- **Attach in-process: 2.35× the shell floor with 20 rules, 1.44× with security group 0 (goal ≤ 1.3×).** netfw now
+  runs 12 processes (the floor 7; netfw started at 22: the raw-table zone rules ride in the filter restore, a
+  namespace created by this run is not probed, the cut-over probes only the side the tap is on) and detaches with 8
+  (from 17; the floor 3). What is left is `sh`: one short process costs 3.96 ms through `sh` against 1.09 ms through
+  `subprocess.run` in this run, about 35 ms over 12 processes. The what-if rows run the same code with
+  `subprocess.run`: 1.41× (K = 0), and 1.13× with iptables-legacy, which is now a setting (`--backend legacy`).
+  *What would meet it:* a process runner without `sh`'s per-call threads (the design card prescribes `sh`, so this is
+  the user's call), plus the legacy backend.
+- **CLI: 288 ms above the floor (goal ≤ 150 ms).** `netfw --version` costs 120-160 ms: the interpreter, loguru
+  (about 45 ms, it imports asyncio), typer/click (about 50 ms) and netfw. typer now comes as `typer-slim` (click
+  without rich and pydantic), which took a whole `netfw attach` from 373 to 285 ms. Running attach adds `sh` (about
+  15 ms of imports) and the in-process attach. *What would meet it:* the runner change above (about 50 ms) and
+  lazy imports of loguru; or a resident driver process.
+- **The 1,000th attach: 1.81× the 1st in this run (1.14× and 1.18× in the two runs before; goal ≤ 1.2×).** The shell
+  floor itself slows down on the loaded host (54 to 73 ms, 1.34×): every NIC adds a port to the one VN bridge (port
+  add and MTU/promiscuity recalculation walk all ports) and a bind mount under /run/netns. netfw's own work per
+  attach does not depend on K (it looks up links by name, never lists them). This run's jump is within what this
+  machine's noise did elsewhere; a quieter host is needed to pin it down.
 - **1,000 rules, per-rule calls against netfw, with iptables-nft: no number.** netfw's single restore of 1,000 rules
-  fails inside a user namespace ("Message too long", the ~900-rule nft batch limit in KERNEL.md). It would load as
-  real root on a real host. With iptables-legacy netfw takes 29 ms against 2.9 s per rule (99×, met). With nft, one
-  restore against per-rule calls is 92× in the hypervisor. Splitting netfw's restore into batches would give up the
-  atomic swap, so the backend setting is the better answer.
+  fails inside a user namespace ("Message too long", the ~900-rule nft batch limit in KERNEL.md); as real root on a
+  real host it loads. With iptables-legacy netfw takes 12 ms against 1.4 s per rule (113×, met). Splitting netfw's
+  restore into batches would give up the atomic swap; the backend setting is the answer.
 
-Met: at K = 0 netfw reaches 0.84-0.95× of legacy TCP and 0.80-0.88× of its small-packet rate, despite two extra
-bridges and two veth pairs on the path. The 1,000th attach takes 1.14× the 1st (190 against 167 ms; the shell floor
-itself goes from 60 to 78 ms on the loaded host).
+Met: TCP at K = 0 (0.94-1.0×), 1,000 rules 113× faster than per-rule calls (legacy backend).
 
 ### iptables-nft or iptables-legacy in the VM namespace
 
-For the control plane, legacy is clearly faster. netfw's ruleset step takes 24 ms against 37-42 ms, and a whole
-attach 114 against 152 ms (52 against 84 ms with the `subprocess` runner). One restore of 10,000 rules takes 39
-against 192 ms, and legacy has no 900-rule limit in a user namespace. For the data plane there is no clear
-difference: TCP moves within ±10 %, and the small-packet rate goes one way at K = 0 and the other at K = 1,000,
-both within noise. So a setting `iptables_backend = auto | nft | legacy` is worth having (auto = the system's
-`iptables` alternative). Choosing legacy saves 25-40 ms per attach. Per-rule `iptables-legacy -A` calls grow with
-the table (127 s extrapolated for 10,000 rules), but netfw never makes them.
+For the control plane legacy is clearly faster: netfw's ruleset step loads 10 rules in 8 ms against 23 ms, 1,000 in
+12 ms (nft cannot, in a user namespace), and a whole attach takes 111 against 128 ms (62 against 77 ms with the
+`subprocess` runner). For the data plane there is no clear difference. So netfw offers `--backend auto|nft|legacy`
+(`NETFW_IPTABLES_BACKEND`; auto = the system's `iptables` alternative, the default); each NIC records the backend it
+was attached with, so that its rules never end up split over both.
 
 ### Memory
 
 An attached VM costs about 750 KiB of kernel memory (slab, mostly the namespace itself: per-namespace sysctl
 tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take about 730 MiB. Legacy
 chains cost about 14 KiB per NIC. Conntrack costs about 250 KiB per 1,000 entries (about 250 B each, as KERNEL.md
-says), counted in every namespace that tracks the flow. Under netfw that is the VM namespaces and, when it has
-rules, the hypervisor.
+says), counted in every namespace that tracks the flow.
 
 ### A density limit found on the way
 
