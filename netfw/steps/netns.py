@@ -49,9 +49,12 @@ class VmNamespace(Step):
             runner.run(argv)
 
     def apply(self) -> bool:
-        """Create and configure the namespace unless it exists (an existing one is left as it is)."""
+        """Create and configure the namespace; an existing one gets its settings (sysctls, lo up) again."""
         self._created = self.fresh.created = False
         if probe.netns_exists(self.ns):
+            # Writing the settings again costs less than reading them first and leaves them as attach wants.
+            for argv in self._configure_cmds():
+                runner.run(argv)
             return False
         self._or_undo(self._create)
         return True

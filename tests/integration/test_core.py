@@ -178,3 +178,43 @@ def test_either_iptables_backend_filters_and_is_kept_by_the_nic(lab, monkeypatch
     assert "one-2-0" not in sh("nsenter", "--net=/run/netns/one-2", f"iptables-{other}-save").stdout
     api.detach(2, 0)
     assert ping(g1, "10.9.0.2") and "one-2" not in netns_list()
+
+
+TAMPERING = {
+    "tap off the firewall bridge": (["ip", "-n", "one-1", "link", "set", "one-1-0", "nomaster"],
+                                    "tap one-1-0 is not on one-br-1-0"),
+    "veth end deleted": (["ip", "-n", "one-1", "link", "del", "one-1-0-f"], "veth end one-1-0-h is missing"),
+    "inbound chain flushed": (["nsenter", "--net=/run/netns/one-1", "iptables", "-F", "one-1-0-i"],
+                              "iptables chain one-1-0-i differs"),
+    "bridge-nf sysctl set to 0": (["nsenter", "--net=/run/netns/one-1", "sysctl", "-qw",
+                                   "net.bridge.bridge-nf-call-iptables=0"],
+                                  "sysctl net.bridge.bridge-nf-call-iptables is 0, expected 1"),
+    "bridge option nf_call_iptables off": (["ip", "-n", "one-1", "link", "set", "one-br-1-0", "type", "bridge",
+                                            "nf_call_iptables", "0"], "bridge one-br-1-0 has nf_call_iptables off"),
+    "veth host end off the VN bridge": (["ip", "link", "set", "one-1-0-h", "nomaster"],
+                                        "veth end one-1-0-h is not on the VN bridge vnbr0"),
+    "firewall bridge mtu changed": (["ip", "-n", "one-1", "link", "set", "one-br-1-0", "mtu", "1400"],
+                                    "bridge one-br-1-0 has mtu 1400, expected 1500"),
+}
+
+
+@pytest.mark.parametrize("what", list(TAMPERING))
+def test_verify_detects_each_kind_of_tampering_and_attach_repairs_it(lab, what):
+    import json
+    import subprocess
+
+    lab.bridge()
+    g1, _ = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")
+    attach(1, 0)
+    cli = ["netfw", "verify", "1", "0", "--json"]
+    assert subprocess.run(cli, capture_output=True).returncode == 0
+    argv, finding = TAMPERING[what]
+    sh(*argv)
+    res = subprocess.run(cli, capture_output=True, text=True)
+    assert res.returncode == 1
+    report = json.loads(res.stdout)
+    assert report["ok"] is False
+    assert any(finding in d for d in report["nics"]["0"]["drift"]), report
+    attach(1, 0)
+    assert api.verify(1, 0) == {0: []}
+    assert ping(g1, "10.9.0.2")
