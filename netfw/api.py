@@ -11,6 +11,7 @@ from pathlib import Path
 from . import backend, names, probe, state, transaction
 from .model import InputError, NicSpec
 from .plan import plan_attach, plan_detach, plan_update
+from .steps import VmNamespace
 from .steps.base import Step, show
 
 TOOLS = ("ip", "nsenter", "sysctl", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save",
@@ -76,6 +77,11 @@ def _execute(action: str, specs: list[NicSpec], steps: list[Step], dry_run: bool
     return out
 
 
+def _one_vm(specs: list[NicSpec], action: str) -> None:
+    if not specs or len({s.vm for s in specs}) != 1:
+        raise InputError(f"{action} takes the NICs of one VM")
+
+
 def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
     """Keep the live ipset generation when nothing changes; build the other one when the rules do."""
     if applied is None:
@@ -85,8 +91,7 @@ def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
 
 def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
     """Attach several NICs of one VM in one transaction: if one fails, those done in the same call are undone."""
-    if not specs or len({s.vm for s in specs}) != 1:
-        raise InputError("attach_all takes the NICs of one VM")
+    _one_vm(specs, "attach_all")
     check_host()
     root = state.state_dir(state_dir)
     mtus = [resolve(spec) for spec in specs]  # every NIC is checked before anything is touched
@@ -111,11 +116,6 @@ def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None
     return attach_all([spec], dry_run=dry_run, state_dir=state_dir)
 
 
-def recorded(vm: int, nic: int, root: Path) -> state.Applied | None:
-    """What was last applied to the NIC, from the state directory."""
-    return state.load(root, vm, nic)
-
-
 def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
     """Without a record: the default tap, and the VN bridge the veth end is on (names are recomputed, no state)."""
     veth = probe.links(None, [names.veth_host(vm, nic)]).get(names.veth_host(vm, nic))
@@ -129,8 +129,7 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     The old rules stay in force until the new ones are loaded in one restore per family; then the NICs' tracked
     flows are forgotten, so flows the new rules no longer allow are cut. Nothing else of the NIC changes.
     """
-    if not specs or len({s.vm for s in specs}) != 1:
-        raise InputError("update_all takes the NICs of one VM")
+    _one_vm(specs, "update_all")
     check_host()
     root = state.state_dir(state_dir)
     with state.vm_lock(root, specs[0].vm):
@@ -162,7 +161,7 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     check_host()
     root = state.state_dir(state_dir)
     with state.vm_lock(root, vm):
-        applied = recorded(vm, nic, root) or _assumed(vm, nic, bridge)
+        applied = state.load(root, vm, nic) or _assumed(vm, nic, bridge)
         steps = plan_detach(applied, root)
         return _execute("detach", [applied.spec], steps, dry_run)
 
@@ -180,13 +179,15 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
         raise InputError(f"VM {vm} has no attached NIC recorded in {root}")
     report = {}
     for n in nics:
-        applied = recorded(vm, n, root)
+        applied = state.load(root, vm, n)
         drift = [] if applied else [f"no state record for VM {vm} NIC {n} in {root}"]
         applied = applied or _assumed(vm, n)
         spec = expected if expected is not None else applied.spec
         if expected is not None and applied.spec != expected:
             drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
         for step in plan_attach(applied._replace(spec=spec), root):
+            if isinstance(step, VmNamespace) and n != nics[0]:
+                continue  # the VM's namespace is checked once, with its first NIC
             drift += step.check()
         report[n] = drift
     return report

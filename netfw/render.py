@@ -325,17 +325,20 @@ def restore_text(rules: FamilyRules, *, with_jumps: bool = True) -> str:
     return "\n".join([*lines, "COMMIT", ""])
 
 
-def ipset_restore_text(sets: tuple[IpsetSpec, ...] | list[IpsetSpec], *, temporary: bool = False) -> str:
-    """Input for `ipset restore` creating the sets; temporary: under their temporary names, flushed first.
+def ipset_restore_text(sets: tuple[IpsetSpec, ...] | list[IpsetSpec], *, temporary: bool = False,
+                       flush: bool | None = None) -> str:
+    """Input for `ipset restore` creating the sets; temporary: under their temporary names; flush (default: when
+    temporary): empty each set first.
 
-    A temporary set may be left over from an interrupted run: run `ipset restore -exist` so that `create` accepts it
-    and `flush` empties it. Non-temporary sets are created as they are and fail if they already exist.
+    A set may be left over from an interrupted run: with flush, run `ipset restore -exist` so that `create` accepts
+    it and `flush` empties it (never merged). Without, sets are created as they are and fail if they already exist.
     """
+    flush = temporary if flush is None else flush
     lines = []
     for s in sets:
         name = s.temporary_name if temporary else s.name
         lines.append(f"create {name} hash:net family {s.family}")
-        if temporary:
+        if flush:
             lines.append(f"flush {name}")
         lines += (f"add {name} {member}" for member in s.members)
     return "\n".join([*lines, ""]) if lines else ""

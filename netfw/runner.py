@@ -45,6 +45,12 @@ class CommandError(Exception):
         return f"{msg}\n{line}" if line else msg
 
 
+def refused(step: str, message: str) -> CommandError:
+    """An error of netfw's own (a step that refuses to act), shaped like a failed command so callers treat both
+    alike."""
+    return CommandError(Result(("netfw", step), 1, "", message))
+
+
 def failing_input_line(stderr: str, stdin: str | None, context: int = 5) -> str:
     """For a *-restore error ('... line N failed'), the failing input line with `context` lines around it."""
     if not stdin:

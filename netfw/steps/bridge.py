@@ -64,8 +64,8 @@ class FirewallBridge(Step):
     def teardown(self) -> bool:
         link = probe.links(self.ns, [self.name]).get(self.name)
         if link is not None and probe.kind(link) != "bridge":
-            raise runner.CommandError(runner.Result(("netfw", "detach"), 1, "", (
-                f"{self.ns}/{self.name} is a {probe.kind(link) or 'plain link'}, not netfw's bridge: left alone")))
+            raise runner.refused("detach",
+                f"{self.ns}/{self.name} is a {probe.kind(link) or 'plain link'}, not netfw's bridge: left alone")
         self._removed = link
         if link is not None:
             self.mtu = link["mtu"]  # restore() recreates it as it was

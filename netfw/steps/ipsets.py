@@ -8,7 +8,7 @@ and only then IpsetGc destroys the old generation, which no rule references any 
 from __future__ import annotations
 
 from .. import probe, runner
-from ..render import IpsetSpec
+from ..render import IpsetSpec, ipset_restore_text
 from .base import ForwardOnly, Step
 
 
@@ -18,11 +18,12 @@ def _restore(ns: str, text: str) -> None:
 
 def _create_text(sets: list[IpsetSpec] | tuple[IpsetSpec, ...]) -> str:
     # create + flush with -exist: a set left over by an interrupted run is reused and emptied, never merged.
-    lines = []
-    for s in sets:
-        lines += [f"create {s.name} hash:net family {s.family}", f"flush {s.name}"]
-        lines += [f"add {s.name} {m}" for m in s.members]
-    return "\n".join(lines) + "\n"
+    return ipset_restore_text(sets, flush=True)
+
+
+def _specs(found: dict[str, tuple[str, set[str]]]) -> list[IpsetSpec]:
+    """IpsetSpecs of sets as probe.ipsets() read them (to put them back)."""
+    return [IpsetSpec(n, f, tuple(sorted(m)), "") for n, (f, m) in found.items()]
 
 
 def _destroy_text(names: list[str]) -> str:
@@ -71,7 +72,7 @@ class Ipsets(Step):
 
     def undo(self) -> None:
         if self._refilled:
-            _restore(self.ns, _create_text([IpsetSpec(n, f, tuple(m), "") for n, (f, m) in self._refilled.items()]))
+            _restore(self.ns, _create_text(_specs(self._refilled)))
         live = probe.ipsets(self.ns) if self._created else {}
         gone = [n for n in self._created if n in live]
         if gone:
@@ -92,7 +93,7 @@ class Ipsets(Step):
     def restore(self) -> None:
         if self._removed:
             live = probe.ipsets(self.ns)
-            back = [IpsetSpec(n, f, tuple(m), "") for n, (f, m) in self._removed.items() if n not in live]
+            back = _specs({n: v for n, v in self._removed.items() if n not in live})
             if back:
                 _restore(self.ns, _create_text(back))
             self._removed = {}
@@ -129,7 +130,7 @@ class IpsetGc(ForwardOnly):
 
     def undo(self) -> None:
         if self._destroyed:
-            _restore(self.ns, _create_text([IpsetSpec(n, f, tuple(m), "") for n, (f, m) in self._destroyed.items()]))
+            _restore(self.ns, _create_text(_specs(self._destroyed)))
             self._destroyed = {}
 
 

@@ -49,6 +49,11 @@ class CutOver(Step):
         for argv, stdin in cmds:
             runner.run(argv, stdin=stdin)
 
+    def _rejoin(self, vn_bridge: str | None) -> None:
+        """With the tap already inside: veth end onto vn_bridge, tap onto the firewall bridge, both up."""
+        run_batch(["ip"], [f"link set {self.host} master {vn_bridge} up"])
+        runner.run(probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"))
+
     def _state(self) -> tuple[dict | None, dict | None, dict | None]:
         """(tap in the hypervisor namespace, tap in the VM namespace, veth host end).
 
@@ -66,12 +71,10 @@ class CutOver(Step):
         if inside is not None and outside is None:
             if probe.master(inside) == self.bridge and probe.is_up(inside) and probe.master(veth) == self.vn_bridge:
                 return False
-            # Already moved, half-configured (an interrupted run): finish the job.
-            run_batch(["ip"], [f"link set {self.host} master {self.vn_bridge} up"])
-            runner.run(probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"))
+            self._rejoin(self.vn_bridge)  # already moved, half-configured (an interrupted run): finish the job
             return False
         if outside is None:
-            raise runner.CommandError(runner.Result(("netfw", "cut-over"), 1, "", f"tap {self.tap} does not exist"))
+            raise runner.refused("cut-over", f"tap {self.tap} does not exist")
         self._moved = True
         self._or_undo(lambda: self._run(self._in_cmds(self.vn_bridge)))
         return True
@@ -96,9 +99,9 @@ class CutOver(Step):
         _, inside, veth = self._state()
         vn_bridge = probe.master(veth) or self.vn_bridge
         if inside is not None and vn_bridge is None:
-            raise runner.CommandError(runner.Result(("netfw", "detach"), 1, "", (
+            raise runner.refused("detach",
                 f"cannot tell which VN bridge tap {self.tap} belongs on (its veth end is gone and there is no state "
-                "record): pass --bridge")))
+                "record): pass --bridge")
         self._torn = (inside is not None, probe.master(veth))
         self.vn_bridge = vn_bridge
         self._move_out(vn_bridge)
@@ -112,8 +115,7 @@ class CutOver(Step):
         if tap_was_inside and outside is not None:
             self._run(self._in_cmds(veth_master or self.vn_bridge))
         elif tap_was_inside and inside is not None:  # teardown failed before the tap left
-            run_batch(["ip"], [f"link set {self.host} master {veth_master or self.vn_bridge} up"])
-            runner.run(probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"))
+            self._rejoin(veth_master or self.vn_bridge)
         elif veth_master:
             run_batch(["ip"], [f"link set {self.host} master {veth_master} up"])
         self._torn = None

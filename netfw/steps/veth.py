@@ -62,8 +62,7 @@ class VethPair(Step):
             self._or_undo(self._create)
             return True
         if fw is None:
-            raise runner.CommandError(runner.Result(
-                ("netfw", "veth"), 1, "", f"only one end of {self.host}/{self.fw} exists: run detach first"))
+            raise runner.refused("veth", f"only one end of {self.host}/{self.fw} exists: run detach first")
         if self._drift(host, fw):
             self._old_mtu = host["mtu"] if host["mtu"] != self.mtu else None
             self._set(self.mtu)
@@ -91,8 +90,8 @@ class VethPair(Step):
     def teardown(self) -> bool:
         host = probe.links(None, [self.host]).get(self.host)
         if host is not None and probe.kind(host) != "veth":
-            raise runner.CommandError(runner.Result(("netfw", "detach"), 1, "", (
-                f"{self.host} is a {probe.kind(host) or 'plain link'}, not netfw's veth: left alone")))
+            raise runner.refused("detach",
+                f"{self.host} is a {probe.kind(host) or 'plain link'}, not netfw's veth: left alone")
         fw = probe.links(self.ns, [self.fw]).get(self.fw)
         self._removed = (host["address"], fw["address"]) if host and fw else None
         if host is None and fw is None:

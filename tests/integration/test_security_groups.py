@@ -115,7 +115,7 @@ def env(tmp_path_factory):
 
 def use(spec: NicSpec) -> None:
     """Make spec the NIC's rules (an update when they differ from what is applied)."""
-    applied = api.recorded(spec.vm, spec.nic, state.state_dir())
+    applied = state.load(state.state_dir(), spec.vm, spec.nic)
     if applied is None or applied.spec != spec:
         api.update(spec)
 
@@ -466,7 +466,7 @@ def test_update_that_fails_to_load_keeps_the_old_rules(env, monkeypatch):
                    t.tcp(a(1), 7777, False, "only the failed new rules allow 7777"),
                    t.tcp(a(1), 2222, False, "outside the old IP+SIZE, inside the failed one", src=a(31))]
     check(PEER, env[VM1], probes)
-    assert api.recorded(1, 0, state.state_dir()).spec == BASE
+    assert state.load(state.state_dir(), 1, 0).spec == BASE
 
 
 def test_verify_after_update_compares_with_the_new_rules_and_sees_a_tampered_ipset(env):
