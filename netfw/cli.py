@@ -87,8 +87,8 @@ def emit(outcome, as_json: bool) -> None:
 
 VM_ARG = typer.Argument(..., min=0, help="VM id (non-negative integer).")
 NIC_ARG = typer.Argument(..., min=0, help="NIC id (non-negative integer).")
-RULES_OPT = typer.Option(None, "--rules", help="JSON list of SECURITY_GROUP_RULE objects ('-': stdin). "
-                                               "Without it: security group 0, allow all.")
+RULES_OPT = typer.Option(None, "--rules", help="File of a JSON list of SECURITY_GROUP_RULE objects ('-': stdin; "
+                                               "'[]': nothing allowed). Without it: security group 0, allow all.")
 MAC_OPT = typer.Option(None, "--mac", help="The NIC's MAC (MAC spoofing filter).")
 IP_OPT = typer.Option(None, "--ip", help="An address of the NIC, IPv4 or IPv6 (repeatable; IP spoofing filter).")
 FMAC_OPT = typer.Option(None, "--filter-mac-spoofing/--no-filter-mac-spoofing", help="Drop frames from other MACs.")
@@ -103,17 +103,36 @@ JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
 STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
 
 
-def _read(source: str) -> str:
-    """The text of FILE, or of standard input for '-'."""
+def _read(source: str, what: str) -> bytes:
+    """At most MAX_INPUT bytes of FILE, or of standard input for '-': more is refused, never read (/dev/zero)."""
+    from .document import MAX_INPUT
     from .model import InputError
 
-    if source == "-":
-        return sys.stdin.read()
+    if not source:
+        raise InputError(f"{what}: an empty name is neither a file nor '-'")
     try:
-        with open(source, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT + 1)
+        else:
+            with open(source, "rb") as fh:
+                data = fh.read(MAX_INPUT + 1)
     except OSError as e:
         raise InputError(f"cannot read {source}: {e.strerror}") from None
+    if len(data) > MAX_INPUT:
+        raise InputError(f"{what} {source}: larger than {MAX_INPUT} bytes")
+    return data
+
+
+def _rules(source: str):
+    """The rules of a --rules file ('-': stdin) as Rules; () for '[]' (nothing allowed)."""
+    from .model import InputError
+    from .rules import load_rules_json
+
+    try:
+        text = _read(source, "--rules").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"--rules {source}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    return load_rules_json(text)
 
 
 def _from_document(vm: int, nic: int, vm_xml: str, **flags):
@@ -124,23 +143,27 @@ def _from_document(vm: int, nic: int, vm_xml: str, **flags):
     mixed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, [], ())]
     if mixed:
         raise InputError(f"--vm-xml gives the NIC's settings: do not combine it with {', '.join(mixed)}")
-    return one.parse_vm(_read(vm_xml), vm=vm).nic(nic).spec
+    return one.parse_vm(_read(vm_xml, "--vm-xml"), vm=vm).nic(nic).spec
 
 
 def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, vm_xml):
-    """One NicSpec from the command line (flags, a rules file or a VM document): validated, nothing touched."""
-    from .model import InputError, NicSpec
-    from .rules import load_rules_json
+    """One NicSpec from the command line (flags, a rules file or a VM document): validated, nothing touched.
 
-    if vm_xml:
+    NicSpec validates every value (--ip and --mac included); `--rules ""` is an error, never "no rules given".
+    """
+    import dataclasses
+
+    from .model import InputError, NicSpec
+
+    if vm_xml is not None:
         spec = _from_document(vm, nic, vm_xml, bridge=bridge, rules=rules, mac=mac, ip=ip,
                               filter_mac_spoofing=filter_mac, filter_ip_spoofing=filter_ip, router=router)
-        return spec if not tap else NicSpec(**{**spec.__dict__, "tap": tap})
+        return spec if tap is None else dataclasses.replace(spec, tap=tap)
     if not bridge:
         raise InputError("--bridge (or --vm-xml) is required")
     return NicSpec(vm=vm, nic=nic, bridge=bridge, tap=tap or "", mac=mac, ips=tuple(ip or ()),
                    filter_mac=bool(filter_mac), filter_ip=bool(filter_ip), router=bool(router),
-                   rules=load_rules_json(_read(rules)) if rules else None)
+                   rules=_rules(rules) if rules is not None else None)
 
 
 @app.command()
@@ -189,10 +212,9 @@ def update(
     """Replace an attached NIC's rules atomically; options not given keep what was last applied."""
     from . import api, state
     from .model import InputError
-    from .rules import load_rules_json
 
     def go():
-        if vm_xml:
+        if vm_xml is not None:
             spec = _from_document(vm, nic, vm_xml, rules=rules, mac=mac, ip=ip, filter_mac_spoofing=filter_mac_spoofing,
                                   filter_ip_spoofing=filter_ip_spoofing, router=router)
             return api.update(spec, dry_run=dry_run, state_dir=state_dir)
@@ -201,7 +223,7 @@ def update(
             raise InputError(f"VM {vm} NIC {nic} is not attached (no record in {state.state_dir(state_dir)})")
         changes = {"mac": mac, "ips": tuple(ip) if ip else None, "filter_mac": filter_mac_spoofing,
                    "filter_ip": filter_ip_spoofing, "router": router,
-                   "rules": load_rules_json(_read(rules)) if rules else None}
+                   "rules": _rules(rules) if rules is not None else None}
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
             raise InputError("nothing to update: give --rules, --vm-xml or an identity option")
@@ -242,7 +264,7 @@ def verify(
 
     def go():
         expected = None
-        if vm_xml:
+        if vm_xml is not None:
             if nic is None:
                 raise InputError("verify --vm-xml needs the NIC id")
             expected = _from_document(vm, nic, vm_xml)
@@ -279,13 +301,15 @@ def one(
     """OpenNebula network-driver action: the base64 VM document on stdin; exit 0, 1 (failed, rolled back) or
     2 (bad input, nothing touched), with one `ERROR: ...` line on stderr."""
     from . import driver
+    from .document import MAX_INPUT
 
     driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")))
     if backend:
         import os
 
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
-    document = "" if sys.stdin.isatty() else sys.stdin.read()  # empty: "VM document: it is empty", exit 2
+    # Read with its bound: a document larger than MAX_INPUT is refused without being read whole (`< /dev/zero`).
+    document = b"" if sys.stdin.isatty() else sys.stdin.buffer.read(MAX_INPUT + 1)  # empty: exit 2
     options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run}
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 

@@ -12,7 +12,10 @@ that document with netfw.one, picks the NICs netfw handles, and calls the API:
 | update_sg  | DEPLOY_ID          | api.update_all: the rules of every handled NIC, atomically                 |
 | update_nic | DEPLOY_ID VNET_ID  | the handled NICs on VNET_ID: rules and addresses (update_all), then MTU    |
 
-Handled NICs: VN_MAD in the configured list; with ATTACH=YES on a NIC, only that NIC (hot attach or detach).
+Handled NICs: VN_MAD in the configured list. In pre, post and clean, ATTACH=YES (a hot attach or detach) narrows
+them (one.VmDoc.hotplug): on a NIC, that NIC only; on a PCI NIC, none; on a NIC_ALIAS, its parent NIC, which post
+re-applies with the alias's addresses and clean re-applies without them (api.update_all: never a detach of the
+parent). update_sg and update_nic ignore ATTACH: every handled NIC gets the document's rules.
 Errors: an input problem raises InputError (exit 2, nothing touched); a failed action exit 1. `main` prints exactly
 one `ERROR: ...` line for either, never a traceback, as OpenNebula reads a driver's stderr.
 """
@@ -64,13 +67,16 @@ class Result:
 
 @dataclass(frozen=True)
 class Call:
-    """One driver call: the document (as read and as parsed), the handled NICs, the arguments by name."""
+    """One driver call: the document (as parsed), the NICs this action concerns, the arguments by name."""
 
-    document: str
     doc: one.VmDoc
-    specs: list[NicSpec]
+    nics: list[one.VmNic]
     args: dict[str, str]
     cfg: Config
+
+    @property
+    def specs(self) -> list[NicSpec]:
+        return [n.spec for n in self.nics]
 
 
 class ActionError(Exception):
@@ -111,7 +117,7 @@ def _vnet_id(named: dict[str, str]) -> int:
     text = named.get("VNET_ID")
     if text is None:
         raise InputError("update_nic needs its arguments DEPLOY_ID VNET_ID")
-    if not text.isdigit():
+    if not re.fullmatch(r"[0-9]{1,20}", text):
         raise InputError(f"VNET_ID is not a number: {text!r}")
     return int(text)
 
@@ -142,7 +148,12 @@ def post(call: Call) -> Result:
 
 
 def clean(call: Call) -> Result:
-    """Detach every handled NIC; go on after a failure so that as much as possible goes, then report them all."""
+    """Detach every handled NIC; go on after a failure so that as much as possible goes, then report them all.
+
+    An alias hot-detach detaches nothing: the parent NIC keeps its firewall, without the alias's addresses.
+    """
+    if call.doc.hotplug_of == "alias":
+        return _without_alias(call)
     outcomes, failures = [], []
     for spec in call.specs:
         try:
@@ -157,6 +168,21 @@ def clean(call: Call) -> Result:
     return _result("clean", call.doc.vm, call.specs, outcomes)
 
 
+def _without_alias(call: Call) -> Result:
+    """Re-apply the parents of a hot-detached alias without its addresses (one transaction, flows of the NIC
+    re-checked); a parent netfw has no record of is not behind netfw, and is left alone."""
+    root = state.state_dir(call.cfg.state_dir)
+    specs = [n.alias_detached for n in call.nics]
+    attached = [s for s in specs if state.load(root, s.vm, s.nic) is not None]
+    for spec in specs:
+        if spec not in attached:
+            logger.info("NIC {} is not attached (no record in {}): nothing to re-apply", spec.nic, root)
+    if not attached:
+        return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do")
+    outcome = api.update_all(attached, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
+    return _result("clean", call.doc.vm, attached, [outcome])
+
+
 def update_sg(call: Call) -> Result:
     """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
     outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
@@ -169,8 +195,7 @@ def update_nic(call: Call) -> Result:
     The tap belongs to the hypervisor: an MTU change reaches the firewall bridge and both veth ends.
     """
     vnet, cfg = _vnet_id(call.args), call.cfg
-    on_vnet = {n.spec.nic for n in call.doc.nics if n.network_id == vnet}
-    specs = [s for s in call.specs if s.nic in on_vnet]
+    specs = [n.spec for n in call.nics if n.network_id == vnet]
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
     outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
@@ -178,18 +203,27 @@ def update_nic(call: Call) -> Result:
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}
+#: The actions that a hot attach or detach (ATTACH=YES) narrows to what it concerns; the others ignore ATTACH.
+HOTPLUG_ACTIONS = ("pre", "post", "clean")
 
 
-def run(action: str, args: list[str], document: str, cfg: Config) -> Result:
+def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Result:
     """Run one driver action on a VM document (plain XML or base64). Raises InputError before touching anything."""
     named = _arguments(action, args)
     doc = one.parse_vm(document)
-    specs = [n.spec for n in doc.handled(cfg.vn_mads)]
-    logger.debug("{} VM {} {}: handled NICs [{}] of [{}]", action, doc.vm, named, _which(specs),
-                 ", ".join(f"{n.spec.nic}:{n.vn_mad or '?'}" for n in doc.nics))
-    if not specs:
+    if doc.pci_nics:
+        logger.info("VM {}: PCI NIC {} not handled (a passthrough device has no tap to filter)", doc.vm,
+                    ", ".join(doc.pci_nics))
+    nics = list(doc.hotplug(cfg.vn_mads) if action in HOTPLUG_ACTIONS else doc.handled(cfg.vn_mads))
+    logger.debug("{} VM {} {}: NICs [{}] of [{}], ATTACH on {}", action, doc.vm, named, _which([n.spec for n in nics]),
+                 ", ".join(f"{n.spec.nic}:{n.vn_mad or '?'}" for n in doc.nics), doc.hotplug_of or "nothing")
+    if not nics:
+        if action in HOTPLUG_ACTIONS and doc.hotplug_of is not None:
+            what = {"nic": "NIC", "pci": "PCI NIC", "alias": "NIC_ALIAS's parent NIC"}[doc.hotplug_of]
+            return Result(f"netfw {action}: VM {doc.vm}: the {what} being hot-(de)attached is not one netfw "
+                          "handles: nothing to do")
         return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {', '.join(cfg.vn_mads)}: nothing to do")
-    return _HANDLERS[action](Call(document, doc, specs, named, cfg))
+    return _HANDLERS[action](Call(doc, nics, named, cfg))
 
 
 # --- the process: logging and exit codes as OpenNebula reads them ---------------------------------------------------
@@ -212,7 +246,7 @@ def setup_logging(verbose: bool = False) -> None:
                filter=_only_driver_errors)
 
 
-def main(action: str, args: list[str], document: str, cfg_options: dict, echo=print) -> int:
+def main(action: str, args: list[str], document: bytes | str, cfg_options: dict, echo=print) -> int:
     """Run the action and map its outcome to an exit code: 0 done, 1 failed (rolled back), 2 bad input."""
     from .runner import CommandError
     from .transaction import TransactionError

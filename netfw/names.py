@@ -18,7 +18,7 @@ VM_MAX = 10**10 - 1  # up to 10 digits
 NIC_MAX = 999  # up to 3 digits
 
 #: What a tap or bridge name may look like: 1-15 characters, none of '/', ':', whitespace or NUL.
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+=-]{1,15}$")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.@+=-]{1,15}")  # fullmatch: `$` would let a trailing newline through
 
 # Roles of the links netfw creates.
 BRIDGE = "br"
@@ -39,7 +39,7 @@ def check_ids(vm: int, nic: int) -> None:
 
 def check_ifname(name: str, what: str = "interface name") -> str:
     """Return name if it is a valid Linux interface name, else raise InputError."""
-    if not _IFNAME_RE.match(name or "") or name in (".", ".."):
+    if not isinstance(name, str) or not _IFNAME_RE.fullmatch(name) or name in (".", ".."):
         raise InputError(
             f"{what} {name!r} is not a valid interface name (1-15 characters, no '/', ':' or whitespace)"
         )

@@ -1,45 +1,54 @@
 """OpenNebula VM documents (what a network driver reads on stdin) turned into one NicSpec per NIC.
 
-Pure: nothing here touches the host. A document is plain XML or its base64 (one line, or wrapped as `update_nic`
-sends it). It is parsed with defusedxml and a size bound, so a DTD, an entity (the "billion laughs" XML bomb) or an
-external reference is refused before anything expands. Every problem raises InputError with one line.
+Pure: nothing here touches the host. netfw.document reads the document (plain XML or base64, bounded, no DTD);
+every problem raises InputError with one line.
 
 Decisions (see docs/OPENNEBULA.md for the facts they rest on):
 - Addresses of a NIC: IP, VROUTER_IP and every IP6* / VROUTER_IP6* field, plus those of its NIC_ALIAS elements,
-  found like the legacy driver does (the NIC's ALIAS_IDS) and also by the alias's PARENT_ID.
+  found like the legacy driver does (the NIC's ALIAS_IDS) and also by the alias's PARENT_ID; an alias that two
+  NICs would own is refused. Addresses are canonical and carry no zone id (netfw.values).
+- TARGET: OpenNebula names a NIC's tap one-<VM>-<NIC>; a document naming any other link (the bridge's uplink, say)
+  is refused, so that a document can never make root move a foreign link into a VM namespace.
 - router: the VM is a virtual router (TEMPLATE/VROUTER_ID) or the NIC carries a VROUTER_IP* address.
-- Security groups: no SECURITY_GROUPS on the NIC means group 0, allow all (rules=None). Group 0 listed but without
-  rules in the document also means allow all, since group 0 allows everything; when its rules are present they are
-  ordinary rules. A listed group without rules in the document contributes nothing (the legacy driver does the same).
-  So rules=() means "groups listed, nothing allowed" (only ESTABLISHED,RELATED), never allow-all.
+- Security groups: a NIC without a SECURITY_GROUPS element is in group 0, allow all (rules=None), as OpenNebula
+  defines it. An element that lists no id (empty, `,`) is an input error. Every listed group, group 0 included,
+  contributes exactly its rules in the document, and a group without rules there contributes nothing (as the legacy
+  driver does): rules=() means "groups listed, nothing allowed" (only ESTABLISHED,RELATED), never allow-all.
+  Rules of groups the NIC does not list are ignored, whatever lists them (a PCI NIC, an alias), as the legacy
+  driver does; only the rules of groups some NIC lists are parsed.
 - A NETWORK_ID rule arrives expanded (IP, IP6, IP6_GLOBAL, IP6_ULA sharing one SIZE, plus NETWORK_ID, AR_ID, TYPE,
-  MAC...): its fields go to rules.parse_rules unchanged, which makes one Rule per address range.
-- NIC_ALIAS with ATTACH=YES: its parent NIC is the one being (de)attached, as in the legacy driver.
+  MAC...): its fields go to rules.parse_rule unchanged, which makes one Rule per address range.
+- PCI NICs (`PCI` with TYPE=NIC: SR-IOV, passthrough) have no tap: they are not handled, only named (pci_nics).
+- ATTACH=YES (a hot attach or detach) on a NIC or a PCI NIC: post and clean concern that NIC alone; on a
+  NIC_ALIAS: its parent NIC, re-applied with the alias's addresses (post) or without them (clean). update_sg and
+  update_nic ignore ATTACH (see VmDoc.hotplug).
+- Caps (model.MAX_*, MAX_DOCUMENT_RULES, MAX_VM_RULES, document.MAX_*) are checked on counts, before anything they
+  bound is parsed or expanded.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
+import dataclasses
+import heapq
 import re
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 
-import defusedxml
-import defusedxml.ElementTree as safe_et
-
-from . import names
-from .model import InputError, NicSpec, Rule
-from .rules import parse_rules
-
-#: Largest VM document accepted, in bytes after base64 decoding. Real ones are a few tens of KiB.
-MAX_DOCUMENT = 4 * 1024 * 1024
-#: Largest input accepted before decoding: base64 is 4/3 larger, plus its line breaks.
-MAX_INPUT = 2 * MAX_DOCUMENT
+from . import names, values
+from .document import MAX_DOCUMENT, MAX_INPUT, error as _error, read as read_document  # noqa: F401 (API)
+from .model import MAX_ADDRESSES, InputError, NicSpec, Rule, check_rule_count
+from .rules import parse_rule
 
 #: The VN_MAD drivers whose NICs netfw puts behind a firewall unless configured otherwise.
 DEFAULT_VN_MADS = ("fw", "802.1Q", "vxlan", "bridge")
+
+#: SECURITY_GROUP_RULE elements in one document.
+MAX_DOCUMENT_RULES = 4096
+#: Rule elements summed over the NICs of one document (a rule counts once per NIC that has it).
+MAX_VM_RULES = 16384
+#: Security groups one NIC lists, and NIC_ALIASes one NIC lists in ALIAS_IDS.
+MAX_NIC_GROUPS = 256
+MAX_NIC_ALIASES = MAX_ADDRESSES
 
 IPV4_KEYS = ("IP", "VROUTER_IP")
 IPV6_KEYS = (
@@ -49,32 +58,29 @@ IPV6_KEYS = (
 #: The fields of a NIC (or NIC_ALIAS) that hold its own addresses, for the IP spoofing filter.
 ADDRESS_KEYS = IPV4_KEYS + IPV6_KEYS
 
-_NUMBER_RE = re.compile(r"[0-9]+")
-_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
-
-
-def _error(message: str) -> InputError:
-    """An InputError about the VM document."""
-    return InputError(f"VM document: {message}")
+_NUMBER_RE = re.compile(r"[0-9]{1,20}")  # bounded: int() of thousands of digits raises ValueError
 
 
 @dataclass(frozen=True)
 class VmNic:
-    """One NIC of the document: its spec, its driver, and whether it is being hot-(de)attached."""
+    """One NIC of the document: its spec, its driver, and whether it or an alias of it is being hot-(de)attached."""
 
     spec: NicSpec
     vn_mad: str  # "" when the document has no VN_MAD (documents older than OpenNebula 5)
-    attach: bool  # the NIC, or one of its NIC_ALIASes, carries ATTACH=YES
+    attach: bool  # the NIC itself carries ATTACH=YES
     network_id: int | None = None  # NETWORK_ID: the virtual network (update_nic selects NICs by it)
+    alias_detached: NicSpec | None = None  # an alias of it carries ATTACH=YES: the spec without that alias's addresses
 
 
 @dataclass(frozen=True)
 class VmDoc:
-    """What netfw takes from a VM document: the VM id, its deploy id and every NIC."""
+    """What netfw takes from a VM document: the VM id, its deploy id, every NIC, and the PCI NICs it leaves alone."""
 
     vm: int
     deploy_id: str | None
     nics: tuple[VmNic, ...]
+    pci_nics: tuple[str, ...] = ()  # PCI NICs (no tap: not handled), by NIC_ID, for the log
+    hotplug_of: str | None = None  # what carries ATTACH=YES: "nic", "pci", "alias", or None
 
     def nic(self, nic_id: int) -> VmNic:
         """The NIC with this NIC_ID, else InputError."""
@@ -85,71 +91,18 @@ class VmDoc:
         raise _error(f"it has no NIC with NIC_ID {nic_id} (its NIC_IDs: {have})")
 
     def handled(self, vn_mads: tuple[str, ...] = DEFAULT_VN_MADS) -> tuple[VmNic, ...]:
-        """The NICs netfw acts on: those with a listed VN_MAD; with ATTACH=YES somewhere, only that NIC."""
-        nics = tuple(n for n in self.nics if n.vn_mad in vn_mads)
-        if any(n.attach for n in self.nics):
+        """Every NIC netfw acts on, ATTACH aside: those with a listed VN_MAD (update_sg, update_nic)."""
+        return tuple(n for n in self.nics if n.vn_mad in vn_mads)
+
+    def hotplug(self, vn_mads: tuple[str, ...] = DEFAULT_VN_MADS) -> tuple[VmNic, ...]:
+        """The handled NICs a post or clean concerns: with ATTACH=YES on a NIC, that NIC alone (none for a PCI NIC);
+        on a NIC_ALIAS, its parent NIC (to re-apply); without ATTACH, every handled NIC."""
+        nics = self.handled(vn_mads)
+        if self.hotplug_of in ("nic", "pci"):
             return tuple(n for n in nics if n.attach)
+        if self.hotplug_of == "alias":
+            return tuple(n for n in nics if n.alias_detached is not None)
         return nics
-
-
-# --- reading the document -------------------------------------------------------------------------------------------
-
-
-def _as_bytes(data: bytes | str) -> bytes:
-    """The input as bytes, bounded, without a byte-order mark or surrounding whitespace."""
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-    if len(raw) > MAX_INPUT:
-        raise _error(f"input is {len(raw)} bytes, more than {MAX_INPUT}")
-    raw = raw.strip()
-    return raw.removeprefix(b"\xef\xbb\xbf").strip()
-
-
-def _decode(raw: bytes) -> bytes:
-    """The XML text: raw itself if it looks like XML, else raw decoded from base64 (whitespace ignored)."""
-    if not raw:
-        raise _error("it is empty")
-    if raw.startswith(b"<"):
-        return raw
-    try:
-        xml = base64.b64decode(b"".join(raw.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise _error("it is neither XML nor base64") from None
-    xml = xml.strip().removeprefix(b"\xef\xbb\xbf").strip()
-    if not xml.startswith(b"<"):
-        raise _error("it is base64, but what it decodes to is not XML")
-    return xml
-
-
-def _parse(xml: bytes) -> Element:
-    """Parse XML text with DTDs, entities and external references forbidden."""
-    if len(xml) > MAX_DOCUMENT:
-        raise _error(f"it is {len(xml)} bytes, more than {MAX_DOCUMENT}")
-    try:
-        return safe_et.fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except defusedxml.DTDForbidden:
-        raise _error("a DTD is not allowed (entity expansion, XML bomb or external entity)") from None
-    except defusedxml.EntitiesForbidden:
-        raise _error("entity declarations are not allowed (XML bomb?)") from None
-    except defusedxml.ExternalReferenceForbidden:
-        raise _error("external references are not allowed") from None
-    except ParseError as e:
-        raise _error(f"it is not well-formed XML ({e})") from None
-
-
-def _strip_namespaces(root: Element) -> None:
-    """Drop `{namespace}` prefixes from tags, so that a document carrying the schema's xmlns reads the same."""
-    for elem in root.iter():
-        if isinstance(elem.tag, str) and elem.tag.startswith("{"):
-            elem.tag = elem.tag.split("}", 1)[1]
-
-
-def read_document(data: bytes | str) -> Element:
-    """The <VM> root element of a document given as plain XML or base64; InputError for anything else."""
-    root = _parse(_decode(_as_bytes(data)))
-    _strip_namespaces(root)
-    if root.tag != "VM":
-        raise _error(f"the root element is <{root.tag}>, not <VM>")
-    return root
 
 
 # --- fields ---------------------------------------------------------------------------------------------------------
@@ -183,34 +136,25 @@ def _vm_id(root: Element, vm: int | None) -> int:
     return vm_id
 
 
-def _address(text: str, what: str) -> str:
-    """An IP address in its canonical form, else InputError."""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        raise _error(f"{what} {text!r} is not an IP address") from None
+def _flag(elem: Element, tag: str) -> bool:
+    """True when the field, upper-cased, is YES."""
+    return (_text(elem, tag) or "").upper() == "YES"
 
 
-def _addresses(nic: Element, aliases: list[Element], nic_id: int) -> tuple[str, ...]:
-    """The addresses of a NIC, then of its aliases, without duplicates."""
-    owners = [(f"NIC {nic_id}", nic)] + [(f"NIC {nic_id}: NIC_ALIAS {_text(a, 'NIC_ID')}", a) for a in aliases]
-    found: dict[str, None] = {}
-    for owner, elem in owners:
-        for key in ADDRESS_KEYS:
-            text = _text(elem, key)
-            if text is not None:
-                found[_address(text, f"{owner}: {key}")] = None
-    return tuple(found)
-
-
-def _aliases(template: Element, nic: Element, nic_id: int) -> list[Element]:
-    """The NIC_ALIAS elements of a NIC: listed in its ALIAS_IDS or naming it as PARENT_ID."""
-    alias_ids = {a.strip() for a in (_text(nic, "ALIAS_IDS") or "").split(",") if a.strip()}
-    return [
-        a
-        for a in template.findall("NIC_ALIAS")
-        if _text(a, "PARENT_ID") == str(nic_id) or _text(a, "NIC_ID") in alias_ids
-    ]
+def _addresses(owners: list[tuple[str, Element]], nic_id: int) -> tuple[str, ...]:
+    """The canonical addresses of the owners (a NIC, then its aliases), without duplicates, within MAX_ADDRESSES."""
+    found = [(owner, key, text) for owner, elem in owners for key in ADDRESS_KEYS
+             if (text := _text(elem, key)) is not None]
+    if len(found) > MAX_ADDRESSES:  # counted before any is parsed
+        raise _error(f"NIC {nic_id}: {len(found)} addresses with its aliases', more than {MAX_ADDRESSES} "
+                     "(netfw's cap per NIC)")
+    canonical: dict[str, None] = {}
+    for owner, key, text in found:
+        try:
+            canonical[values.canonical_address(text)] = None
+        except ValueError as e:
+            raise _error(f"{owner}: {key} {e}") from None
+    return tuple(canonical)
 
 
 def _mac(nic: Element, nic_id: int, filter_mac: bool) -> str | None:
@@ -220,30 +164,76 @@ def _mac(nic: Element, nic_id: int, filter_mac: bool) -> str | None:
         if filter_mac:
             raise _error(f"NIC {nic_id}: FILTER_MAC_SPOOFING is on but MAC is missing")
         return None
-    if not _MAC_RE.fullmatch(mac):
-        raise _error(f"NIC {nic_id}: MAC {mac!r} is not a MAC address")
-    return mac.lower()
+    try:
+        return values.mac(mac)
+    except ValueError as e:
+        raise _error(f"NIC {nic_id}: MAC {e}") from None
 
 
 def _sg_ids(nic: Element, nic_id: int) -> tuple[int, ...] | None:
-    """The NIC's SECURITY_GROUPS as ids in their order, or None when it lists none."""
-    text = _text(nic, "SECURITY_GROUPS")
-    if text is None:
+    """The NIC's SECURITY_GROUPS as ids in their order; None without the element (group 0, allow all)."""
+    elem = nic.find("SECURITY_GROUPS")
+    if elem is None:
         return None
+    text = elem.text or ""
+    if text.count(",") >= MAX_NIC_GROUPS:  # counted before anything is split or parsed
+        raise _error(f"NIC {nic_id}: SECURITY_GROUPS lists more than {MAX_NIC_GROUPS} groups (netfw's cap)")
     ids = [_number(s.strip(), f"NIC {nic_id}: security group") for s in text.split(",") if s.strip()]
-    return tuple(dict.fromkeys(ids)) or None
+    if not ids:  # an emptied list must not widen to group 0
+        raise _error(f"NIC {nic_id}: SECURITY_GROUPS {text!r} lists no security group")
+    return tuple(dict.fromkeys(ids))
 
 
-def _flag(elem: Element, tag: str) -> bool:
-    """True when the field, upper-cased, is YES."""
-    return (_text(elem, tag) or "").upper() == "YES"
+def _tap(nic: Element, vm: int, nic_id: int) -> str:
+    """TARGET, which must be the tap OpenNebula creates for this NIC (absent: that tap)."""
+    tap = names.tap(vm, nic_id)
+    target = _text(nic, "TARGET")
+    if target is None or target == tap:
+        return tap
+    try:
+        names.check_ifname(target, "tap")
+    except InputError as e:
+        raise _error(f"NIC {nic_id}: {e}") from None
+    raise _error(f"NIC {nic_id}: TARGET {target!r} is not the NIC's tap {tap}")
+
+
+# --- NIC aliases (one pass over the document, so the lookup stays linear) -------------------------------------------
+
+
+def _alias_owners(template: Element, nics: list[tuple[int, Element]]) -> dict[int, list[Element]]:
+    """NIC_ID -> its NIC_ALIAS elements (by the NIC's ALIAS_IDS or the alias's PARENT_ID); InputError when an
+    alias would belong to two NICs."""
+    by_id: dict[str, Element] = {}
+    by_parent: dict[str, list[Element]] = {}
+    for alias in template.findall("NIC_ALIAS"):
+        alias_id = _text(alias, "NIC_ID")
+        if alias_id is not None:
+            if alias_id in by_id:
+                raise _error(f"NIC_ALIAS NIC_ID {alias_id} appears twice")
+            by_id[alias_id] = alias
+        by_parent.setdefault(_text(alias, "PARENT_ID") or "", []).append(alias)
+    owner: dict[int, int] = {}  # id(alias element) -> NIC_ID
+    found: dict[int, list[Element]] = {}
+    for nic_id, nic in nics:
+        alias_ids = _text(nic, "ALIAS_IDS") or ""
+        if alias_ids.count(",") >= MAX_NIC_ALIASES:
+            raise _error(f"NIC {nic_id}: ALIAS_IDS lists more than {MAX_NIC_ALIASES} aliases (netfw's cap)")
+        listed = (by_id.get(a.strip()) for a in alias_ids.split(","))
+        for alias in (*by_parent.get(str(nic_id), ()), *(a for a in listed if a is not None)):
+            other = owner.get(id(alias))
+            if other is None:
+                owner[id(alias)] = nic_id
+                found.setdefault(nic_id, []).append(alias)
+            elif other != nic_id:
+                raise _error(f"NIC_ALIAS {_text(alias, 'NIC_ID')} belongs to NIC {other} and to NIC {nic_id}")
+    return found
 
 
 # --- security-group rules -------------------------------------------------------------------------------------------
 
 
 def _rule_item(elem: Element, index: int) -> dict[str, str]:
-    """One SECURITY_GROUP_RULE as {TAG: text}, empty fields left out; its SECURITY_GROUP_ID must be a number."""
+    """One SECURITY_GROUP_RULE as {TAG: text}, empty fields left out."""
     item: dict[str, str] = {}
     for child in elem:
         text = (child.text or "").strip()
@@ -252,35 +242,57 @@ def _rule_item(elem: Element, index: int) -> dict[str, str]:
         if child.tag in item:
             raise _error(f"rule {index}: {child.tag} appears twice")
         item[child.tag] = text
-    _number(item.get("SECURITY_GROUP_ID"), f"rule {index}: SECURITY_GROUP_ID")
     return item
 
 
-def _document_rules(template: Element) -> tuple[Rule, ...]:
-    """Every SECURITY_GROUP_RULE of the document as Rules, in document order, each with its sg_id."""
-    items = [_rule_item(elem, i) for i, elem in enumerate(template.findall("SECURITY_GROUP_RULE"), start=1)]
-    try:
-        return parse_rules(items, strict_keys=False)
-    except InputError as e:
-        raise _error(str(e)) from None
+def _rule_groups(template: Element) -> dict[int, list[tuple[int, Element]]]:
+    """Security group id -> its SECURITY_GROUP_RULE elements with their 1-based document positions. Nothing parsed
+    yet but the group ids, so that caps are checked on counts first."""
+    elems = template.findall("SECURITY_GROUP_RULE")
+    if len(elems) > MAX_DOCUMENT_RULES:
+        raise _error(f"it has {len(elems)} SECURITY_GROUP_RULE elements, more than {MAX_DOCUMENT_RULES} "
+                     "(netfw's cap)")
+    groups: dict[int, list[tuple[int, Element]]] = {}
+    for index, elem in enumerate(elems, start=1):
+        sg = _number(_text(elem, "SECURITY_GROUP_ID"), f"rule {index}: SECURITY_GROUP_ID")
+        groups.setdefault(sg, []).append((index, elem))
+    return groups
 
 
-def _check_groups(rules: tuple[Rule, ...], nics: tuple[VmNic, ...]) -> None:
-    """InputError for a rule whose security group no NIC lists (a NIC without SECURITY_GROUPS has group 0)."""
-    listed = {sg for n in nics for sg in n.spec.sg_ids or (0,)}
-    for rule in rules:
-        if rule.sg_id not in listed:
-            raise _error(f"a SECURITY_GROUP_RULE names security group {rule.sg_id}, which no NIC has")
+def _check_counts(groups: dict[int, list], listing: list[tuple[int, tuple[int, ...] | None]]) -> None:
+    """The caps on rules per NIC and per VM, on element counts, before any rule is parsed."""
+    total = 0
+    for nic_id, sg_ids in listing:
+        count = sum(len(groups.get(sg, ())) for sg in sg_ids or ())
+        try:
+            check_rule_count(count)
+        except InputError as e:
+            raise _error(f"NIC {nic_id}: {e}") from None
+        total += count
+    if total > MAX_VM_RULES:
+        raise _error(f"its NICs have {total} security-group rules together, more than {MAX_VM_RULES} (netfw's cap)")
 
 
-def _nic_rules(sg_ids: tuple[int, ...] | None, rules: tuple[Rule, ...]) -> tuple[Rule, ...] | None:
-    """The NIC's Rules in document order; None (allow all) without groups or for group 0 without rules."""
+def _parse_groups(groups: dict[int, list[tuple[int, Element]]], listed: set[int]) -> dict[int, list]:
+    """Group id -> [(position, Rules of that rule element)], for the listed groups only (the others are ignored)."""
+    parsed: dict[int, list] = {}
+    for sg in listed & set(groups):
+        out = parsed[sg] = []
+        for index, elem in groups[sg]:
+            item = _rule_item(elem, index)
+            try:
+                out.append((index, parse_rule(index, item, strict_keys=False)))
+            except InputError as e:
+                raise _error(str(e)) from None
+    return parsed
+
+
+def _nic_rules(sg_ids: tuple[int, ...] | None, parsed: dict[int, list]) -> tuple[Rule, ...] | None:
+    """The NIC's Rules in document order; None (group 0, allow all) when the NIC has no SECURITY_GROUPS."""
     if sg_ids is None:
         return None
-    mine = tuple(rule for rule in rules if rule.sg_id in sg_ids)
-    if 0 in sg_ids and not any(rule.sg_id == 0 for rule in mine):
-        return None
-    return mine
+    runs = [parsed.get(sg, []) for sg in sg_ids]
+    return tuple(rule for _, rules in heapq.merge(*runs, key=lambda item: item[0]) for rule in rules)
 
 
 # --- NICs -----------------------------------------------------------------------------------------------------------
@@ -293,47 +305,84 @@ def _mtu(nic: Element, nic_id: int) -> int | None:
 
 
 def _spec(vm: int, nic_id: int, fields: dict) -> NicSpec:
-    """A NicSpec, its validation errors (names, MTU) prefixed with the NIC."""
+    """A NicSpec, its validation errors (names, MTU, caps) prefixed with the NIC."""
     try:
         return NicSpec(vm=vm, nic=nic_id, **fields)
     except InputError as e:
         raise _error(f"NIC {nic_id}: {e}") from None
 
 
-def _vm_nic(vm: int, template: Element, nic: Element, rules: tuple[Rule, ...], router: bool, position: int) -> VmNic:
-    """One NIC element (the position-th, from 1) as a VmNic."""
-    nic_id = _number(_text(nic, "NIC_ID"), f"the NIC_ID of NIC element {position}")
+@dataclass(frozen=True)
+class _Context:
+    """What every NIC of one document is read against."""
+
+    vm: int
+    router: bool  # the VM is a virtual router
+    aliases: dict[int, list[Element]]
+    rules: dict[int, list]  # parsed rules by security group
+
+
+def _vm_nic(ctx: _Context, nic: Element, nic_id: int, sg_ids: tuple[int, ...] | None) -> VmNic:
+    """One NIC element as a VmNic."""
     bridge = _text(nic, "BRIDGE")
     if bridge is None:
         raise _error(f"NIC {nic_id}: BRIDGE is missing")
+    _tap(nic, ctx.vm, nic_id)  # NicSpec takes OpenNebula's tap name itself
     filter_mac = _flag(nic, "FILTER_MAC_SPOOFING")
-    sg_ids = _sg_ids(nic, nic_id)
-    aliases = _aliases(template, nic, nic_id)
+    aliases = ctx.aliases.get(nic_id, [])
+    owners = [(f"NIC {nic_id}", nic)] + [(f"NIC {nic_id}: NIC_ALIAS {_text(a, 'NIC_ID')}", a) for a in aliases]
     fields = dict(
         bridge=bridge,
-        tap=_text(nic, "TARGET") or "",
         mtu=_mtu(nic, nic_id),
         mac=_mac(nic, nic_id, filter_mac),
-        ips=_addresses(nic, aliases, nic_id),
+        ips=_addresses(owners, nic_id),
         filter_mac=filter_mac,
         filter_ip=_flag(nic, "FILTER_IP_SPOOFING"),
-        router=router or any(_text(nic, k) for k in ADDRESS_KEYS if k.startswith("VROUTER_")),
-        rules=_nic_rules(sg_ids, rules),
+        router=ctx.router or any(_text(nic, k) for k in ADDRESS_KEYS if k.startswith("VROUTER_")),
+        rules=_nic_rules(sg_ids, ctx.rules),
         sg_ids=sg_ids or (),
     )
-    attach = any(_flag(e, "ATTACH") for e in (nic, *aliases))  # an alias (de)attach concerns its parent NIC
+    spec = _spec(ctx.vm, nic_id, fields)
+    detached = None
+    if any(_flag(a, "ATTACH") for a in aliases):  # clean re-applies the NIC without that alias
+        kept = [(owner, elem) for owner, elem in owners if elem is nic or not _flag(elem, "ATTACH")]
+        detached = dataclasses.replace(spec, ips=_addresses(kept, nic_id))
     network = _text(nic, "NETWORK_ID")
-    network_id = int(network) if network and network.isdigit() else None
-    return VmNic(_spec(vm, nic_id, fields), _text(nic, "VN_MAD") or "", attach, network_id)
+    network_id = int(network) if network and _NUMBER_RE.fullmatch(network) else None
+    return VmNic(spec, _text(nic, "VN_MAD") or "", _flag(nic, "ATTACH"), network_id, detached)
 
 
-def _check_unique(nics: tuple[VmNic, ...]) -> None:
+def _nic_id(nic: Element, position: int) -> int:
+    """The NIC_ID of the position-th NIC element (from 1), in range (names.NIC_MAX)."""
+    nic_id = _number(_text(nic, "NIC_ID"), f"the NIC_ID of NIC element {position}")
+    if nic_id > names.NIC_MAX:  # checked first: it also bounds how many NICs a document can have
+        raise _error(f"NIC id {nic_id} is out of range 0..{names.NIC_MAX}")
+    return nic_id
+
+
+def _check_unique(nics: list[tuple[int, Element]]) -> None:
     """InputError when two NICs share a NIC_ID."""
     seen: set[int] = set()
-    for n in nics:
-        if n.spec.nic in seen:
-            raise _error(f"NIC_ID {n.spec.nic} appears twice")
-        seen.add(n.spec.nic)
+    for nic_id, _ in nics:
+        if nic_id in seen:
+            raise _error(f"NIC_ID {nic_id} appears twice")
+        seen.add(nic_id)
+
+
+def _pci_nics(template: Element) -> list[Element]:
+    """The PCI elements that are NICs (SR-IOV, passthrough): no tap, so netfw leaves them alone."""
+    return [p for p in template.findall("PCI") if (_text(p, "TYPE") or "").upper() == "NIC"]
+
+
+def _hotplug_of(template: Element, pci: list[Element]) -> str | None:
+    """What carries ATTACH=YES: a NIC (or a PCI NIC) takes precedence over a NIC_ALIAS."""
+    if any(_flag(n, "ATTACH") for n in template.findall("NIC")):
+        return "nic"
+    if any(_flag(p, "ATTACH") for p in pci):
+        return "pci"
+    if any(_flag(a, "ATTACH") for a in template.findall("NIC_ALIAS")):
+        return "alias"
+    return None
 
 
 def parse_vm(data: bytes | str, *, vm: int | None = None) -> VmDoc:
@@ -343,10 +392,16 @@ def parse_vm(data: bytes | str, *, vm: int | None = None) -> VmDoc:
     template = root.find("TEMPLATE")
     if template is None:
         template = Element("TEMPLATE")
-    rules = _document_rules(template)
-    router = _text(template, "VROUTER_ID") is not None
-    elems = template.findall("NIC")
-    nics = tuple(_vm_nic(vm_id, template, nic, rules, router, p) for p, nic in enumerate(elems, start=1))
-    _check_unique(nics)
-    _check_groups(rules, nics)
-    return VmDoc(vm=vm_id, deploy_id=_text(root, "DEPLOY_ID"), nics=nics)
+    elems = [(_nic_id(nic, p), nic) for p, nic in enumerate(template.findall("NIC"), start=1)]
+    _check_unique(elems)
+    listing = [(nic_id, _sg_ids(nic, nic_id)) for nic_id, nic in elems]
+    groups = _rule_groups(template)
+    _check_counts(groups, listing)
+    listed = {sg for _, sg_ids in listing for sg in sg_ids or ()}
+    ctx = _Context(vm_id, _text(template, "VROUTER_ID") is not None, _alias_owners(template, elems),
+                   _parse_groups(groups, listed))
+    nics = tuple(_vm_nic(ctx, nic, nic_id, sg_ids) for (nic_id, nic), (_, sg_ids) in zip(elems, listing))
+    pci = _pci_nics(template)
+    labels = tuple(str(_number(_text(p, "NIC_ID"), f"the NIC_ID of PCI NIC {i}")) if _text(p, "NIC_ID") else "?"
+                   for i, p in enumerate(pci, start=1))
+    return VmDoc(vm_id, _text(root, "DEPLOY_ID"), nics, labels, _hotplug_of(template, pci))

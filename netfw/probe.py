@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import runner
+from . import runner, script
 from .backend import tool
 
 NETNS_DIR = "/run/netns"
@@ -56,8 +56,8 @@ def links(ns: str | None, names: list[str] | None = None) -> dict[str, dict]:
     if ns and not netns_exists(ns):
         return {}
     if names:
-        script = "".join(f"link show dev {n}\n" for n in names)
-        res = runner.run(ip(ns, "-j", "-d", "-force", "-batch", "-"), stdin=script, ok=(0, 1, 255))
+        text = script.join(f"link show dev {n}" for n in names)
+        res = runner.run(ip(ns, "-j", "-d", "-force", "-batch", "-"), stdin=text, ok=(0, 1, 255))
     else:
         res = runner.run(ip(ns, "-j", "-d", "link", "show"), ok=(0, 1, 255))
     return {link["ifname"]: link for link in _decode_all(res.stdout)}

@@ -13,11 +13,10 @@ source addresses) when IP spoofing is filtered; for ebtables `-a` (ARP and Ether
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 
-from . import names
-from .model import InputError, NicSpec, Rule
+from . import names, script, values
+from .model import IPSET_THRESHOLD, InputError, NicSpec, Rule
 from .rules import matches_nothing, peers
 
 #: Tool prefixes: `iptables-restore`, `ip6tables-restore`; "eb" (ebtables-restore) is added when spoofing is filtered.
@@ -26,17 +25,12 @@ EB = "eb"
 VERSION = {"ip": 4, "ip6": 6}
 IPSET_FAMILY = {4: "inet", 6: "inet6"}
 
-#: A rule whose peer range needs more CIDR blocks than this is matched with one ipset instead of one line per block.
-#: Four keeps the common cases (a host, a subnet, an unaligned /30-ish range) readable in iptables-save.
-IPSET_THRESHOLD = 4
-
 #: ICMPv6 that IPv6 cannot work without: router advertisement, neighbour solicitation/advertisement, redirect in;
 #: router solicitation, neighbour solicitation/advertisement out.
 ND_INBOUND = (134, 135, 136, 137)
 ND_OUTBOUND = (133, 135, 136)
 
 _PROTO = {"ALL": "", "TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPV6": "ipv6-icmp", "IPSEC": "esp"}
-_MAC_RE = re.compile(r"^[0-9a-f]{1,2}([:-][0-9a-f]{1,2}){5}$", re.IGNORECASE)
 #: Security group 0: everything allowed (statefully) both ways.
 SG0 = (Rule("ALL", "INBOUND"), Rule("ALL", "OUTBOUND"))
 
@@ -73,7 +67,7 @@ class Ruleset:
 
 
 def render(spec: NicSpec) -> Ruleset:
-    """The complete ruleset of one NIC. Pure: runs nothing; raises InputError for a bad MAC or address."""
+    """The complete ruleset of one NIC. Pure: runs nothing (the spec validated itself when it was made)."""
     ipsets: list[IpsetSpec] = []
     families = [_family(spec, family, ipsets) for family in FAMILIES]
     if spec.filter_mac or spec.filter_ip:
@@ -218,9 +212,9 @@ def _rule_lines(
     spec: NicSpec, chain: str, version: int, index: int, rule: Rule, ipsets: list[IpsetSpec]
 ) -> list[str]:
     """The lines of security-group rule number `index` in this family (none if it cannot match here)."""
-    blocks = peers(rule)
-    if matches_nothing(rule) or not _applies(rule, version, blocks):
+    if matches_nothing(rule) or not _applies(rule, version):
         return []
+    blocks = peers(rule)  # within the caps: NicSpec counted them (Rule.blocks) before anything was expanded
     inbound = rule.direction == "INBOUND"
     proto = f" -p {_PROTO[rule.protocol]}" if _PROTO[rule.protocol] else ""
     tail = f"{_match(rule)} -j ACCEPT"
@@ -232,11 +226,11 @@ def _rule_lines(
     return [f"-A {chain} {side} {block}{proto}{tail}" for block in blocks] or [f"-A {chain}{proto}{tail}"]
 
 
-def _applies(rule: Rule, version: int, blocks: tuple) -> bool:
+def _applies(rule: Rule, version: int) -> bool:
     """A rule reaches a family if its protocol exists there and its peers (if any) are of that family."""
     if (rule.protocol, version) in (("ICMP", 6), ("ICMPV6", 4)):
         return False
-    return not blocks or blocks[0].version == version
+    return rule.ip is None or values.address(rule.ip).version == version
 
 
 def _match(rule: Rule) -> str:
@@ -264,14 +258,15 @@ def _ipset(spec: NicSpec, direction: str, index: int, version: int, blocks: tupl
 
 def mac_address(spec: NicSpec) -> str:
     """The NIC's MAC as the save tools print it (lower case, two digits a byte); InputError if missing or bad."""
-    if not spec.mac or not _MAC_RE.match(spec.mac):
-        raise InputError(f"NIC {spec.nic}: MAC {spec.mac!r} is not a MAC address (needed to filter spoofing)")
-    return ":".join(f"{int(part, 16):02x}" for part in re.split("[:-]", spec.mac))
+    try:
+        return values.mac(spec.mac)
+    except ValueError as e:
+        raise InputError(f"NIC {spec.nic}: MAC {e} (needed to filter spoofing)") from None
 
 
 def link_local(mac: str) -> ipaddress.IPv6Address:
     """The IPv6 link-local address a MAC gives by modified EUI-64 (RFC 4291 appendix A)."""
-    b = bytes(int(part, 16) for part in re.split("[:-]", mac))
+    b = bytes.fromhex(values.mac(mac).replace(":", ""))
     eui64 = bytes([b[0] ^ 0x02, b[1], b[2], 0xFF, 0xFE, b[3], b[4], b[5]])
     return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui64)
 
@@ -281,9 +276,9 @@ def own_addresses(spec: NicSpec, version: int) -> tuple[str, ...]:
     found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for text in spec.ips:
         try:
-            found.append(ipaddress.ip_address(text.strip()))
-        except ValueError:
-            raise InputError(f"NIC {spec.nic}: {text!r} is not an IPv4 or IPv6 address") from None
+            found.append(values.address(text))
+        except ValueError as e:
+            raise InputError(f"NIC {spec.nic}: {e}") from None
     if version == 6 and spec.mac:
         found.append(link_local(mac_address(spec)))
     blocks = (ipaddress.ip_network(a) for a in found if a.version == version)
@@ -322,7 +317,7 @@ def restore_text(rules: FamilyRules, *, with_jumps: bool = True) -> str:
         lines += chain_rules
     if with_jumps:
         lines += rules.jumps
-    return "\n".join([*lines, "COMMIT", ""])
+    return script.join([*lines, "COMMIT"])
 
 
 def ipset_restore_text(sets: tuple[IpsetSpec, ...] | list[IpsetSpec], *, temporary: bool = False,
@@ -341,4 +336,4 @@ def ipset_restore_text(sets: tuple[IpsetSpec, ...] | list[IpsetSpec], *, tempora
         if flush:
             lines.append(f"flush {name}")
         lines += (f"add {name} {member}" for member in s.members)
-    return "\n".join([*lines, ""]) if lines else ""
+    return script.join(lines)

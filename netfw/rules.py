@@ -18,7 +18,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .model import DIRECTIONS, PROTOCOLS, InputError, Rule
+from . import values
+from .model import (DIRECTIONS, ICMP_TYPE_MAX, MAX_MULTIPORT, MAX_PORT, MAX_RULE_BLOCKS, PORT_PROTOCOLS, PROTOCOLS,
+                    InputError, Rule, check_rule_count)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,11 +37,6 @@ NETWORK_KEYS = frozenset(
 #: Keys holding the first address of a peer range, in the order their Rules are emitted.
 PEER_KEYS = ("IP", "IP6", "IP6_GLOBAL", "IP6_ULA")
 
-MAX_PORT = 65535
-MAX_MULTIPORT = 15  # the kernel's multiport slots; a range takes two
-ICMP_TYPE_MAX = {"ICMP": 254, "ICMPV6": 255}  # iptables reads ICMP type 255 as "any type"
-PORT_PROTOCOLS = ("TCP", "UDP")
-
 
 class _FieldError(Exception):
     """A bad value; the caller adds which rule it belongs to."""
@@ -49,13 +46,24 @@ class _FieldError(Exception):
 
 
 def load_rules_json(text: str) -> tuple[Rule, ...]:
-    """Parse a JSON list of rule objects (an empty list gives (): the caller reads that as security group 0)."""
+    """Parse a JSON list of rule objects for one NIC (an empty list gives (): nothing is allowed). Pure.
+
+    The number of rule objects is checked against the cap before any of them is parsed.
+    """
     try:
         items = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"rules: invalid JSON: {e.msg} (line {e.lineno} column {e.colno})") from None
+    except RecursionError:  # the C decoder recurses once per nesting level
+        raise InputError("rules: invalid JSON: nested too deeply") from None
+    except ValueError as e:  # a number of thousands of digits
+        raise InputError(f"rules: invalid JSON: {e}") from None
     if not isinstance(items, list):
         raise InputError("rules: expected a JSON list of rule objects")
+    try:
+        check_rule_count(len(items))
+    except InputError as e:
+        raise InputError(f"rules: {e}") from None
     return parse_rules(items)
 
 
@@ -63,12 +71,12 @@ def parse_rules(items: list[dict], *, strict_keys: bool = True) -> tuple[Rule, .
     """Validate rule objects (keys in any case, values strings or integers) in document order; pure."""
     rules: list[Rule] = []
     for position, item in enumerate(items, start=1):
-        rules.extend(_parse_one(position, item, strict_keys))
+        rules.extend(parse_rule(position, item, strict_keys=strict_keys))
     return tuple(rules)
 
 
-def _parse_one(position: int, item: Any, strict_keys: bool) -> tuple[Rule, ...]:
-    """The Rules of one rule object, or InputError naming it."""
+def parse_rule(position: int, item: Any, *, strict_keys: bool = True) -> tuple[Rule, ...]:
+    """The Rules of one rule object (one per peer range), or InputError naming it by its 1-based position; pure."""
     where = f"rule {position}"
     try:
         if not isinstance(item, Mapping):
@@ -131,6 +139,8 @@ def _integer(fields: dict[str, str], key: str, minimum: int, maximum: int | None
     text = fields[key]
     if not text.isascii() or not text.lstrip("-").isdigit():
         raise _FieldError(key, f"{text!r} is not an integer")
+    if len(text) > 40:  # 2**128 has 39 digits; int() of thousands of digits raises ValueError
+        raise _FieldError(key, f"{text[:20]}... is too large")
     value = int(text)
     if value < minimum:
         raise _FieldError(key, f"{value} is below {minimum}")
@@ -145,6 +155,9 @@ def _ports(fields: dict[str, str], protocol: str) -> str | None:
         return None
     if protocol not in PORT_PROTOCOLS:
         raise _FieldError("RANGE", f"only for PROTOCOL TCP or UDP, not {protocol}")
+    count = fields["RANGE"].count(",") + 1
+    if count > MAX_MULTIPORT:  # before splitting: RANGE may be megabytes of "1,1,1..."
+        raise _FieldError("RANGE", f"{count} ports is more than {MAX_MULTIPORT} (a range counts 2)")
     items, slots = [], 0
     for item in fields["RANGE"].split(","):
         lo, _, hi = (part.strip() for part in item.partition(":"))
@@ -165,10 +178,9 @@ def _ports(fields: dict[str, str], protocol: str) -> str | None:
 def _port(text: str, item: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise _FieldError("RANGE", f"{item.strip()!r} is not a port or a range lo:hi")
-    port = int(text)
-    if port > MAX_PORT:
-        raise _FieldError("RANGE", f"port {port} is above {MAX_PORT}")
-    return port
+    if len(text) > 5 or int(text) > MAX_PORT:  # the length first: int() of thousands of digits raises ValueError
+        raise _FieldError("RANGE", f"port {text[:20]} is above {MAX_PORT}")
+    return int(text)
 
 
 def _icmp_type(fields: dict[str, str], protocol: str) -> int | None:
@@ -209,17 +221,19 @@ def _peer_ranges(fields: dict[str, str], protocol: str) -> list[tuple[Address, i
 
 def _address(fields: dict[str, str], key: str) -> Address:
     try:
-        address = ipaddress.ip_address(fields[key])
-    except ValueError:
-        raise _FieldError(key, f"{fields[key]!r} is not an IPv4 or IPv6 address") from None
-    if getattr(address, "scope_id", None):
-        raise _FieldError(key, f"{fields[key]!r} has a zone; give the plain address")
-    return address
+        return values.address(fields[key])
+    except ValueError as e:
+        raise _FieldError(key, str(e)) from None
 
 
 def _checked_size(key: str, first: Address, size: int) -> int:
+    """size, if the range fits in its family and its cover stays within MAX_RULE_BLOCKS (counted, not built)."""
     if int(first) + size - 1 >= 1 << first.max_prefixlen:
         raise _FieldError("SIZE", f"{size} addresses from {key} {first} run past the end of IPv{first.version}")
+    blocks = values.block_count(first, size)
+    if blocks > MAX_RULE_BLOCKS:
+        raise _FieldError("SIZE", f"{size} addresses from {key} {first} need {blocks} CIDR blocks, more than "
+                                  f"{MAX_RULE_BLOCKS} (netfw's cap per rule): split the range")
     return size
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import script
+
 #: Built-in chains whose policy netfw sets in the VM namespace: nothing is routed or delivered there, and a
 #: bridged packet that matches no NIC's jump is dropped.
 POLICIES = {"INPUT": "DROP", "FORWARD": "DROP"}
@@ -62,5 +64,5 @@ def insert_line(rule: str, position: int) -> str:
 
 
 def restore_text(family: str, body: list[str], table: str = "filter") -> str:
-    """A complete restore input for one table around body (ebtables-restore accepts the COMMIT too)."""
-    return "\n".join([f"*{table}", *body, "COMMIT", ""])
+    """A complete restore input for one table around body (ebtables-restore accepts the COMMIT too). Pure."""
+    return script.join([f"*{table}", *body, "COMMIT"])

@@ -46,7 +46,7 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     assert ip4.startswith("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:one-7-0-i - [0:0]\n")
     assert "*raw\n-A PREROUTING -i one-br-7-0 -j CT --zone 1\nCOMMIT\n" in ip4
     cut = [(argv, stdin) for argv, stdin in fake.calls if stdin and "link set one-7-0 netns" in stdin]
-    assert cut == [(["ip", "-batch", "-"], "link set one-7-0-h master vnbr0 up\nlink set one-7-0 netns one-7")]
+    assert cut == [(["ip", "-batch", "-"], "link set one-7-0-h master vnbr0 up\nlink set one-7-0 netns one-7\n")]
     assert fake.calls[-1][0] == ["ip", "-n", "one-7", "link", "set", "one-7-0", "master", "one-br-7-0", "up"]
     assert (tmp_path / "vm-7" / "nic-0.json").exists()
     assert len(fake.calls) == 12  # the process count of one attach (benchmarked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ DATA = Path(__file__).parent / "data" / "one"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "opennebula"
 
 GOOD = ("one_sg_test_pre_vm.xml", "two_nics.xml", "attach_nic.xml", "attach_alias.xml", "attach_ovswitch.xml",
-        "vrouter.xml", "namespaced.xml", "sg_without_rules.xml")  # fmt: skip
+        "vrouter.xml", "namespaced.xml", "sg_without_rules.xml", "pci_nic.xml", "attach_pci.xml",
+        "unlisted_group.xml")  # fmt: skip
 
 
 def data(name: str) -> bytes:
@@ -96,7 +98,9 @@ def test_virtual_router():
     assert [n.spec for n in doc.nics] == [
         NicSpec(vm=7, nic=0, bridge="onebr.100", mac="02:00:0a:01:00:02", router=True,
                 ips=("10.1.0.2", "10.1.0.1", "2001:db8:1::1")),  # fmt: skip
-        NicSpec(vm=7, nic=1, bridge="br-lan", mac="02:00:0a:02:00:01", ips=("10.2.0.1",), router=True, sg_ids=(0,)),
+        # Group 0 listed, no rule of it in the document (an emptied default group): nothing allowed, like any group.
+        NicSpec(vm=7, nic=1, bridge="br-lan", mac="02:00:0a:02:00:01", ips=("10.2.0.1",), router=True, sg_ids=(0,),
+                rules=()),
     ]
     assert doc.nics[0].spec.tap == "one-7-0"  # no TARGET: OpenNebula's default
 
@@ -110,9 +114,40 @@ def test_security_groups_without_rules():
     rules = {n.spec.nic: n.spec.rules for n in one.parse_vm(data("sg_without_rules.xml")).nics}
     assert rules == {
         0: (),  # group 100 has no rule: nothing is allowed (never read as allow-all)
-        1: None,  # group 0 listed, without rules: allow all
-        2: None,  # empty SECURITY_GROUPS: group 0
+        1: (rule("TCP", "INBOUND", 101, ports="443"),),  # groups 101 and 0, no rule of 0: only 101's rules
+        2: None,  # no SECURITY_GROUPS element: group 0, allow all (OpenNebula's definition)
     }
+
+
+def test_group_0_counts_like_any_group():
+    """Finding 3: group 0 listed with others, its rules emptied in the document: the others' rules, not allow-all."""
+    text = data("two_nics.xml").decode()
+    without_0 = text.replace("<SECURITY_GROUP_ID><![CDATA[0]]></SECURITY_GROUP_ID>",
+                             "<SECURITY_GROUP_ID><![CDATA[7]]></SECURITY_GROUP_ID>")
+    assert one.parse_vm(without_0).nic(0).spec.rules == TWO_NICS_0.rules[2:]  # group 100's rules only
+    assert one.parse_vm(text).nic(0).spec.rules == TWO_NICS_0.rules  # with them: group 0's rules are ordinary rules
+
+
+def test_rules_of_unlisted_groups_are_ignored():
+    """Issue 10: a rule of a group no NIC lists (here 999) is ignored, as the legacy driver does."""
+    assert one.parse_vm(data("unlisted_group.xml")).nic(0).spec.rules == (rule("TCP", "INBOUND", 100),)
+
+
+def test_pci_nics_are_named_not_handled_and_their_groups_ignored():
+    """Issue 10: a real VM with an SR-IOV NIC (PCI, TYPE=NIC, groups 0 and 200) and an alias listing group 300:
+    NIC 0 gets group 100's rules alone; the PCI NIC is no VmNic, only named."""
+    doc = one.parse_vm(data("pci_nic.xml"))
+    assert [n.spec.nic for n in doc.nics] == [0] and doc.pci_nics == ("1",)
+    assert doc.nic(0).spec.rules == (rule("TCP", "INBOUND", 100, ports="22"),)
+    assert doc.nic(0).spec.ips == ("10.0.0.11", "10.0.0.12")
+    assert doc.hotplug_of is None and doc.hotplug() == doc.handled() == doc.nics
+
+
+def test_pci_nic_hot_attach_concerns_no_nic_of_netfw():
+    doc = one.parse_vm(data("attach_pci.xml"))
+    assert doc.hotplug_of == "pci"
+    assert doc.hotplug() == ()  # clean must not detach NIC 0 because a PCI NIC went away
+    assert doc.handled() == doc.nics  # update_sg, update_nic ignore ATTACH
 
 
 def test_document_without_nics():
@@ -127,25 +162,50 @@ def test_namespaced_document():
 
 
 @pytest.mark.parametrize(
-    "name, vn_mads, nic_ids",
+    "name, vn_mads, handled, hotplug",
     [
-        ("two_nics.xml", one.DEFAULT_VN_MADS, (0, 1)),
-        ("two_nics.xml", one.DEFAULT_VN_MADS + ("ovswitch",), (0, 1, 3)),
-        ("two_nics.xml", ("fw",), (0,)),
-        ("attach_nic.xml", one.DEFAULT_VN_MADS, (1,)),
-        ("attach_nic.xml", ("fw",), ()),  # the attached NIC is not ours: nothing to do
-        ("attach_alias.xml", one.DEFAULT_VN_MADS, (0,)),  # an alias (de)attach concerns its parent NIC
-        ("attach_ovswitch.xml", one.DEFAULT_VN_MADS, ()),
-        ("vrouter.xml", one.DEFAULT_VN_MADS, (0, 1)),
+        ("two_nics.xml", one.DEFAULT_VN_MADS, (0, 1), (0, 1)),
+        ("two_nics.xml", one.DEFAULT_VN_MADS + ("ovswitch",), (0, 1, 3), (0, 1, 3)),
+        ("two_nics.xml", ("fw",), (0,), (0,)),
+        ("attach_nic.xml", one.DEFAULT_VN_MADS, (0, 1), (1,)),
+        ("attach_nic.xml", ("fw",), (0,), ()),  # the attached NIC is not ours: nothing to do
+        ("attach_alias.xml", one.DEFAULT_VN_MADS, (0, 1), (0,)),  # an alias (de)attach concerns its parent NIC
+        ("attach_ovswitch.xml", one.DEFAULT_VN_MADS, (0, 1), ()),
+        ("vrouter.xml", one.DEFAULT_VN_MADS, (0, 1), (0, 1)),
     ],
 )
-def test_handled(name, vn_mads, nic_ids):
-    assert tuple(n.spec.nic for n in one.parse_vm(data(name)).handled(vn_mads)) == nic_ids
+def test_handled_and_hotplug(name, vn_mads, handled, hotplug):
+    """handled (update_sg, update_nic) ignores ATTACH; hotplug (pre, post, clean) narrows to what ATTACH concerns."""
+    doc = one.parse_vm(data(name))
+    assert tuple(n.spec.nic for n in doc.handled(vn_mads)) == handled
+    assert tuple(n.spec.nic for n in doc.hotplug(vn_mads)) == hotplug
 
 
 def test_attach_flag():
     assert [n.attach for n in one.parse_vm(data("attach_nic.xml")).nics] == [False, True, False]
-    assert [n.attach for n in one.parse_vm(data("attach_alias.xml")).nics] == [True, False, False]
+    doc = one.parse_vm(data("attach_alias.xml"))
+    assert doc.hotplug_of == "alias"
+    assert [n.attach for n in doc.nics] == [False, False, False]  # only a NIC carrying ATTACH is detached
+    assert [n.alias_detached is not None for n in doc.nics] == [True, False, False]
+
+
+def test_alias_hot_detach_keeps_the_parent_without_the_alias_addresses():
+    """Finding 4: clean re-applies NIC 0 without the addresses of alias 4 (ATTACH=YES); post keeps them."""
+    nic = one.parse_vm(data("attach_alias.xml")).nic(0)
+    assert nic.spec == TWO_NICS_0  # post: the parent with every alias
+    assert nic.alias_detached == dataclasses.replace(TWO_NICS_0, ips=TWO_NICS_0.ips[:-1])  # clean: 10.0.0.44 gone
+
+
+def test_an_alias_address_shared_with_its_parent_stays():
+    text = data("attach_alias.xml").decode().replace("<IP><![CDATA[10.0.0.44]]></IP>", "<IP>10.0.0.42</IP>")
+    assert one.parse_vm(text).nic(0).alias_detached.ips == TWO_NICS_0.ips[:-1]  # 10.0.0.42 is NIC 0's own
+
+
+def test_alias_lookup_finds_each_alias_once():
+    """Aliases listed both in ALIAS_IDS (repeatedly) and by PARENT_ID count once; the lookup is one pass."""
+    text = data("two_nics.xml").decode().replace("<ALIAS_IDS><![CDATA[2]]></ALIAS_IDS>",
+                                                 "<ALIAS_IDS><![CDATA[2,2, 4,9]]></ALIAS_IDS>")
+    assert one.parse_vm(text).nic(0).spec == TWO_NICS_0
 
 
 # --- input forms ----------------------------------------------------------------------------------------------------
@@ -221,12 +281,17 @@ BAD = {
     "tap_long.xml": r"NIC 0: tap 'one-42-0-tap-long' " + NAME_RULES,
     "mtu_not_number.xml": r"NIC 0: MTU is not a number: 'jumbo'$",
     "mtu_out_of_range.xml": r"NIC 0: MTU 9 is out of range 68..65535$",
-    "bad_ip.xml": r"NIC 0: IP '10.0.0.256' is not an IP address$",
-    "bad_alias_ip6.xml": r"NIC 0: NIC_ALIAS 1: IP6_GLOBAL '2001:db8::zz' is not an IP address$",
+    "bad_ip.xml": r"NIC 0: IP '10.0.0.256' is not an IPv4 or IPv6 address$",
+    "bad_alias_ip6.xml": r"NIC 0: NIC_ALIAS 1: IP6_GLOBAL '2001:db8::zz' is not an IPv4 or IPv6 address$",
+    "ip6_zone_injection.xml": r"NIC 0: IP6 '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#' has a zone; give the "
+                              r"plain address$",
+    "target_foreign.xml": r"NIC 0: TARGET 'eth0' is not the NIC's tap one-42-0$",
+    "security_groups_empty.xml": r"NIC 0: SECURITY_GROUPS '' lists no security group$",
+    "security_groups_comma.xml": r"NIC 0: SECURITY_GROUPS ',' lists no security group$",
+    "alias_two_parents.xml": r"NIC_ALIAS 2 belongs to NIC 0 and to NIC 1$",
     "bad_mac.xml": r"NIC 0: MAC '02:00:0a:00:00' is not a MAC address$",
     "mac_filter_without_mac.xml": r"NIC 0: FILTER_MAC_SPOOFING is on but MAC is missing$",
     "bad_security_groups.xml": r"NIC 0: security group is not a number: 'web'$",
-    "rule_unknown_group.xml": r"a SECURITY_GROUP_RULE names security group 999, which no NIC has$",
     "rule_without_group.xml": r"rule 1: SECURITY_GROUP_ID is missing$",
     "rule_field_twice.xml": r"rule 1: PROTOCOL appears twice$",
     "rule_invalid.xml": r"rule 1 \(security group 100\): PROTOCOL: 'GRE' is not one of ",
@@ -263,7 +328,7 @@ def test_bad_document_in_base64(name):
         (b"=" * 8, r"it is neither XML nor base64$"),
         ("<VM><ID>12345678901</ID></VM>", r"VM id 12345678901 is out of range 0\.\.9999999999$"),
         ("<VM>\u00e9</VM", r"it is not well-formed XML"),
-        (b" " * (one.MAX_INPUT + 1), rf"input is {one.MAX_INPUT + 1} bytes, more than {one.MAX_INPUT}$"),
+        (b" " * (one.MAX_INPUT + 1), rf"input is larger than {one.MAX_INPUT} bytes$"),
         (b"<VM>" + b" " * one.MAX_DOCUMENT + b"</VM>", rf"it is {one.MAX_DOCUMENT + 9} bytes, more than "),
         (base64.b64encode(b"<VM>" + b" " * one.MAX_DOCUMENT + b"</VM>"), r"it is \d+ bytes, more than "),
     ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 
-from .. import probe, runner
+from .. import probe, runner, script
 
 
 class Step(ABC):
@@ -123,7 +123,7 @@ def remove(argv: list[str]) -> bool:
 
 def run_batch(argv: list[str], lines: list[str]) -> runner.Result:
     """Run several `ip` commands in one process (`ip -batch -`); stops at the first that fails."""
-    return runner.run([*argv, "-batch", "-"], stdin="".join(line + "\n" for line in lines))
+    return runner.run([*argv, "-batch", "-"], stdin=script.join(lines))
 
 
 def quote(text: str) -> str:

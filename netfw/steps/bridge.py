@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import names, probe, runner
+from .. import names, probe, runner, script
 from .base import Fresh, Step, quote, remove, run_batch
 
 
@@ -24,7 +24,7 @@ class FirewallBridge(Step):
         ]
 
     def commands(self):
-        return [(probe.ip(self.ns, "-batch", "-"), "\n".join(self._lines()))]
+        return [(probe.ip(self.ns, "-batch", "-"), script.join(self._lines()))]
 
     def teardown_commands(self):
         return [(probe.ip(self.ns, "link", "del", self.name), None)]

@@ -7,7 +7,7 @@ and only then IpsetGc destroys the old generation, which no rule references any 
 
 from __future__ import annotations
 
-from .. import probe, runner
+from .. import probe, runner, script
 from ..render import IpsetSpec, ipset_restore_text
 from .base import ForwardOnly, Step
 
@@ -27,7 +27,7 @@ def _specs(found: dict[str, tuple[str, set[str]]]) -> list[IpsetSpec]:
 
 
 def _destroy_text(names: list[str]) -> str:
-    return "".join(f"destroy {n}\n" for n in names)
+    return script.join(f"destroy {n}" for n in names)
 
 
 def _canonical(member: str) -> str:

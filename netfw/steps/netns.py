@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loguru import logger
 
-from .. import names, probe, runner
+from .. import names, probe, runner, script
 from .base import ForwardOnly, Fresh, Step, remove, run_batch
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
@@ -128,7 +128,7 @@ class DropNamespace(ForwardOnly):
         return [f"link del {self.host}", f"netns del {self.ns}"]
 
     def commands(self):
-        return [(probe.ip(self.ns, "-j", "link", "show"), None), (["ip", "-batch", "-"], "\n".join(self._lines()))]
+        return [(probe.ip(self.ns, "-j", "link", "show"), None), (["ip", "-batch", "-"], script.join(self._lines()))]
 
     def apply(self) -> bool:
         from ..transaction import run  # the fallback is a transaction of its own

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import names, probe, runner
+from .. import names, probe, runner, script
 from .base import Step, run_batch
 
 
@@ -27,7 +27,8 @@ class CutOver(Step):
 
     def _in_cmds(self, vn_bridge: str) -> list[tuple[list[str], str | None]]:
         return [
-            (["ip", "-batch", "-"], f"link set {self.host} master {vn_bridge} up\nlink set {self.tap} netns {self.ns}"),
+            (["ip", "-batch", "-"], script.join([f"link set {self.host} master {vn_bridge} up",
+                                                 f"link set {self.tap} netns {self.ns}"])),
             (probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"), None),
         ]
 
@@ -35,7 +36,7 @@ class CutOver(Step):
         host_side = f"link set {self.tap} master {vn_bridge} up" if vn_bridge else f"link set {self.tap} up"
         return [
             (probe.ip(self.ns, "link", "set", self.tap, "netns", str(os.getpid())), None),
-            (["ip", "-batch", "-"], f"{host_side}\nlink set {self.host} nomaster"),
+            (["ip", "-batch", "-"], script.join([host_side, f"link set {self.host} nomaster"])),
         ]
 
     def commands(self):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import names, probe, runner
+from .. import names, probe, runner, script
 from .base import Fresh, Step, quote, remove, run_batch
 
 
@@ -32,8 +32,8 @@ class VethPair(Step):
 
     def commands(self):
         return [
-            (["ip", "-batch", "-"], "\n".join(self._host_lines())),
-            (probe.ip(self.ns, "-batch", "-"), "\n".join(self._fw_lines())),
+            (["ip", "-batch", "-"], script.join(self._host_lines())),
+            (probe.ip(self.ns, "-batch", "-"), script.join(self._fw_lines())),
         ]
 
     def teardown_commands(self):
