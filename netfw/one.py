@@ -46,7 +46,7 @@ DEFAULT_VN_MADS = ("fw", "802.1Q", "vxlan", "bridge")
 MAX_DOCUMENT_RULES = 4096
 #: Rule elements summed over the NICs of one document (a rule counts once per NIC that has it).
 MAX_VM_RULES = 16384
-#: Security groups one NIC lists, and NIC_ALIASes one NIC lists in ALIAS_IDS.
+#: Security groups one NIC lists, and NIC_ALIASes of one NIC (listed in its ALIAS_IDS, or naming it as PARENT_ID).
 MAX_NIC_GROUPS = 256
 MAX_NIC_ALIASES = MAX_ADDRESSES
 
@@ -223,7 +223,10 @@ def _alias_owners(template: Element, nics: list[tuple[int, Element]]) -> dict[in
             other = owner.get(id(alias))
             if other is None:
                 owner[id(alias)] = nic_id
-                found.setdefault(nic_id, []).append(alias)
+                mine = found.setdefault(nic_id, [])
+                mine.append(alias)
+                if len(mine) > MAX_NIC_ALIASES:
+                    raise _error(f"NIC {nic_id} has more than {MAX_NIC_ALIASES} NIC_ALIASes (netfw's cap)")
             elif other != nic_id:
                 raise _error(f"NIC_ALIAS {_text(alias, 'NIC_ID')} belongs to NIC {other} and to NIC {nic_id}")
     return found

@@ -89,3 +89,79 @@ def test_usage_errors_are_one_line_from_the_console_script(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("ERROR: ")
+
+
+# --- hostile values (issue 8): exit 2, one line, nothing run ----------------------------------------------------------
+
+INJECTION = "2001:db8::5%1\n-I FORWARD 1 -j ACCEPT"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ip", INJECTION], "address '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT' has a zone; give the plain address"),
+    (["--ip", "10.0.0.7\n"], "address '10.0.0.7\\n' is not an IPv4 or IPv6 address"),
+    (["--mac", "02:00:0a:00:00:07\n-j ACCEPT"], "MAC '02:00:0a:00:00:07\\n-j ACCEPT' is not a MAC address"),
+    (["--tap", "one-7-0\n"], "tap 'one-7-0\\n' is not a valid interface name"),
+    (["--rules", ""], "--rules: an empty name is neither a file nor '-'"),
+    (["--rules", "/dev/zero"], "--rules /dev/zero: larger than 8388608 bytes"),
+    (["--vm-xml", "/dev/zero"], "--vm-xml /dev/zero: larger than 8388608 bytes"),
+])  # fmt: skip
+def test_hostile_flags_exit_2_and_run_nothing(cli, args, message):
+    base = ["attach", "7", "0"] + ([] if "--vm-xml" in args else ["--bridge", "vnbr0", "--filter-ip-spoofing"])
+    result = cli(*base, *args, input="[]")
+    assert result.exit_code == 2, result.output
+    assert f"ERROR: {message}" in result.output and result.output.count("\n") == 1
+    assert cli.fake.calls == []
+
+
+def test_rules_empty_list_allows_nothing_and_no_rules_is_group_0(cli, mocker):
+    seen = []
+    mocker.patch.object(api, "attach", side_effect=lambda spec, **kw: seen.append(spec) or api.Outcome("attach", 7, 0))
+    assert cli("attach", "7", "0", "--bridge", "vnbr0", "--rules", "-", input="[]").exit_code == 0
+    assert cli("attach", "7", "0", "--bridge", "vnbr0").exit_code == 0
+    assert [s.rules for s in seen] == [(), None]
+
+
+def test_update_with_empty_rules_is_an_error_not_a_no_change(cli, tmp_path):
+    """`--rules ""` used to read as "rules not given": with --router the update went on and kept the old rules."""
+    from netfw import state
+    from netfw.model import NicSpec
+
+    state.write(state.nic_path(tmp_path, 7, 0), state.document(state.Applied(NicSpec(7, 0, "vnbr0", rules=()), 1500)))
+    result = cli("update", "7", "0", "--router", "--rules", "")
+    assert result.exit_code == 2 and "--rules: an empty name" in result.output
+    assert _changed(cli.fake) == []
+
+
+def test_vm_xml_naming_a_foreign_tap_exits_2(cli, tmp_path):
+    doc = tmp_path / "vm.xml"
+    doc.write_text("<VM><ID>7</ID><TEMPLATE><NIC><NIC_ID>0</NIC_ID><BRIDGE>vnbr0</BRIDGE><TARGET>eth0</TARGET>"
+                   "</NIC></TEMPLATE></VM>")
+    result = cli("attach", "7", "0", "--vm-xml", str(doc))
+    assert result.exit_code == 2 and "TARGET 'eth0' is not the NIC's tap one-7-0" in result.output
+    assert cli.fake.calls == []
+
+
+def test_one_reads_standard_input_with_its_bound(cli):
+    """`netfw one pre < /dev/zero` grew a root process until memory ran out: now at most MAX_INPUT + 1 bytes are read."""
+    from netfw.document import MAX_INPUT
+
+    result = cli("one", "pre", input=b"\0" * (MAX_INPUT + 4096))
+    assert result.exit_code == 2
+    assert f"ERROR: VM document: input is larger than {MAX_INPUT} bytes" in result.output
+
+
+def test_one_stops_reading_dev_zero_at_the_bound():
+    """A whole process on an endless standard input (under a 1 GiB address-space limit, so that the unbounded read
+    of old fails with MemoryError instead of eating the machine)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    with open("/dev/zero", "rb") as zero:
+        res = subprocess.run([sys.executable, "-c", "from netfw.cli import run; run()", "one", "pre"], stdin=zero,
+                             capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert res.returncode == 2, res.stderr[-500:]
+    assert res.stderr.strip().splitlines() == ["ERROR: VM document: input is larger than 8388608 bytes"]

@@ -290,3 +290,75 @@ def test_wrapper_without_netfw_says_so_in_one_error_line(tmp_path):
     assert res.returncode == 1
     assert errors(res.stderr) == [f"ERROR: netfw post: command {tmp_path}/missing not found "
                                   "(set NETFW_BIN in /nonexistent)"]
+
+
+# --- ATTACH (issue 8, findings 4 and 5) and PCI NICs (issue 10) ------------------------------------------------------
+
+
+def _specs(fake: FakeApi, name: str) -> list[list[NicSpec]]:
+    return [list(args[0]) for called, args, _ in fake.calls if called == name]
+
+
+def test_post_of_an_alias_hot_attach_reapplies_its_parent_with_the_alias(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("post", "one-42", "h", stdin=b64("attach_alias.xml"))[0] == 0
+    (specs,) = _specs(fake, "attach_all")
+    assert [s.nic for s in specs] == [0] and "10.0.0.44" in specs[0].ips
+
+
+def _record(state_dir: Path, spec: NicSpec) -> None:
+    state.write(state.nic_path(state_dir, spec.vm, spec.nic), state.document(state.Applied(spec, 1500)))
+
+
+def test_clean_of_an_alias_hot_detach_reapplies_its_parent_without_the_alias(monkeypatch, tmp_path):
+    """Finding 4: clean with ATTACH=YES on NIC_ALIAS 4 used to detach NIC 0 (its parent) from its firewall while
+    the VM kept running; now NIC 0 is updated without 10.0.0.44 and nothing is detached."""
+    from netfw import one as one_doc
+
+    nic0 = one_doc.parse_vm((DATA / "attach_alias.xml").read_bytes()).nic(0)
+    _record(tmp_path, nic0.spec)
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("clean", "h", "--state-dir", str(tmp_path), stdin=b64("attach_alias.xml"))
+    assert code == 0, err
+    assert fake.nics("detach") == []
+    assert _specs(fake, "update_all") == [[nic0.alias_detached]]
+    assert "10.0.0.44" not in nic0.alias_detached.ips and "10.0.0.43" in nic0.alias_detached.ips
+
+
+def test_clean_of_an_alias_hot_detach_leaves_a_parent_netfw_never_attached(monkeypatch, tmp_path):
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("clean", "h", "--state-dir", str(tmp_path), stdin=b64("attach_alias.xml"))
+    assert code == 0 and fake.calls == []
+    assert "INFO: NIC 0 is not attached" in err
+
+
+@pytest.mark.parametrize("action, args, call, nics", [
+    ("update_sg", ["one-42"], "update_all", [[0, 1]]),
+    ("update_nic", ["one-42", "1"], "update_all", [[1]]),
+    ("update_nic", ["one-42", "0"], "update_all", [[0]]),
+])  # fmt: skip
+@pytest.mark.parametrize("doc", ["attach_nic.xml", "attach_alias.xml"])
+def test_update_sg_and_update_nic_ignore_attach(monkeypatch, action, args, call, nics, doc):
+    """Finding 5: with ATTACH=YES on NIC 1 (or an alias of NIC 0), update_sg updated that NIC only and left the
+    others with their old, possibly broader, rules."""
+    fake = FakeApi(monkeypatch)
+    assert one(action, *args, stdin=b64(doc))[0] == 0
+    assert fake.nics(call) == nics
+
+
+@pytest.mark.parametrize("action, args", [("pre", []), ("post", ["one-11", "h"]), ("clean", ["h"])])
+def test_a_pci_nic_hot_plug_is_nothing_for_netfw(monkeypatch, action, args):
+    """ATTACH=YES on a PCI NIC: no NIC of netfw is concerned (clean used to detach them all)."""
+    fake = FakeApi(monkeypatch)
+    code, _, err = one(action, *args, stdin=b64("attach_pci.xml"))
+    assert code == 0 and [c for c in fake.calls if c[0] != "check_host"] == []
+    assert "the PCI NIC being hot-(de)attached is not one netfw handles: nothing to do" in err
+
+
+def test_a_vm_with_a_pci_nic_is_handled_and_the_pci_nic_named(monkeypatch):
+    """Issue 10: an SR-IOV NIC listing groups 0 and 200 was refused (`security group 0, which no NIC has`)."""
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("post", "one-11", "h", stdin=b64("pci_nic.xml"))
+    assert code == 0, err
+    assert fake.nics("attach_all") == [[0]]
+    assert "INFO: VM 11: PCI NIC 1 not handled (a passthrough device has no tap to filter)" in err

@@ -44,7 +44,8 @@ def test_ids_out_of_range_are_input_errors(vm, nic):
         names.bridge(vm, nic)
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "a b", "x" * 16, "tap:1", ".", "..", "a\tb"])
+# "eth0\n": `re.match` with `$` accepted a trailing newline, which would end an `ip -batch` line (finding 1).
+@pytest.mark.parametrize("name", ["", "a/b", "a b", "x" * 16, "tap:1", ".", "..", "a\tb", "eth0\n", "eth0\r", None])
 def test_bad_interface_names(name):
     with pytest.raises(InputError):
         names.check_ifname(name)

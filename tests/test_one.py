@@ -337,3 +337,93 @@ def test_bad_document_in_base64(name):
 )
 def test_bad_input(document, pattern):
     _raises(document, pattern)
+
+
+# --- hostile documents (issue 8) ------------------------------------------------------------------------------------
+
+INJECTION = "2001:db8::5%1&#10;-I FORWARD 1 -j ACCEPT&#10;#"
+
+
+@pytest.mark.parametrize("field", ["IP6", "IP6_GLOBAL", "IP6_ULA", "VROUTER_IP6", "alias IP6", "alias IP6_GLOBAL"])
+def test_zone_id_injection_is_refused_in_every_address_field(field):
+    """Finding 1: ipaddress reads `2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#` as an address with a scope id; with
+    FILTER_IP_SPOOFING its lines reached ip6tables-restore and opened the VM's IPv6."""
+    text = data("two_nics.xml").decode()
+    if field.startswith("alias "):
+        tag = field.split()[1]
+        text = text.replace("<IP6_GLOBAL><![CDATA[2001:db8::2b]]></IP6_GLOBAL>", f"<{tag}>{INJECTION}</{tag}>")
+    elif field == "IP6_GLOBAL":  # NIC 0 has one already: a second one would be ignored (the first counts)
+        text = text.replace("<IP6_GLOBAL><![CDATA[2001:db8:0:0::2a]]></IP6_GLOBAL>", f"<{field}>{INJECTION}</{field}>")
+    else:
+        text = text.replace("<IP6_ULA><![CDATA[fd00::2a]]></IP6_ULA>", f"<{field}>{INJECTION}</{field}>")
+    _raises(text, rf"NIC 0: (NIC_ALIAS 2: )?{field.split()[-1]} '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#' has a "
+                  r"zone; give the plain address$")
+
+
+def test_a_zone_id_in_a_rule_address_is_refused():
+    text = data("two_nics.xml").decode().replace("<IP6_ULA><![CDATA[fd00::1]]></IP6_ULA>", f"<IP6_ULA>{INJECTION}"
+                                                 "</IP6_ULA>", 1)
+    _raises(text, r"rule 4 \(security group 100\): IP6_ULA: '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#' has a zone")
+
+
+def test_target_may_be_only_the_nics_own_tap():
+    """Finding 7: TARGET eth0 (the uplink) made root move it into the VM namespace."""
+    text = data("two_nics.xml").decode()
+    assert one.parse_vm(text.replace("<TARGET><![CDATA[one-42-0]]></TARGET>", "")).nic(0).spec.tap == "one-42-0"
+    _raises(text.replace("one-42-0]]></TARGET>", "one-42-1]]></TARGET>"),
+            r"NIC 0: TARGET 'one-42-1' is not the NIC's tap one-42-0$")
+
+
+def _doc(body: str) -> str:
+    return f"<VM><ID>5</ID><TEMPLATE>{body}</TEMPLATE></VM>"
+
+
+def _nic(nic_id: int = 0, groups: str = "100", extra: str = "") -> str:
+    return f"<NIC><NIC_ID>{nic_id}</NIC_ID><BRIDGE>br0</BRIDGE><SECURITY_GROUPS>{groups}</SECURITY_GROUPS>{extra}</NIC>"
+
+
+def _rule(sg: int = 100, extra: str = "") -> str:
+    return (f"<SECURITY_GROUP_RULE><SECURITY_GROUP_ID>{sg}</SECURITY_GROUP_ID><PROTOCOL>ALL</PROTOCOL>"
+            f"<RULE_TYPE>INBOUND</RULE_TYPE>{extra}</SECURITY_GROUP_RULE>")
+
+
+DUAL = "<NETWORK_ID>3</NETWORK_ID><IP>10.0.0.1</IP><IP6_GLOBAL>2001:db8::1</IP6_GLOBAL><SIZE>1</SIZE>"
+HUGE = f"<IP>::1</IP><SIZE>{(1 << 128) - 1}</SIZE>"  # 128 CIDR blocks: at the cap per rule
+
+
+@pytest.mark.parametrize("body, pattern", [
+    (_nic() + _rule() * 4097, r"it has 4097 SECURITY_GROUP_RULE elements, more than 4096 \(netfw's cap\)$"),
+    (_nic() + _rule(extra=DUAL) * 2049, r"NIC 0: 4098 security-group rules, more than 4096 \(netfw's cap per NIC\)$"),
+    ("".join(_nic(n) for n in range(5)) + _rule() * 4000,
+     r"its NICs have 20000 security-group rules together, more than 16384 \(netfw's cap\)$"),
+    (_nic() + _rule(extra=HUGE) * 513,
+     r"NIC 0: the rules' peer ranges need 65664 ipset members, more than 65536 \(netfw's cap per NIC\)$"),
+    (_nic() + _rule(extra=f"<IP>::1</IP><SIZE>{(1 << 128) - 2}</SIZE>"),
+     r"rule 1 \(security group 100\): SIZE: \d+ addresses from IP ::1 need 254 CIDR blocks, more than 128 "),
+    (_nic(groups=",".join(map(str, range(300)))), r"NIC 0: SECURITY_GROUPS lists more than 256 groups"),
+    (_nic(extra="<ALIAS_IDS>" + "1," * 1100 + "</ALIAS_IDS>"), r"NIC 0: ALIAS_IDS lists more than 1024 aliases"),
+    (_nic() + "<NIC_ALIAS><PARENT_ID>0</PARENT_ID><IP>10.0.0.9</IP></NIC_ALIAS>" * 1025,
+     r"NIC 0 has more than 1024 NIC_ALIASes \(netfw's cap\)$"),
+    (_nic(extra="<IP>10.0.0.1</IP>") + "".join(f"<NIC_ALIAS><PARENT_ID>0</PARENT_ID><IP>10.1.0.{i}</IP><IP6>"
+                                              f"2001:db8::{i}</IP6></NIC_ALIAS>" for i in range(512)),
+     r"NIC 0: 1025 addresses with its aliases', more than 1024 \(netfw's cap per NIC\)$"),
+    (_nic(1000), r"NIC id 1000 is out of range 0\.\.999$"),
+    (_nic(extra="<NETWORK_ID>" + "1" * 5000 + "</NETWORK_ID>") + _rule(extra="<SIZE>" + "9" * 5000 + "</SIZE>"),
+     r"rule 1 \(security group 100\): SIZE: 9{20}\.\.\. is too large$"),
+    ("<a>" * 40 + "</a>" * 40, r"it nests deeper than 32 elements \(netfw's cap\)$"),
+    ("<a/>" * 131073, r"it has more than 131072 elements \(netfw's cap\)$"),
+    ("<a x='1' y='2'/>" * 513, r"it has more than 1024 attributes \(netfw's cap\)$"),
+    ("<a " + " ".join(f"x{i}='1'" for i in range(64)) + "/>", r"an element has 64 attributes or more \(netfw's cap\)$"),
+])  # fmt: skip
+def test_caps_refuse_before_expanding(body, pattern):
+    _raises(_doc(body), pattern)
+
+
+def test_rules_at_the_caps_are_accepted():
+    doc = one.parse_vm(_doc(_nic() + _rule(extra=HUGE) * 512 + _rule() * 3584))
+    assert len(doc.nic(0).spec.rules) == 4096
+    assert sum(r.blocks for r in doc.nic(0).spec.rules) == 65536
+
+
+def test_a_document_with_the_schemas_attributes_is_fine():
+    assert one.parse_vm(data("namespaced.xml")).vm == 8

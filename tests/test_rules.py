@@ -43,6 +43,15 @@ BAD = [
     ([{**TCP_IN, "IP": "10.0.0.300"}], "rule 1: IP: '10.0.0.300' is not an IPv4 or IPv6 address"),
     ([{**TCP_IN, "IP": "10.0.0.0/24"}], "rule 1: IP: '10.0.0.0/24' is not an IPv4 or IPv6 address"),
     ([{**TCP_IN, "IP": "fe80::1%eth0"}], "rule 1: IP: 'fe80::1%eth0' has a zone; give the plain address"),
+    ([{**TCP_IN, "IP": "2001:db8::5%1\n-I FORWARD 1 -j ACCEPT\n#"}],
+     "rule 1: IP: '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#' has a zone; give the plain address"),
+    ([{**TCP_IN, "IP6": "2001:db8::5%1", "NETWORK_ID": 3}], "rule 1: IP6: '2001:db8::5%1' has a zone; give the plain address"),
+    ([{**TCP_IN, "IP": "::1", "SIZE": str((1 << 128) - 2)}],
+     "rule 1: SIZE: 340282366920938463463374607431768211454 addresses from IP ::1 need 254 CIDR blocks, more than 128 "
+     "(netfw's cap per rule): split the range"),
+    ([{**TCP_IN, "RANGE": "1," * 1_000_000}], "rule 1: RANGE: 1000001 ports is more than 15 (a range counts 2)"),
+    ([{**TCP_IN, "RANGE": "9" * 5000}], "rule 1: RANGE: port 99999999999999999999 is above 65535"),
+    ([{**TCP_IN, "IP": "10.0.0.1", "SIZE": "9" * 5000}], "rule 1: SIZE: 99999999999999999999... is too large"),
     ([{**TCP_IN, "SIZE": "10"}], "rule 1: SIZE: needs IP (the first address of the range)"),
     ([{**TCP_IN, "IP": "10.0.0.1", "SIZE": "0"}], "rule 1: SIZE: 0 is below 1"),
     ([{**TCP_IN, "IP": "10.0.0.1", "SIZE": "-4"}], "rule 1: SIZE: -4 is below 1"),
@@ -151,6 +160,8 @@ def test_load_rules_json():
     [
         ("[{", "rules: invalid JSON: Expecting property name enclosed in double quotes (line 1 column 3)"),
         ('{"PROTOCOL": "TCP"}', "rules: expected a JSON list of rule objects"),
+        ("[" * 100_000 + "]" * 100_000, "rules: invalid JSON: nested too deeply"),
+        ("[" + "{}," * 4096 + "{}]", "rules: 4097 security-group rules, more than 4096 (netfw's cap per NIC)"),
         ('[{"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND", "RANGE": 70000, "SECURITY_GROUP_ID": 0}]',
          "rule 1 (security group 0): RANGE: port 70000 is above 65535"),
     ],
@@ -159,3 +170,9 @@ def test_load_rules_json_errors(text, message):
     with pytest.raises(InputError) as e:
         load_rules_json(text)
     assert str(e.value) == message
+
+
+def test_load_rules_json_refuses_a_number_of_thousands_of_digits():
+    """json.loads raises a plain ValueError (not JSONDecodeError) there: still one InputError, exit 2."""
+    with pytest.raises(InputError, match=r"^rules: invalid JSON: Exceeds the limit"):
+        load_rules_json("[" + "9" * 5000 + "]")
