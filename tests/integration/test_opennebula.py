@@ -331,8 +331,8 @@ def test_live_migration_ends_filtered_on_the_destination_and_clean_on_the_source
     assert destination.netfw_left() != [] and host.netfw_left() == []
 
 
-@pytest.mark.parametrize("bad", ["billion_laughs.xml", "tap_slash.xml", "no_bridge.xml", "rule_unknown_group.xml",
-                                 "vm_id_not_number.xml"])
+@pytest.mark.parametrize("bad", ["billion_laughs.xml", "tap_slash.xml", "no_bridge.xml", "target_foreign.xml",
+                                 "vm_id_not_number.xml", "ip6_zone_injection.xml", "security_groups_empty.xml"])
 def test_bad_documents_touch_nothing(host, bad):
     host.vm_nic(0, "vnbr0", "10.61.0.7/24", "02:00:0a:3d:00:07")
     before = snapshot()
@@ -340,3 +340,48 @@ def test_bad_documents_touch_nothing(host, bad):
         res = host.driver(action, *args, doc=f"bad/{bad}")
         assert res.returncode == 2 and len(errors(res)) == 1 and "VM document" in errors(res)[0], res.stderr
     assert snapshot() == before and host.netfw_left() == []
+
+
+def test_alias_hot_attach_and_detach_keep_the_parent_nic_filtered(host):
+    """Issue 8, finding 4: the clean of an alias hot-detach (ATTACH=YES on NIC_ALIAS 5 of NIC 0) removed NIC 0's
+    whole firewall while the VM kept running, and every later update_sg exited 2. Now post re-applies NIC 0 with
+    the alias's address, clean re-applies it without, and NIC 0 stays filtered throughout."""
+    g = start_vm(host)
+    host.ok("post", "one-7", "host-a", doc="e2e_two_nics.xml")
+    host.sh("ip", "-n", g["vm0"], "addr", "add", "10.61.0.9/24", "dev", "eth0")
+    assert not host.ping(g["vm0"], "10.61.0.2", source="10.61.0.9")  # not NIC 0's address yet: spoofing
+
+    host.ok("post", "one-7", "host-a", doc="e2e_alias_attach.xml")  # the alias is hot-attached
+    assert host.ping(g["vm0"], "10.61.0.2", source="10.61.0.9")
+    assert matrix(host, g) == FIRST and api.verify(VM) == {0: [], 1: []}
+
+    host.ok("clean", "host-a", doc="e2e_alias_attach.xml")  # ... and hot-detached
+    assert api.verify(VM) == {0: [], 1: []}  # NIC 0 is still behind its firewall
+    assert not host.ping(g["vm0"], "10.61.0.2", source="10.61.0.9")  # without the alias's address
+    assert matrix(host, g) == FIRST
+
+    host.ok("update_sg", "one-7", doc="e2e_sg_changed.xml")  # exited 2 once NIC 0 had been detached
+    assert matrix(host, g) == CHANGED
+    host.ok("clean", "host-a", doc="e2e_sg_changed.xml")
+    assert host.netfw_left() == []
+
+
+def test_zone_id_injection_through_the_driver_touches_nothing(host, tmp_path):
+    """Issue 8, finding 1, as OpenNebula would deliver it: base64 on standard input of post and update_sg."""
+    text = (DATA / "e2e_two_nics.xml").read_text().replace(
+        "<IP><![CDATA[10.61.0.7]]></IP>", "<IP><![CDATA[10.61.0.7]]></IP><IP6>2001:db8::5%1&#10;-I FORWARD 1 -j "
+        "ACCEPT&#10;#</IP6>")
+    doc = tmp_path / "injected.xml"
+    doc.write_text(text)
+    start_vm(host)
+    before = snapshot()
+    res = host.driver("post", "one-7", "host-a", doc=str(doc))
+    assert res.returncode == 2 and errors(res) == [
+        "ERROR: VM document: NIC 0: IP6 '2001:db8::5%1\\n-I FORWARD 1 -j ACCEPT\\n#' has a zone; give the plain "
+        "address"]
+    assert snapshot() == before and host.netfw_left() == []
+
+    host.ok("post", "one-7", "host-a", doc="e2e_two_nics.xml")
+    attached = snapshot()
+    assert host.driver("update_sg", "one-7", doc=str(doc)).returncode == 2
+    assert snapshot() == attached
