@@ -25,7 +25,7 @@ ICMP_TYPE_MAX = {"ICMP": 254, "ICMPV6": 255}  # iptables reads ICMP type 255 as 
 # Caps: far above what any OpenNebula set-up reaches (the legacy driver runs one process per rule, ~5 ms each, so
 # 4096 rules would take it 20 s per NIC; OpenNebula caps an ipset at 65536 members, :ipset_maxelem:), low enough
 # that a hostile input is refused before it is expanded. README.md lists them.
-MAX_RULES = 4096  # rules of one NIC (a NETWORK_ID rule counts once per address range)
+MAX_RULES = 16384  # rules of one NIC (a NETWORK_ID rule counts once per address range); the benchmark loads 10,000
 MAX_RULE_BLOCKS = 128  # CIDR blocks of one rule's peer range (any IPv4 range needs at most 62)
 MAX_IPSET_MEMBERS = 65536  # members of all the ipsets of one NIC
 MAX_ADDRESSES = 1024  # a NIC's own addresses, its aliases' included

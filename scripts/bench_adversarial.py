@@ -84,6 +84,14 @@ def rules_at_the_caps() -> bytes:
     return _pad(_vm(nics + rules))
 
 
+def four_range_rules() -> bytes:
+    """4096 NETWORK_ID rules with four ranges of 2^31 - 1 addresses each (IP, IP6, IP6_GLOBAL, IP6_ULA), all on one
+    NIC: 16,384 rules (that NIC's cap) parsed and counted before the ipset-member cap refuses them (the slowest)."""
+    four = (f"<NETWORK_ID>3</NETWORK_ID><IP>0.0.0.1</IP><IP6>::1</IP6><IP6_GLOBAL>2001:db8::1</IP6_GLOBAL>"
+            f"<IP6_ULA>fd00::1</IP6_ULA><SIZE>{(1 << 31) - 1}</SIZE>")
+    return _pad(_vm(_nic(0) + "".join(_rule(100, extra=four) for _ in range(one.MAX_DOCUMENT_RULES))))
+
+
 def many_nics() -> bytes:
     """1000 NICs (every NIC_ID there is), each listing a group of 17 rules, padded: over the rules-per-VM cap."""
     nics = "".join(_nic(n) for n in range(1000))
@@ -161,6 +169,7 @@ DOCUMENTS: dict[str, tuple[Callable[[], bytes], str | None]] = {
     "rules with huge ranges": (rules_huge_ranges, "SECURITY_GROUP_RULE elements, more than 4096"),
     "same, base64": (rules_huge_ranges_base64, "SECURITY_GROUP_RULE elements, more than 4096"),
     "4096 rules at the caps": (rules_at_the_caps, "ipset members, more than 65536"),
+    "4096 rules of four ranges": (four_range_rules, "ipset members, more than 65536"),
     "1000 NICs": (many_nics, "security-group rules together, more than 16384"),
     "NIC ids beyond 999": (nic_ids_beyond_range, "NIC id 1000 is out of range"),
     "many aliases": (many_aliases, "NIC 0 has more than 1024 NIC_ALIASes"),

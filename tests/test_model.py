@@ -41,7 +41,7 @@ GOOD = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:07", ips=("10.0.0.7", "2001:db
     ({"sg_ids": (-1,)}, "security groups (-1,) are not a list of non-negative integers"),
     ({"rules": [Rule("ALL", "INBOUND")]}, "rules are not a list of rules"),
     ({"rules": ({"protocol": "ALL"},)}, "rules are not a list of rules"),
-    ({"rules": (Rule("ALL", "INBOUND"),) * 4097}, "4097 security-group rules, more than 4096 (netfw's cap per NIC)"),
+    ({"rules": (Rule("ALL", "INBOUND"),) * 16385}, "16385 security-group rules, more than 16384 (netfw's cap per NIC)"),
     ({"rules": (Rule("ALL", "INBOUND", ip="::1", size=(1 << 128) - 1),) * 513},
      "the rules' peer ranges need 65664 ipset members, more than 65536 (netfw's cap per NIC)"),
 ])  # fmt: skip
@@ -121,7 +121,7 @@ def _record(**changes) -> dict:
     (_record(rules=[{"protocol": "ALL"}]), "rule {'protocol': 'ALL'}: Rule.__init__() missing 1 required"),
     (_record(rules=[{"protocol": "TCP", "direction": "INBOUND", "ports": "22\n-A FORWARD -j ACCEPT"}]),
      "ports '22\\n-A FORWARD -j ACCEPT' are not in the form"),
-    (_record(rules=[{"protocol": "ALL", "direction": "INBOUND"}] * 4097), "4097 security-group rules"),
+    (_record(rules=[{"protocol": "ALL", "direction": "INBOUND"}] * 16385), "16385 security-group rules"),
     (_record(sg_ids=["100"]), "security groups ('100',) are not a list of non-negative integers"),
 ])  # fmt: skip
 def test_spec_from_dict_raises_input_error_for_any_bad_field(data, message):

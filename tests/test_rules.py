@@ -161,7 +161,7 @@ def test_load_rules_json():
         ("[{", "rules: invalid JSON: Expecting property name enclosed in double quotes (line 1 column 3)"),
         ('{"PROTOCOL": "TCP"}', "rules: expected a JSON list of rule objects"),
         ("[" * 100_000 + "]" * 100_000, "rules: invalid JSON: nested too deeply"),
-        ("[" + "{}," * 4096 + "{}]", "rules: 4097 security-group rules, more than 4096 (netfw's cap per NIC)"),
+        ("[" + "{}," * 16384 + "{}]", "rules: 16385 security-group rules, more than 16384 (netfw's cap per NIC)"),
         ('[{"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND", "RANGE": 70000, "SECURITY_GROUP_ID": 0}]',
          "rule 1 (security group 0): RANGE: port 70000 is above 65535"),
     ],
