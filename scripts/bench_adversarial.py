@@ -164,10 +164,16 @@ def rules_huge_ranges_base64() -> bytes:
     return base64.b64encode(rules_huge_ranges())
 
 
+def base64_one_character_lines() -> bytes:
+    """The largest input (8 MiB) as base64 wrapped after every character."""
+    return b"P\n" * (one.MAX_INPUT // 2)
+
+
 #: name -> (document generator, the cap or check that refuses it; None: accepted, within every cap)
 DOCUMENTS: dict[str, tuple[Callable[[], bytes], str | None]] = {
     "rules with huge ranges": (rules_huge_ranges, "SECURITY_GROUP_RULE elements, more than 4096"),
     "same, base64": (rules_huge_ranges_base64, "SECURITY_GROUP_RULE elements, more than 4096"),
+    "base64, one character a line": (base64_one_character_lines, "it is not well-formed XML"),
     "4096 rules at the caps": (rules_at_the_caps, "ipset members, more than 65536"),
     "4096 rules of four ranges": (four_range_rules, "ipset members, more than 65536"),
     "1000 NICs": (many_nics, "security-group rules together, more than 16384"),
