@@ -170,22 +170,52 @@ def test_tagged_ip_is_filtered_like_untagged_even_without_the_ethertype_chain(de
     """Defence in depth: the namespace's br_netfilter passes VLAN-tagged and PPPoE IP to iptables, so with the
     ethertype chain flushed (tampering) a tagged packet still meets the rules, and verify reports the tampering."""
     sniffer = detached[PEER]
-    allowed = [t.frame(lambda tag: _ip(((Q, 5),), port=None)(VM1, PEER, tag), True, "802.1Q to the allowed port")]
-    forbidden = [t.frame(lambda tag: _ip(((Q, 5),))(VM1, PEER, tag), False, "802.1Q to a forbidden port"),
-                 t.frame(lambda tag: _ip(((Q, 5),), 6)(VM1, PEER, tag), False, "802.1Q IPv6 to a forbidden port"),
-                 t.frame(lambda tag: _pppoe(VM1, PEER, tag), False, "PPPoE IPv4 to a forbidden port")]
-    control = [dataclasses.replace(p, expect=True) for p in forbidden]
-    bad = t.mismatches(VM1, control, sniffer)
+
+    def tagged(forbidden_pass: bool, allowed_pass: bool) -> list[t.Probe]:
+        return [t.frame(lambda tag: _ip(((Q, 5),), port=None)(VM1, PEER, tag), allowed_pass,
+                        "802.1Q to the allowed port"),
+                t.frame(lambda tag: _ip(((Q, 5),))(VM1, PEER, tag), forbidden_pass, "802.1Q to a forbidden port"),
+                t.frame(lambda tag: _ip(((Q, 5),), 6)(VM1, PEER, tag), forbidden_pass,
+                        "802.1Q IPv6 to a forbidden port"),
+                t.frame(lambda tag: _pppoe(VM1, PEER, tag), forbidden_pass, "PPPoE IPv4 to a forbidden port")]
+
+    bad = t.mismatches(VM1, tagged(forbidden_pass=True, allowed_pass=True), sniffer)
     assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
     api.attach(PLAIN)
     # Before the fix there is no such chain and `ebtables -F` fails: the frames below then show the bypass.
     sh("nsenter", "--net=/run/netns/one-1", "ebtables", "-F", "one-1-0-e", check=False)
-    bad = t.mismatches(VM1, allowed + forbidden, sniffer)
+    bad = t.mismatches(VM1, tagged(forbidden_pass=False, allowed_pass=True), sniffer)
     assert not bad, "\n".join(bad)
     assert any("one-1-0-e" in d for d in api.verify(1)[0])
     api.attach(PLAIN)  # repairs the chain: tagged frames are dropped again, whatever their port
     assert api.verify(1) == {0: []}
-    bad = t.mismatches(VM1, [dataclasses.replace(allowed[0], expect=False, tag=t.new_tag())], sniffer)
+    bad = t.mismatches(VM1, tagged(forbidden_pass=False, allowed_pass=False), sniffer)
+    assert not bad, "\n".join(bad)
+
+
+def test_updates_turning_spoofing_filters_off_and_on_keep_the_ethertype_chain(detached):
+    """Spoofing filters off by an update: chain `a` and its jump go, `e` stays; on again: `a` is back."""
+    sniffer = detached[PEER]
+
+    def frames(forged_pass: bool) -> list[t.Probe]:
+        forged = lambda tag: fr.ether(MAC[PEER], FORGED_MAC, *fr.ip_udp(IP4[VM1], IP4[PEER], ALLOWED["out"], tag))
+        return [t.frame(forged, forged_pass, "a forged source MAC, to the allowed port"),
+                t.frame(lambda tag: _ip(port=None)(VM1, PEER, tag), True, "the real MAC, to the allowed port"),
+                t.frame(lambda tag: _ip(((Q, 5),), port=None)(VM1, PEER, tag), False, "802.1Q to the allowed port")]
+
+    def chains() -> list[str]:
+        return [line for line in lab_mod.rules("one-1", "ebtables-save") if "one-1-0-" in line]
+
+    api.attach(SPOOFING)
+    bad = t.mismatches(VM1, frames(forged_pass=False), sniffer)
+    api.update(PLAIN)
+    assert api.verify(1) == {0: []}
+    assert not [line for line in chains() if "one-1-0-a" in line]
+    bad += t.mismatches(VM1, frames(forged_pass=True), sniffer)
+    api.update(SPOOFING)
+    assert api.verify(1) == {0: []}
+    assert "-A FORWARD -i one-1-0 -j one-1-0-a" in chains()
+    bad += t.mismatches(VM1, frames(forged_pass=False), sniffer)
     assert not bad, "\n".join(bad)
 
 
