@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 
@@ -83,7 +84,7 @@ class Kind:
     """One kind of frame: what it is, whether it may cross the firewall, and the tag it arrives with (TPID)."""
 
     why: str
-    build: object  # (src guest, dst guest, tag) -> frame
+    build: Callable[[str, str, bytes], bytes]  # (src guest, dst guest, tag) -> frame
     allowed: bool
     tpid: int | None = None
 
@@ -231,7 +232,7 @@ def _shifted(address: str, mac: str) -> bytes:
     return bytes(4) + ipaddress.IPv6Address(address).packed + bytes(2) + fr.mac(mac)
 
 
-def _nd(build) -> object:
+def _nd(build: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
     return lambda tag: fr.ether(MAC[PEER], MAC[VM1], fr.ETH_IP6, build(tag))
 
 
