@@ -7,7 +7,8 @@ live rules with a plain equality, and lets a repeated attach see that nothing ne
 states print as `RELATED,ESTABLISHED`, MACs print lower-case with two digits per byte, and multiport refuses `p:p`.
 
 Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), plus `-s` (the NIC's own
-source addresses) when IP spoofing is filtered; for ebtables `-a` (ARP and Ethernet anti-spoofing).
+source addresses) when IP spoofing is filtered, and in IPv6 `-t` and `-l` (ND targets and link-layer options); for
+ebtables `-e` (the ethertypes that may cross the tap, always) and `-a` (ARP and Ethernet anti-spoofing).
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ from . import names, script, values
 from .model import IPSET_THRESHOLD, InputError, NicSpec, Rule
 from .rules import matches_nothing, peers
 
-#: Tool prefixes: `iptables-restore`, `ip6tables-restore`; "eb" (ebtables-restore) is added when spoofing is filtered.
+#: Tool prefixes: `iptables-restore`, `ip6tables-restore`; and "eb" (`ebtables-restore`), which every NIC has too.
 FAMILIES = ("ip", "ip6")
 EB = "eb"
 VERSION = {"ip": 4, "ip6": 6}
 IPSET_FAMILY = {4: "inet", 6: "inet6"}
+
+#: The only ethertypes that cross a tap, untagged (ebtables `-p` names, as ebtables-save prints them).
+ETHERTYPES = ("IPv4", "IPv6", "ARP")
+
+#: u32: the IPv6 header's next header (byte 6) is ICMPv6, i.e. no extension header stands between it and the ND
+#: message, so that the fixed offsets the ND checks read are those of the message.
+_ND_BARE = "0x4&0xff00=0x3a00"
 
 #: ICMPv6 that IPv6 cannot work without: router advertisement, neighbour solicitation/advertisement, redirect in;
 #: router solicitation, neighbour solicitation/advertisement out.
@@ -70,8 +78,7 @@ def render(spec: NicSpec) -> Ruleset:
     """The complete ruleset of one NIC. Pure: runs nothing (the spec validated itself when it was made)."""
     ipsets: list[IpsetSpec] = []
     families = [_family(spec, family, ipsets) for family in FAMILIES]
-    if spec.filter_mac or spec.filter_ip:
-        families.append(_ebtables(spec))
+    families.append(_ebtables(spec))
     return Ruleset(tuple(families), tuple(ipsets))
 
 
@@ -95,7 +102,7 @@ def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
 
 def chain_name(spec: NicSpec, role: str) -> str:
     """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 't' (ND targets), 'l' (ND link-layer
-    options) or 'a' (ebtables); at most 20 characters."""
+    options), 'e' or 'a' (ebtables: ethertypes, anti-spoofing); at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role
@@ -183,15 +190,23 @@ def _u32_words(data: bytes, offset: int) -> str:
 
 def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
     """`t`: an NS/NA target must be an address of the NIC; `l`: a source/target link-layer option must carry the
-    NIC's MAC. Offsets assume no extension header (ND has none); anything else fails closed."""
+    NIC's MAC.
+
+    u32 reads offsets from the start of the IPv6 header, while `-p ipv6-icmp -m icmp6` find the message behind any
+    extension headers: a Destination Options header would shift the message and let its own bytes stand where the
+    checks read (the NIC's address and MAC, with a forged target or option behind them). So each chain first drops
+    ND whose IPv6 header is not followed by the ICMPv6 message itself (ND carries none in practice; RFC 6980
+    forbids fragmenting it).
+    """
     chains = {}
     if spec.filter_ip:
         t = chain_name(spec, "t")
         own = [ipaddress.ip_network(a).network_address.packed for a in own_addresses(spec, 6)]
-        chains[t] = [*(f'-A {t} -m u32 --u32 "{_u32_words(a, 48)}" -j RETURN' for a in own), f"-A {t} -j DROP"]
+        chains[t] = [_shifted(t), *(f'-A {t} -m u32 --u32 "{_u32_words(a, 48)}" -j RETURN' for a in own),
+                     f"-A {t} -j DROP"]
     if spec.filter_mac:
         l, mac = chain_name(spec, "l"), bytes.fromhex(mac_address(spec).replace(":", ""))
-        lines = []
+        lines = [_shifted(l)]
         # RS: options right after its 8 bytes (offset 48); NS/NA: after the 16-byte target (offset 64).
         for kind, start, bare in ((133, 48, 8), (135, 64, 24), (136, 64, 24)):
             lines.append(_icmp6(l, kind, f'-m u32 --u32 "0x4>>0x10=0x{bare:x}" -j RETURN'))  # no option at all
@@ -199,6 +214,11 @@ def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
             lines.append(_icmp6(l, kind, f'-m u32 --u32 "{head}&&{_u32_words(mac[2:], start + 4)}" -j RETURN'))
         chains[l] = [*lines, f"-A {l} -j DROP"]
     return chains
+
+
+def _shifted(chain: str) -> str:
+    """Drop an ND message behind an extension header: the offsets of the chain's checks would miss it."""
+    return f'-A {chain} -m u32 ! --u32 "{_ND_BARE}" -j DROP'
 
 
 def _stateful(chain: str) -> list[str]:
@@ -289,8 +309,34 @@ def own_addresses(spec: NicSpec, version: int) -> tuple[str, ...]:
 
 
 def _ebtables(spec: NicSpec) -> FamilyRules:
+    """Frames to and from the VM: only untagged IPv4, IPv6 and ARP cross the tap (chain `e`, whatever the spoofing
+    flags); with spoofing filters, frames from the VM then go through `a`."""
+    e, tap = chain_name(spec, "e"), spec.tap
+    chains = {e: _ethertypes(e)}
+    jumps = [f"-A FORWARD -i {tap} -j {e}", f"-A FORWARD -o {tap} -j {e}"]
+    if spec.filter_mac or spec.filter_ip:
+        a = chain_name(spec, "a")
+        chains[a] = _spoofing(spec, a)
+        jumps.append(f"-A FORWARD -i {tap} -j {a}")
+    return FamilyRules(EB, chains, tuple(jumps))
+
+
+def _ethertypes(e: str) -> tuple[str, ...]:
+    """Only untagged IPv4, IPv6 and ARP go on: br_netfilter hands iptables untagged IPv4 and IPv6 only (by
+    default), so a tagged (802.1Q, 802.1ad), PPPoE, 802.3 or other frame would cross the firewall bridge past every
+    rule (issue 8); ARP goes on to `a` when spoofing is filtered. ebtables names a tagged frame's ethertype 802_1Q
+    whatever it carries (the kernel has moved the outer tag out of the frame by then), so `-p IPv4` never lets a
+    tagged frame through.
+
+    A VM has no business tagging frames on its VN (the VN does the tagging), and dropping them rather than having
+    iptables filter them (the bridge-nf-filter-* sysctls, which stop at one tag) keeps a tagged frame from ever
+    reaching another VLAN. The chain is jumped to for both directions: another VM may send such frames too.
+    """
+    return (*(f"-A {e} -p {ethertype} -j RETURN" for ethertype in ETHERTYPES), f"-A {e} -j DROP")
+
+
+def _spoofing(spec: NicSpec, a: str) -> tuple[str, ...]:
     """Frames from the VM: foreign source MAC dropped; ARP whose sender MAC or IP is not the NIC's dropped."""
-    a = chain_name(spec, "a")
     lines = []
     if spec.filter_mac:
         mac = mac_address(spec)
@@ -300,7 +346,7 @@ def _ebtables(spec: NicSpec) -> FamilyRules:
         # 0.0.0.0: the RFC 5227 probe a client sends before it uses an address.
         lines += [f"-A {a} -p ARP --arp-ip-src {ip} -j RETURN" for ip in (*own, "0.0.0.0")]
         lines.append(f"-A {a} -p ARP -j DROP")
-    return FamilyRules(EB, {a: tuple(lines)}, (f"-A FORWARD -i {spec.tap} -j {a}",))
+    return tuple(lines)
 
 
 # --- restore input --------------------------------------------------------------------------------------------

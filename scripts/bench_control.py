@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench_lab import (ROOT, VN_BRIDGE, Backend, in_ns, legacy_shim, many_rules, ms, restore, sh, spec)
 from netfw import api, runner
-from netfw.render import render
+from netfw.render import render, restore_text
 from netfw.steps import FamilyRuleset
 
 NETFW_CLI = str(ROOT / ".venv" / "bin" / "netfw")
@@ -59,14 +59,16 @@ def subprocess_runner():
 
 # -- the shell floor -------------------------------------------------------------------------------------------------
 #: The fewest processes that make the same kernel objects as netfw's attach of one NIC: namespace (+ its sysctls),
-#: firewall bridge, veth pair (peer created straight into the hypervisor namespace), both families' rules, cut-over.
+#: firewall bridge, veth pair (peer created straight into the hypervisor namespace), both families' rules, the
+#: ebtables ethertype chain every NIC has, cut-over.
 FLOOR_ATTACH = r"""
 set -e
-NS=$1 TAP=$2 VN=$3 BR=$4 H=$5 F=$6 R4=$7 R6=$8
+NS=$1 TAP=$2 VN=$3 BR=$4 H=$5 F=$6 R4=$7 R6=$8 RE=$9
 t0=$EPOCHREALTIME
 ip netns add "$NS"
 nsenter --net=/run/netns/"$NS" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
-    net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+    net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 \
+    net.bridge.bridge-nf-filter-vlan-tagged=1 net.bridge.bridge-nf-filter-pppoe-tagged=1
 ip -n "$NS" -batch - <<EOF
 link set lo up
 link add $BR type bridge nf_call_iptables 1 nf_call_ip6tables 1
@@ -76,6 +78,7 @@ link set $F master $BR up
 EOF
 nsenter --net=/run/netns/"$NS" iptables-restore --noflush < "$R4"
 nsenter --net=/run/netns/"$NS" ip6tables-restore --noflush < "$R6"
+nsenter --net=/run/netns/"$NS" ebtables-restore --noflush < "$RE"
 ip -batch - <<EOF
 link set $H master $VN up
 link set $TAP netns $NS
@@ -84,7 +87,7 @@ ip -n "$NS" link set "$TAP" master "$BR" up
 t1=$EPOCHREALTIME
 echo $(( (${t1/./} - ${t0/./}) ))
 """
-FLOOR_ATTACH_PROCESSES = 7
+FLOOR_ATTACH_PROCESSES = 8
 
 #: Tap back onto the VN bridge, then the namespace goes with the bridge, the veth pair and the rules in it.
 FLOOR_DETACH = r"""
@@ -117,14 +120,16 @@ class Floor:
                       names.veth_host(nic_spec.vm, 0), names.veth_fw(nic_spec.vm, 0))
         ruleset = render(nic_spec)
         self.r4, self.r6 = workdir / f"floor-{nic_spec.vm}.v4", workdir / f"floor-{nic_spec.vm}.v6"
+        self.re = workdir / f"floor-{nic_spec.vm}.eb"
         _restore_file(ruleset.family("ip"), self.r4)
         _restore_file(ruleset.family("ip6"), self.r6)
+        self.re.write_text(restore_text(ruleset.family("eb")))
         self.attach_sh, self.detach_sh = workdir / "floor-attach.sh", workdir / "floor-detach.sh"
         self.attach_sh.write_text(FLOOR_ATTACH)
         self.detach_sh.write_text(FLOOR_DETACH)
 
     def attach(self) -> float:
-        out = sh("bash", str(self.attach_sh), *self.names, str(self.r4), str(self.r6)).stdout
+        out = sh("bash", str(self.attach_sh), *self.names, str(self.r4), str(self.r6), str(self.re)).stdout
         return int(out.split()[-1]) / 1e6
 
     def detach(self) -> float:

@@ -6,6 +6,8 @@ import pytest
 
 from netfw import api
 from netfw.model import NicSpec
+from netfw.render import render
+from netfw.steps import FamilyRuleset
 from netfw.transaction import TransactionError
 
 from .fake import FakeHost, link
@@ -18,7 +20,8 @@ ip -j -d -force -batch -
   link show dev vnbr0
 ip netns add one-7
 nsenter --net=/run/netns/one-7 sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
-net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
+net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 net.bridge.bridge-nf-filter-vlan-tagged=1 \
+net.bridge.bridge-nf-filter-pppoe-tagged=1
 ip -n one-7 link set lo up
 ip -n one-7 -batch -
   link add one-br-7-0 mtu 1450 type bridge nf_call_iptables 1 nf_call_ip6tables 1
@@ -41,7 +44,12 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     cmds = fake.commands()
     assert "\n".join(cmds).startswith(ATTACH_FRESH.replace("\\\n", ""))
     restores = [argv for argv, _ in fake.calls if argv[-2:] == ["--noflush"] or "--noflush" in argv]
-    assert [a[2] for a in restores] == ["iptables-restore", "ip6tables-restore"]  # one per family, filter + raw
+    # one per family (filter + raw), and ebtables for the ethertypes every tap lets through
+    assert [a[2] for a in restores] == ["iptables-restore", "ip6tables-restore", "ebtables-restore"]
+    eb = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["ebtables-restore"])
+    assert eb == ("*filter\n:one-7-0-e RETURN\n-A one-7-0-e -p IPv4 -j RETURN\n-A one-7-0-e -p IPv6 -j RETURN\n"
+                  "-A one-7-0-e -p ARP -j RETURN\n-A one-7-0-e -j DROP\n-A FORWARD -i one-7-0 -j one-7-0-e\n"
+                  "-A FORWARD -o one-7-0 -j one-7-0-e\nCOMMIT\n")
     ip4 = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["iptables-restore"])
     assert ip4.startswith("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:one-7-0-i - [0:0]\n")
     assert "*raw\n-A PREROUTING -i one-br-7-0 -j CT --zone 1\nCOMMIT\n" in ip4
@@ -49,7 +57,7 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     assert cut == [(["ip", "-batch", "-"], "link set one-7-0-h master vnbr0 up\nlink set one-7-0 netns one-7\n")]
     assert fake.calls[-1][0] == ["ip", "-n", "one-7", "link", "set", "one-7-0", "master", "one-br-7-0", "up"]
     assert (tmp_path / "vm-7" / "nic-0.json").exists()
-    assert len(fake.calls) == 12  # the process count of one attach (benchmarked)
+    assert len(fake.calls) == 13  # the process count of one attach (benchmarked)
 
 
 def test_attach_rejects_a_tap_on_another_bridge_before_touching_anything(mocker, tmp_path):
@@ -91,3 +99,18 @@ def test_a_failing_restore_rolls_back_what_attach_made(mocker, tmp_path):
         "ip netns del one-7",
     ]
     assert not (tmp_path / "vm-7" / "nic-0.json").exists()
+
+
+def test_an_update_that_turns_spoofing_filters_off_deletes_the_jump_before_the_chain(mocker):
+    """ebtables keeps `e` (ethertypes) and loses `a`: a chain a jump names cannot be deleted (EBUSY)."""
+    spoofing = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:01", ips=("10.0.0.1",), filter_mac=True, filter_ip=True)
+    old, new = render(spoofing).family("eb"), render(NicSpec(7, 0, "vnbr0")).family("eb")
+    live = "\n".join(["*filter", ":INPUT ACCEPT", ":FORWARD ACCEPT", ":OUTPUT ACCEPT",
+                      *(f":{chain} RETURN" for chain in old.chains), *(r for rs in old.chains.values() for r in rs),
+                      *old.jumps, ""])
+    fake = FakeHost(mocker, saves={("one-7", "eb", "filter"): live}, netns={"one-7"})
+    assert FamilyRuleset("one-7", new, stale=tuple(old.chains)).apply()
+    (stdin,) = [stdin for argv, stdin in fake.calls if "ebtables-restore" in argv]
+    body = stdin.splitlines()[1:-1]
+    assert body[-3:] == ["-D FORWARD -i one-7-0 -j one-7-0-a", ":one-7-0-a RETURN", "-X one-7-0-a"]
+    assert ":one-7-0-e RETURN" in body and "-A FORWARD -i one-7-0 -j one-7-0-e" not in body  # kept, not re-added

@@ -82,8 +82,27 @@ def test_render_matches_expected_file(case):
     assert text == path.read_text()
 
 
-def test_no_ebtables_without_spoofing_filters():
-    assert [f.family for f in render(CASES["every-rule"]).families] == ["ip", "ip6"]
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_nic_lets_only_untagged_ipv4_ipv6_and_arp_cross_its_tap(case):
+    """Whatever the spoofing flags: ebtables chain `e`, jumped to in both directions, ends in DROP (issue 8)."""
+    spec = CASES[case]
+    eb = render(spec).family("eb")
+    e = "one-12-3-e" if spec.vm == 12 else "one-7-0-e"
+    assert eb.chains[e] == (f"-A {e} -p IPv4 -j RETURN", f"-A {e} -p IPv6 -j RETURN", f"-A {e} -p ARP -j RETURN",
+                            f"-A {e} -j DROP")
+    assert eb.jumps[:2] == (f"-A FORWARD -i {spec.tap} -j {e}", f"-A FORWARD -o {spec.tap} -j {e}")
+    assert list(eb.chains) == [e, *([e[:-1] + "a"] if spec.filter_mac or spec.filter_ip else [])]
+
+
+@pytest.mark.parametrize("case", ["sg0-spoofing", "sg0-mac-only", "sg0-ip-only-no-mac"])
+def test_nd_checks_first_drop_nd_behind_an_extension_header(case):
+    """The u32 offsets of `t` and `l` hold only when ICMPv6 follows the IPv6 header directly (issue 8)."""
+    chains = render(CASES[case]).family("ip6").chains
+    checked = [c for c in ("one-7-0-t", "one-7-0-l") if c in chains]
+    assert checked
+    for chain in checked:
+        assert chains[chain][0] == f'-A {chain} -m u32 ! --u32 "0x4&0xff00=0x3a00" -j DROP'
+        assert chains[chain][-1] == f"-A {chain} -j DROP"
 
 
 @pytest.mark.parametrize("last", range(1, 40))

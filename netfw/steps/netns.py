@@ -8,12 +8,17 @@ from .. import names, probe, runner, script
 from .base import ForwardOnly, Fresh, Step, remove, run_batch
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
-#: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3).
+#: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3), VLAN-tagged and PPPoE
+#: IP too. Each NIC's ebtables chain `e` drops tagged and PPPoE frames before iptables would see them; these two
+#: (default 0, which lets such IP past every rule) make a frame that ever gets past `e` meet the rules like an
+#: untagged one, at no cost: they ride in the same `sysctl` process.
 SYSCTLS = {
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
     "net.bridge.bridge-nf-call-iptables": "1",
     "net.bridge.bridge-nf-call-ip6tables": "1",
+    "net.bridge.bridge-nf-filter-vlan-tagged": "1",
+    "net.bridge.bridge-nf-filter-pppoe-tagged": "1",
 }
 
 

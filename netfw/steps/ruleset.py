@@ -33,8 +33,10 @@ class _Part:
             body.extend(rules)
         body += [j for j in self.rules.jumps if live.count(j) == 0]
         body += [tables.delete_line(j) for j in self.rules.jumps for _ in range(live.count(j) - 1)]
-        for chain in self.stale:  # nothing names it once the NIC's chains are refilled in this same restore
+        for chain in self.stale:  # nothing names it once the NIC's chains are refilled in this same restore...
             if live.chain(chain) is not None:
+                # ... but a jump of the parent chain (ebtables `a` once spoofing filters are off, `e` staying)
+                body += [tables.delete_line(j) for j in live.rules.get(self.parent, []) if j.endswith(f" -j {chain}")]
                 body += [tables.declare(self.family, chain), f"-X {chain}"]
         return body
 

@@ -41,7 +41,7 @@ def test_attach_twice_changes_nothing_and_detach_twice_succeeds(lab):
     lab.bridge()
     lab.vm(1, 0, "10.9.0.1/24")
     first = attach(1, 0)
-    assert len(first.changed) == 7  # namespace, bridge, veth, ip (filter+raw), ip6 (filter+raw), cut-over, record
+    assert len(first.changed) == 8  # namespace, bridge, veth, ip (filter+raw), ip6 (filter+raw), eb, cut-over, record
     after_first = snapshot()
     second = attach(1, 0)
     assert second.changed == []
@@ -189,6 +189,11 @@ TAMPERING = {
     "bridge-nf sysctl set to 0": (["nsenter", "--net=/run/netns/one-1", "sysctl", "-qw",
                                    "net.bridge.bridge-nf-call-iptables=0"],
                                   "sysctl net.bridge.bridge-nf-call-iptables is 0, expected 1"),
+    "ethertype chain flushed": (["nsenter", "--net=/run/netns/one-1", "ebtables", "-F", "one-1-0-e"],
+                                "ebtables chain one-1-0-e differs"),
+    "tagged-frame sysctl set to 0": (["nsenter", "--net=/run/netns/one-1", "sysctl", "-qw",
+                                      "net.bridge.bridge-nf-filter-vlan-tagged=0"],
+                                     "sysctl net.bridge.bridge-nf-filter-vlan-tagged is 0, expected 1"),
     "bridge option nf_call_iptables off": (["ip", "-n", "one-1", "link", "set", "one-br-1-0", "type", "bridge",
                                             "nf_call_iptables", "0"], "bridge one-br-1-0 has nf_call_iptables off"),
     "veth host end off the VN bridge": (["ip", "link", "set", "one-1-0-h", "nomaster"],

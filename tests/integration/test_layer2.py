@@ -1,0 +1,295 @@
+"""Layer-2 bypasses of the rules, proved closed with hand-made frames (sandbox only).
+
+Two findings of issue 8:
+- frames iptables never sees (802.1Q, 802.1ad and QinQ tags, PPPoE, any other ethertype, 802.3 length frames)
+  crossed the firewall bridge past every rule, both from the VM and to it, whatever the spoofing flags;
+- the ND anti-spoofing checks read fixed u32 offsets, which an IPv6 extension header shifts: a Destination Options
+  header carrying the NIC's own address and MAC at the offsets read let a VM poison a neighbour's cache.
+
+One lab for the module: VM 1 (guest g1-0, attached and detached by each test) and a peer g2-0 on the VN bridge
+vnbr0 (never attached). A frames.Sniffer in each guest sees every frame that reaches its eth0, tagged or not. Every
+negative assertion has its positive control in the same test: the same frames, sent before VM 1 is attached, reach
+the same sniffer (tagged frames still tagged), so "not received" means "dropped by netfw".
+
+Addresses: 10.78.0.0/24 and fd00:78::/64 only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Callable
+
+import pytest
+
+from netfw import api
+from netfw.model import NicSpec
+from netfw.rules import parse_rules
+
+from . import frames as fr
+from . import lab as lab_mod
+from . import traffic as t
+from .lab import sh
+
+VM1, PEER = "g1-0", "g2-0"
+MAC = {VM1: "02:78:00:00:00:01", PEER: "02:78:00:00:00:02"}
+IP4 = {VM1: "10.78.0.1", PEER: "10.78.0.2"}
+IP6 = {VM1: "fd00:78::1", PEER: "fd00:78::2"}
+VICTIM, VICTIM_MAC, FORGED_MAC = "fd00:78::3", "02:78:00:00:00:03", "02:78:00:00:00:98"
+ALLOWED = {"out": 6000, "in": 5000}  # the UDP port VM 1's rules allow in each direction; 7777 is never allowed
+FORBIDDEN = 7777
+RULES = parse_rules([{"PROTOCOL": "UDP", "RULE_TYPE": "OUTBOUND", "RANGE": str(ALLOWED["out"])},
+                     {"PROTOCOL": "UDP", "RULE_TYPE": "INBOUND", "RANGE": str(ALLOWED["in"])}])
+PLAIN = NicSpec(1, 0, "vnbr0", rules=RULES, mac=MAC[VM1], ips=(IP4[VM1], IP6[VM1]))
+SPOOFING = dataclasses.replace(PLAIN, filter_mac=True, filter_ip=True)
+
+
+@pytest.fixture(scope="module")
+def sniffers(tmp_path_factory):
+    """The lab, built once: the VN bridge, both guests and a sniffer in each."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NETFW_STATE_DIR", str(tmp_path_factory.mktemp("l2") / "state"))
+    lab_mod.reset()
+    lab = lab_mod.Lab()
+    lab.bridge("vnbr0")
+    found: dict[str, fr.Sniffer] = {}
+    try:
+        for guest in (VM1, PEER):
+            vm, nic = (int(x) for x in guest[1:].split("-"))
+            lab.vm(vm, nic, f"{IP4[guest]}/24", ip6=f"{IP6[guest]}/64", mac=MAC[guest])
+            found[guest] = fr.Sniffer(guest)
+        yield found
+    finally:
+        for s in found.values():
+            s.close()
+        lab_mod.reset()
+        mp.undo()
+
+
+@pytest.fixture
+def detached(sniffers):
+    """VM 1 not attached when the test starts (its tap on vnbr0), and not after it."""
+    api.detach(1, 0)
+    yield sniffers
+    api.detach(1, 0)
+
+
+# --- tags, PPPoE and other ethertypes ---------------------------------------------------------------------------
+
+Q, AD = fr.TPID_8021Q, fr.TPID_8021AD
+
+
+@dataclasses.dataclass
+class Kind:
+    """One kind of frame: what it is, whether it may cross the firewall, and the tag it arrives with (TPID)."""
+
+    why: str
+    build: Callable[[str, str, bytes], bytes]  # (src guest, dst guest, tag) -> frame
+    allowed: bool
+    tpid: int | None = None
+
+
+def _ip(tags=(), family=4, port=FORBIDDEN, direction="out"):
+    def build(src, dst, tag):
+        addr = IP4 if family == 4 else IP6
+        ethertype, packet = fr.ip_udp(addr[src], addr[dst], ALLOWED[direction] if port is None else port, tag)
+        return fr.ether(MAC[dst], MAC[src], ethertype, packet, tags)
+    return build
+
+
+def _pppoe(src, dst, tag):
+    packet = fr.ip_udp(IP4[src], IP4[dst], FORBIDDEN, tag)[1]
+    return fr.ether(MAC[dst], MAC[src], fr.PPPOE_SESSION, fr.pppoe_session(1, fr.PPP_IP, packet))
+
+
+def _pppoe6(src, dst, tag):
+    packet = fr.ip_udp(IP6[src], IP6[dst], FORBIDDEN, tag)[1]
+    return fr.ether(MAC[dst], MAC[src], fr.PPPOE_SESSION, fr.pppoe_session(1, fr.PPP_IP6, packet))
+
+
+def _arp(tags=()):
+    def build(src, dst, tag):  # an ARP request, the tag in the frame's padding
+        return fr.ether(MAC[dst], MAC[src], fr.ETH_ARP, fr.arp(1, MAC[src], IP4[src], "00:00:00:00:00:00",
+                                                                  IP4[dst]) + tag, tags)
+    return build
+
+
+def kinds(direction: str) -> list[Kind]:
+    return [
+        Kind("IPv4 UDP to the allowed port", _ip(port=None, direction=direction), True),
+        Kind("IPv6 UDP to the allowed port", _ip(family=6, port=None, direction=direction), True),
+        Kind("ARP request", _arp(), True),
+        Kind("IPv4 UDP to a forbidden port (the rules are in force)", _ip(), False),
+        Kind("IPv6 UDP to a forbidden port (the rules are in force)", _ip(family=6), False),
+        Kind("802.1Q VLAN 5, IPv4 UDP to a forbidden port", _ip(((Q, 5),)), False, Q),
+        Kind("802.1Q VLAN 5, IPv6 UDP to a forbidden port", _ip(((Q, 5),), 6), False, Q),
+        Kind("802.1Q VLAN 5, IPv4 UDP to the allowed port (no tagged traffic at all)",
+             _ip(((Q, 5),), port=None, direction=direction), False, Q),
+        Kind("802.1Q priority tag (VLAN 0), IPv4 UDP to a forbidden port", _ip(((Q, 0),)), False, Q),
+        Kind("802.1Q VLAN 5, ARP request", _arp(((Q, 5),)), False, Q),
+        Kind("802.1ad S-tag 5, IPv4 UDP to a forbidden port", _ip(((AD, 5),)), False, AD),
+        Kind("QinQ (802.1ad 100, 802.1Q 5), IPv4 UDP to a forbidden port", _ip(((AD, 100), (Q, 5))), False, AD),
+        Kind("PPPoE session, IPv4 UDP to a forbidden port", _pppoe, False),
+        Kind("PPPoE session, IPv6 UDP to a forbidden port", _pppoe6, False),
+        Kind("PPPoE discovery (PADI)",
+             lambda src, dst, tag: fr.ether(MAC[dst], MAC[src], fr.PPPOE_DISCOVERY, fr.pppoe_discovery(tag)), False),
+        Kind("ethertype 0x88b5 (local experimental)",
+             lambda src, dst, tag: fr.ether(MAC[dst], MAC[src], 0x88B5, tag), False),
+        Kind("802.3 length frame with LLC", lambda src, dst, tag: fr.ether_8023(MAC[dst], MAC[src], tag), False),
+    ]
+
+
+def probes(src: str, dst: str, direction: str, attached: bool) -> tuple[list[t.Probe], dict[str, Kind]]:
+    """One frame probe per kind; before attach every frame is expected through."""
+    out, by_tag = [], {}
+    for kind in kinds(direction):
+        p = t.frame(lambda tag, k=kind: k.build(src, dst, tag), kind.allowed or not attached, kind.why)
+        out.append(p)
+        by_tag[p.tag] = kind
+    return out, by_tag
+
+
+@pytest.mark.parametrize("direction", ["out", "in"], ids=["from-the-vm", "to-the-vm"])
+@pytest.mark.parametrize("spec", [PLAIN, SPOOFING], ids=["no-spoofing-filters", "spoofing-filters"])
+def test_only_untagged_ipv4_ipv6_and_arp_cross_the_tap(detached, spec, direction):
+    """From VM 1 to the peer ("out") and from the peer to VM 1 ("in"), with and without spoofing filters."""
+    src, dst = (VM1, PEER) if direction == "out" else (PEER, VM1)
+    sniffer = detached[dst]
+    # Control: with VM 1 not attached, every frame arrives, tagged frames still tagged: the sniffer is not blind.
+    control, by_tag = probes(src, dst, direction, attached=False)
+    bad = t.mismatches(src, control, sniffer)
+    assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+    for p in control:
+        arrivals = sniffer.with_tag(p.tag)
+        assert {e.get("tpid") for e in arrivals} == {by_tag[p.tag].tpid}, (p.why, arrivals)
+    api.attach(spec)
+    bad = t.mismatches(src, probes(src, dst, direction, attached=True)[0], sniffer)
+    assert not bad, "\n".join(bad)
+
+
+def test_tagged_ip_is_filtered_like_untagged_even_without_the_ethertype_chain(detached):
+    """Defence in depth: the namespace's br_netfilter passes VLAN-tagged and PPPoE IP to iptables, so with the
+    ethertype chain flushed (tampering) a tagged packet still meets the rules, and verify reports the tampering."""
+    sniffer = detached[PEER]
+
+    def tagged(forbidden_pass: bool, allowed_pass: bool) -> list[t.Probe]:
+        return [t.frame(lambda tag: _ip(((Q, 5),), port=None)(VM1, PEER, tag), allowed_pass,
+                        "802.1Q to the allowed port"),
+                t.frame(lambda tag: _ip(((Q, 5),))(VM1, PEER, tag), forbidden_pass, "802.1Q to a forbidden port"),
+                t.frame(lambda tag: _ip(((Q, 5),), 6)(VM1, PEER, tag), forbidden_pass,
+                        "802.1Q IPv6 to a forbidden port"),
+                t.frame(lambda tag: _pppoe(VM1, PEER, tag), forbidden_pass, "PPPoE IPv4 to a forbidden port")]
+
+    bad = t.mismatches(VM1, tagged(forbidden_pass=True, allowed_pass=True), sniffer)
+    assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+    api.attach(PLAIN)
+    # Before the fix there is no such chain and `ebtables -F` fails: the frames below then show the bypass.
+    sh("nsenter", "--net=/run/netns/one-1", "ebtables", "-F", "one-1-0-e", check=False)
+    bad = t.mismatches(VM1, tagged(forbidden_pass=False, allowed_pass=True), sniffer)
+    assert not bad, "\n".join(bad)
+    assert any("one-1-0-e" in d for d in api.verify(1)[0])
+    api.attach(PLAIN)  # repairs the chain: tagged frames are dropped again, whatever their port
+    assert api.verify(1) == {0: []}
+    bad = t.mismatches(VM1, tagged(forbidden_pass=False, allowed_pass=False), sniffer)
+    assert not bad, "\n".join(bad)
+
+
+def test_updates_turning_spoofing_filters_off_and_on_keep_the_ethertype_chain(detached):
+    """Spoofing filters off by an update: chain `a` and its jump go, `e` stays; on again: `a` is back."""
+    sniffer = detached[PEER]
+
+    def frames(forged_pass: bool) -> list[t.Probe]:
+        forged = lambda tag: fr.ether(MAC[PEER], FORGED_MAC, *fr.ip_udp(IP4[VM1], IP4[PEER], ALLOWED["out"], tag))
+        return [t.frame(forged, forged_pass, "a forged source MAC, to the allowed port"),
+                t.frame(lambda tag: _ip(port=None)(VM1, PEER, tag), True, "the real MAC, to the allowed port"),
+                t.frame(lambda tag: _ip(((Q, 5),), port=None)(VM1, PEER, tag), False, "802.1Q to the allowed port")]
+
+    def chains() -> list[str]:
+        return [line for line in lab_mod.rules("one-1", "ebtables-save") if "one-1-0-" in line]
+
+    api.attach(SPOOFING)
+    bad = t.mismatches(VM1, frames(forged_pass=False), sniffer)
+    api.update(PLAIN)
+    assert api.verify(1) == {0: []}
+    assert not [line for line in chains() if "one-1-0-a" in line]
+    bad += t.mismatches(VM1, frames(forged_pass=True), sniffer)
+    api.update(SPOOFING)
+    assert api.verify(1) == {0: []}
+    assert "-A FORWARD -i one-1-0 -j one-1-0-a" in chains()
+    bad += t.mismatches(VM1, frames(forged_pass=False), sniffer)
+    assert not bad, "\n".join(bad)
+
+
+# --- neighbour discovery with an extension header ----------------------------------------------------------------
+
+
+def _shifted(address: str, mac: str) -> bytes:
+    """Destination Options data that puts `address` at bytes 48-63 and `mac` at 66-71 of the IPv6 packet, where
+    the ND checks read an NA/NS target and its first link-layer option when no extension header is present.
+
+    The header is 32 bytes (offsets 40-71), its option data starts at 44; the real ND message starts at 72.
+    """
+    return bytes(4) + ipaddress.IPv6Address(address).packed + bytes(2) + fr.mac(mac)
+
+
+def _nd(build: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    return lambda tag: fr.ether(MAC[PEER], MAC[VM1], fr.ETH_IP6, build(tag))
+
+
+def _neighbour(address: str) -> str:
+    return sh("ip", "-n", PEER, "neigh", "show", address, "dev", "eth0").stdout.strip()
+
+
+def _known(address: str, mac: str) -> None:
+    """The peer knows address at mac (stale, so that an advertisement with override may change it)."""
+    sh("ip", "-n", PEER, "neigh", "replace", address, "lladdr", mac, "dev", "eth0", "nud", "stale")
+
+
+#: (why, packet builder, the address whose neighbour entry the frame would change, the MAC it would set)
+POISON = [
+    ("NA for another VM's address, the NIC's own address where the target check reads",
+     lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], VICTIM, MAC[VM1], tag, _shifted(IP6[VM1], MAC[VM1])),
+     VICTIM, MAC[VM1]),
+    ("NA for its own address at a forged MAC, the real MAC where the option check reads",
+     lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], IP6[VM1], FORGED_MAC, tag,
+                                     _shifted(IP6[VM1], MAC[VM1])),
+     IP6[VM1], FORGED_MAC),
+    ("NS with a forged source link-layer option, the real MAC where the option check reads",
+     lambda tag: fr.neighbour_solicit(IP6[VM1], IP6[PEER], IP6[PEER], FORGED_MAC, tag,
+                                      _shifted(IP6[VM1], MAC[VM1])),
+     IP6[VM1], FORGED_MAC),
+]
+
+
+def _poisoned(sniffer: fr.Sniffer, attached: bool) -> list[str]:
+    """Send each POISON frame from VM 1 (expected through only when not attached); describe every outcome that
+    differs, in delivery and in the peer's neighbour cache."""
+    bad = []
+    for why, build, address, mac in POISON:
+        _known(VICTIM, VICTIM_MAC)
+        _known(IP6[VM1], MAC[VM1])
+        bad += t.mismatches(VM1, [t.frame(_nd(build), not attached, why)], sniffer)
+        if (f"lladdr {mac} " in _neighbour(address) + " ") == attached:
+            bad.append(f"{why}: peer's entry {_neighbour(address)!r} (expected {'no ' if attached else ''}"
+                       f"change to {mac})")
+    return bad
+
+
+def test_nd_with_an_extension_header_cannot_shift_the_checks(detached):
+    """A Destination Options header moves the real ND message 32 bytes on; the checks must not read its data."""
+    try:
+        bad = _poisoned(detached[PEER], attached=False)  # control: the kernel takes them, and the cache changes
+        assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+        api.attach(SPOOFING)
+        bad = _poisoned(detached[PEER], attached=True)
+        # ... while a plain, truthful NA still passes and still updates the cache
+        _known(IP6[VM1], FORGED_MAC)
+        plain = t.frame(_nd(lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], IP6[VM1], MAC[VM1], tag)), True,
+                        "plain NA for its own address at its own MAC")
+        bad += t.mismatches(VM1, [plain], detached[PEER])
+        if f"lladdr {MAC[VM1]} " not in _neighbour(IP6[VM1]) + " ":
+            bad.append(f"the truthful NA did not update the peer's cache: {_neighbour(IP6[VM1])!r}")
+        assert not bad, "\n".join(bad)
+    finally:
+        for address in (VICTIM, IP6[VM1]):
+            sh("ip", "-n", PEER, "neigh", "del", address, "dev", "eth0", check=False)
