@@ -94,8 +94,7 @@ class Lab:
 
     def ovs_bridge(self, name: str = "ovsbr0") -> str:
         """An Open vSwitch VN bridge on the userspace datapath (needs the `ovs` fixture)."""
-        if not ovs.running():
-            raise RuntimeError("no Open vSwitch is running: use the `ovs` fixture")
+        ovs.check()
         ovs.vsctl("add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev")
         self.ovs_bridges.add(name)
         return name

@@ -30,12 +30,19 @@ TIMEOUT = 10  # seconds: any ovs-vsctl that waits for ovs-vswitchd gives up (SIG
 PROBE_BRIDGE = "ovslabprobe"
 
 
+_active: Ovs | None = None  # the instance this process's environment points at
+
+
 class OvsUnavailable(RuntimeError):
     """Open vSwitch cannot run here; the message says why."""
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run an OVS tool of the lab; a failure raises with the command, exit code and stderr."""
+    # Without OVS_RUNDIR the tools would reach the host's own Open vSwitch (/run/openvswitch is not private to the
+    # sandbox): the lab talks only to the instance it started.
+    if _active is None or os.environ.get("OVS_RUNDIR") != str(_active.dir):
+        raise RuntimeError(f"{argv[0]}: no lab Open vSwitch is running here (use the `ovs` fixture)")
     res = subprocess.run(argv, capture_output=True, text=True)
     if check and res.returncode:
         raise RuntimeError(f"{' '.join(argv)}: exit {res.returncode}: {res.stderr.strip()}")
@@ -51,6 +58,25 @@ def ofctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run("ovs-ofctl", *args, check=check)
 
 
+def settle() -> None:
+    """Flush the datapath's cached flows, so that the next packet meets the current flow table and port settings.
+    ovs-ofctl (and ovs-vswitchd after ovs-vsctl) revalidate the cache asynchronously: a ping right after
+    `add-flow ... actions=drop` went through once in ten runs."""
+    run("ovs-appctl", "revalidator/purge")
+
+
+def add_flow(bridge: str, flow: str) -> None:
+    """ovs-ofctl add-flow, in force for the next packet."""
+    ofctl("add-flow", bridge, flow)
+    settle()
+
+
+def del_flows(bridge: str, match: str) -> None:
+    """ovs-ofctl del-flows, in force for the next packet."""
+    ofctl("del-flows", bridge, match)
+    settle()
+
+
 def unavailable() -> str | None:
     """Why OVS cannot even be tried here (missing binaries or schema), or None."""
     missing = [b for b in BINARIES if shutil.which(b) is None]
@@ -63,8 +89,15 @@ def unavailable() -> str | None:
 
 def running() -> bool:
     """True while a lab OVS is exported in this process's environment (its db socket exists)."""
-    rundir = os.environ.get("OVS_RUNDIR")
-    return bool(rundir) and Path(rundir, "db.sock").is_socket()
+    return (_active is not None and os.environ.get("OVS_RUNDIR") == str(_active.dir)
+            and (_active.dir / "db.sock").is_socket())
+
+
+def check() -> None:
+    """Raise unless the lab OVS runs, with its daemons' logs when one of them died. Safe to repeat."""
+    if not running():
+        raise RuntimeError("no lab Open vSwitch is running: use the `ovs` fixture")
+    _active.check()
 
 
 def _die_with_parent() -> None:
@@ -88,8 +121,8 @@ class Ovs:
         why = unavailable()
         if why:
             raise OvsUnavailable(why)
-        self._export()
         try:
+            self._export()
             run("ovsdb-tool", "create", str(self.dir / "conf.db"), str(SCHEMA))
             self._spawn("ovsdb-server", str(self.dir / "conf.db"), f"--remote=punix:{self.dir / 'db.sock'}",
                         "--pidfile", "--log-file")
@@ -147,10 +180,17 @@ class Ovs:
     # --- internals ----------------------------------------------------------------------------------------------
 
     def _export(self) -> None:
+        global _active
+        if _active is not None:
+            raise OvsUnavailable(f"another lab Open vSwitch runs in this process ({_active.dir})")
         self._saved_env = {key: os.environ.get(key) for key in ENV_KEYS}
         os.environ.update(self.env)
+        _active = self
 
     def _restore(self) -> None:
+        global _active
+        if _active is self:
+            _active = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -10,7 +10,7 @@ import time
 from . import lab as lab_mod
 from . import ovs as ovs_mod
 from .lab import ping, sh
-from .ovs import ofctl, vsctl
+from .ovs import add_flow, del_flows, ofctl, settle, vsctl
 
 BR = "ovsbr0"
 
@@ -70,6 +70,7 @@ def test_vlan_tags_isolate_guests(ovs, lab):
     assert ping(g1, "10.9.0.3")  # positive control: the same tag
     assert not ping(g1, "10.9.0.2")
     vsctl("set", "Port", "one-2-0", "tag=10")
+    settle()
     assert ping(after_failed_pings(g1), "10.9.0.2")
 
 
@@ -80,11 +81,11 @@ def test_a_drop_flow_on_in_port_drops_that_guests_traffic(ovs, lab):
     g3 = lab.vm(3, 0, "10.9.0.3/24", bridge=BR)
     assert ofport("one-1-0") == 11
     assert ping(g1, "10.9.0.2")
-    ofctl("add-flow", BR, "priority=100,in_port=11,actions=drop")
+    add_flow(BR, "priority=100,in_port=11,actions=drop")
     assert not ping(g1, "10.9.0.2")
     assert ping(g3, "10.9.0.2")  # positive control: another port of the bridge
     assert flow_packets(BR, "in_port=11") > 0
-    ofctl("del-flows", BR, "in_port=11")
+    del_flows(BR, "in_port=11")
     assert ping(after_failed_pings(g1), "10.9.0.2")
 
 
@@ -225,6 +226,6 @@ def test_port_and_interface_records_ofport_flows_and_qos_survive_the_replacement
 
     assert ovs_mod.snapshot() == before  # records, ofports, flows and the QoS/Queue rows
     assert ping(g1, "10.9.0.2")
-    ofctl("add-flow", BR, f"priority=200,in_port={number},icmp,actions=drop")
+    add_flow(BR, f"priority=200,in_port={number},icmp,actions=drop")
     assert not ping(g1, "10.9.0.2")  # flows keyed by the old in_port apply to the new link
     assert ping(g3, "10.9.0.2")  # positive control
