@@ -7,6 +7,7 @@ import os
 import pytest
 
 from . import lab as lab_mod
+from .ovs import ovs  # noqa: F401  (the session's private Open vSwitch, for any integration test that asks)
 
 IN_SANDBOX = os.environ.get("NETFW_IN_SANDBOX") == "1"
 

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+from . import ovs
+
 #: Link fields that identify a link rather than configure it, or that count traffic: they may differ after an
 #: object was deleted and recreated (a recreated veth gets a new ifindex, same name, MAC, MTU, master, alias).
 VOLATILE = {"ifindex", "link_index", "link_netnsid", "stats", "stats64", "promiscuity", "allmulti",
@@ -59,8 +61,11 @@ def ipsets(ns: str | None) -> list[str]:
 
 def snapshot() -> dict:
     """Namespaces, links (ip -d -j link), rules (filter and raw, ip/ip6/eb) and ipsets of the sandbox and of
-    every namespace in it."""
+    every namespace in it; with the lab's Open vSwitch running, its state too (ovs.snapshot: records, ofports,
+    flows), under "<ovs>"."""
     state = {}
+    if ovs.running():
+        state["<ovs>"] = ovs.snapshot()
     for ns in [None, *netns_list()]:
         state[ns or "<hypervisor>"] = {
             "links": links(ns),
@@ -75,25 +80,45 @@ def snapshot() -> dict:
 
 
 class Lab:
-    """VN bridges and simulated VMs: a guest namespace g<VM>-<NIC> with eth0, its peer named like a tap."""
+    """VN bridges (Linux or Open vSwitch) and simulated VMs: a guest namespace g<VM>-<NIC> with eth0, its peer
+    named like a tap."""
 
     def __init__(self):
         self.guests: list[str] = []
+        self.ovs_bridges: set[str] = set()
 
     def bridge(self, name: str = "vnbr0", mtu: int = 1500) -> str:
         sh("ip", "link", "add", name, "mtu", str(mtu), "type", "bridge")
         sh("ip", "link", "set", name, "up")
         return name
 
+    def ovs_bridge(self, name: str = "ovsbr0") -> str:
+        """An Open vSwitch VN bridge on the userspace datapath (needs the `ovs` fixture)."""
+        ovs.check()
+        ovs.vsctl("add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev")
+        self.ovs_bridges.add(name)
+        return name
+
     def vm(self, vm: int, nic: int, ip4: str, bridge: str = "vnbr0", ip6: str | None = None,
-           mtu: int = 1500, mac: str | None = None, tap: str | None = None) -> str:
-        """A simulated VM NIC: returns the guest namespace; its 'tap' (default one-<vm>-<nic>) is on bridge."""
+           mtu: int = 1500, mac: str | None = None, tap: str | None = None, tag: int | None = None,
+           ofport: int | None = None) -> str:
+        """A simulated VM NIC: returns the guest namespace; its 'tap' (default one-<vm>-<nic>) is on bridge.
+        On an Open vSwitch bridge the tap is an OVS port (access port of VLAN `tag`, OpenFlow port `ofport`
+        when given) and the guest computes its own checksums."""
         guest, tap = f"g{vm}-{nic}", tap or f"one-{vm}-{nic}"
+        if bridge not in self.ovs_bridges and (tag is not None or ofport is not None):
+            raise ValueError("tag and ofport are Open vSwitch port settings (this kernel has no bridge VLANs)")
         sh("ip", "netns", "add", guest)
         extra = ["address", mac] if mac else []
         sh("ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", guest,
            "mtu", str(mtu), *extra)
-        sh("ip", "link", "set", tap, "master", bridge, "up")
+        if bridge in self.ovs_bridges:
+            self._ovs_port(bridge, tap, tag, ofport)
+            # The userspace datapath forwards a CHECKSUM_PARTIAL packet as it is: TCP from a veth-backed guest
+            # arrives with a bad checksum unless the guest computes it (KERNEL.md).
+            sh("ip", "netns", "exec", guest, "ethtool", "-K", "eth0", "tx", "off")
+        else:
+            sh("ip", "link", "set", tap, "master", bridge, "up")
         sh("ip", "netns", "exec", guest, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
         sh("ip", "-n", guest, "addr", "add", ip4, "dev", "eth0")
         if ip6:
@@ -102,6 +127,13 @@ class Lab:
         sh("ip", "-n", guest, "link", "set", "lo", "up")
         self.guests.append(guest)
         return guest
+
+    @staticmethod
+    def _ovs_port(bridge: str, tap: str, tag: int | None, ofport: int | None) -> None:
+        sh("ip", "link", "set", tap, "up")
+        port = ["--", "set", "Port", tap, f"tag={tag}"] if tag is not None else []
+        iface = ["--", "set", "Interface", tap, f"ofport_request={ofport}"] if ofport is not None else []
+        ovs.vsctl("add-port", bridge, tap, *port, *iface)
 
 
 def ping(guest: str, address: str, count: int = 1, wait: float = 1) -> bool:
@@ -112,7 +144,10 @@ def ping(guest: str, address: str, count: int = 1, wait: float = 1) -> bool:
 
 
 def reset() -> None:
-    """Remove everything a test made: every namespace, every link but lo, the sandbox's own rules."""
+    """Remove everything a test made: the lab Open vSwitch's bridges and QoS rows (when it runs), every namespace,
+    every link but lo, the sandbox's own rules."""
+    if ovs.running():
+        ovs.reset()  # first: deleting a port's link under OVS would leave a stale port behind
     for ns in netns_list():
         sh("ip", "netns", "del", ns, check=False)
     for link in json.loads(sh("ip", "-j", "link", "show").stdout):
