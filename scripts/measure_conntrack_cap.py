@@ -43,6 +43,7 @@ CAP_FIRST = ("-m conntrack --ctstate NEW ! --ctstatus CONFIRMED -m connlimit --c
 HASHLIMIT = ("-m conntrack --ctstate NEW -m hashlimit --hashlimit-above {rate}/sec --hashlimit-burst {burst} "
              "--hashlimit-name cap -j DROP")
 LOG = "-m limit --limit 10/sec --limit-burst 5 -j NFLOG --nflog-group 1 --nflog-prefix \"nic0 in: no rule\""
+ALLOWED = "-p udp -m udp --dport 21000:39999 -j ACCEPT"  # the security group of the "dropped" experiments
 LOG_UNLIMITED = "-j NFLOG --nflog-group 1 --nflog-prefix \"nic0 in: no rule\""
 
 
@@ -251,6 +252,20 @@ def measure_single_flow(backend: str, head: list[str], label: str, seconds: floa
                 table=count_all(), new_flows_after=f"{len(entries(1)) - 1}/10")
 
 
+def measure_sg_drop(backend: str, head: list[str], label: str, count: int) -> dict:
+    """Flows the security group drops (after the cap rule): do they inflate the cap's count? Then new flows the
+    security group allows, 2 ms apart."""
+    lab(1)
+    load(backend, 1, dict(head=head, group=[ALLOWED]))
+    flows(0, count, first=41000)  # not allowed
+    sent = flood(0, 1.0, port=9)[0]  # and one unreplied flow to a closed port, as fast as one sender can
+    table = count_all()
+    flows(0, 300, first=30000, gap=0.002)
+    accepted = sum(30000 <= port < 30300 for _, port in entries(1))
+    return dict(backend=backend, rule=label, dropped_flows=count, flood_packets=sent, table_after=table,
+                allowed_flows_after=f"{accepted}/300")
+
+
 # --- d: cost per packet ------------------------------------------------------------------------------------------
 
 FLOOD = r"""
@@ -312,6 +327,10 @@ COST_CONFIGS = {
     "cap, new flow": (dict(head=[CAP_NEW.format(cap=100000)]), "new", 0, False),
     "cap, new flow, 900 flows": (dict(head=[CAP_NEW.format(cap=100000)]), "new", 900, False),
     "cap first packet, new flow, 900 flows": (dict(head=[CAP_FIRST.format(cap=100000)]), "new", 900, False),
+    "no cap, dropped flow, 900 flows": (dict(group=[ALLOWED]), "drop", 900, False),
+    "cap, dropped flow, 900 flows": (dict(head=[CAP_NEW.format(cap=100000)], group=[ALLOWED]), "drop", 900, False),
+    "cap first packet, dropped flow, 900 flows": (dict(head=[CAP_FIRST.format(cap=100000)], group=[ALLOWED]), "drop",
+                                                  900, False),
     "no cap, established": (dict(), "est", 0, False),
     "cap, established": (dict(head=[CAP_NEW.format(cap=100000)]), "est", 0, False),
     "dropped, no log": (dict(group=["-p tcp -m tcp --dport 22 -j ACCEPT"]), "drop", 0, False),
@@ -372,7 +391,7 @@ def measure_cost(backend: str, seconds: float, rounds: int) -> list[dict]:
     rows = []
     reference = {"new": "no cap, new flow", "est": "no cap, established", "drop": "dropped, no log"}
     for name in COST_CONFIGS:
-        ref = reference[COST_CONFIGS[name][1]]
+        ref = "no cap, dropped flow, 900 flows" if "dropped flow" in name else reference[COST_CONFIGS[name][1]]
         median, ref_median = statistics.median(cpu[name]), statistics.median(cpu[ref])
         rows.append(dict(config=name, kpps_per_cpu_s=round(median / 1000, 1),
                          spread=f"{min(cpu[name]) / 1000:.0f}-{max(cpu[name]) / 1000:.0f}",
@@ -481,6 +500,10 @@ def main() -> None:
                           cap, flood_n),
             measure_flood("nft", "hashlimit 200/s burst 1000 (1 ms apart)", [HASHLIMIT.format(rate=200, burst=cap)],
                           cap, flood_n, gap=0.001),
+        ]
+        results["c: flows the security group drops, after the cap rule"] = [
+            measure_sg_drop("nft", [CAP_NEW.format(cap=cap)], "connlimit, ctstate NEW", flood_n),
+            measure_sg_drop("nft", [CAP_FIRST.format(cap=cap)], "connlimit, first packet only", flood_n),
         ]
         results["c: one unreplied flow, as fast as one sender can"] = [
             measure_single_flow("nft", [CAP_NEW.format(cap=cap)], "connlimit, ctstate NEW", 1.0),
