@@ -181,6 +181,15 @@ def opened(explicit: str | Path | None = None, create: bool = True):
         directory.close()
 
 
+def check_existing(explicit: str | Path) -> None:
+    """StateError unless the state directory exists and is safe to use (the default may be missing). Creates nothing."""
+    with opened(explicit, create=False) as directory:
+        if directory.fd is None and directory.path != Path(DEFAULT_STATE_DIR):
+            raise StateError(f"state directory {directory.path} does not exist: create it first "
+                             f"(install -d -m 0700 {directory.path}); only the default {DEFAULT_STATE_DIR} is "
+                             "created by netfw one")
+
+
 def load(root: str | Path | None, vm: int, nic: int) -> Applied | None:
     """What was last applied to the NIC, or None when there is no record (see StateDir.load)."""
     with opened(root, create=False) as directory:

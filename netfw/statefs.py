@@ -15,7 +15,7 @@ import fcntl
 import os
 import secrets
 import stat
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from .errors import InputError
 
@@ -105,9 +105,11 @@ def read(dir_fd: int, name: str, shown: str, limit: int) -> bytes | None:
     except (OSError, ValueError) as e:
         raise _refusal(shown, e, name, dir_fd) from None
     try:
-        st = _checked(fd, shown, directory=False)
-        data = os.read(fd, limit + 1) if st.st_size <= limit else b""
-        if st.st_size > limit or len(data) > limit:
+        too_big, data = _checked(fd, shown, directory=False).st_size > limit, b""
+        while not too_big and (chunk := os.read(fd, limit + 1 - len(data))):  # bounded even if the file grows
+            data += chunk
+            too_big = len(data) > limit
+        if too_big:
             raise StateError(f"{shown} is larger than {limit} bytes: refused")
         return data
     except OSError as e:
@@ -125,7 +127,10 @@ def locked(dir_fd: int, name: str, shown: str):
     fd = _open(name, _LOCK, shown, dir_fd)
     try:
         _checked(fd, shown, directory=False)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise StateError(f"{shown}: cannot lock it: {e.strerror}") from None
         yield
     finally:
         os.close(fd)
@@ -147,7 +152,8 @@ def replace(dir_fd: int, name: str, data: bytes, shown: str) -> None:
     except BaseException as e:
         if fd >= 0:
             os.close(fd)
-        _unlink(dir_fd, tmp)
+        with suppress(OSError):  # the original error is the one to report
+            _unlink(dir_fd, tmp)
         if isinstance(e, OSError):
             raise StateError(f"cannot write {shown}: {e.strerror}") from None
         raise

@@ -358,8 +358,9 @@ def test_nics_ignores_temporary_and_foreign_names(root):
 
 HOLD = """
 import sys, time
+from pathlib import Path
 from netfw import state
-with state.vm_lock(sys.argv[1], 7):
+with state.vm_lock(Path(sys.argv[1]), 7):
     print("locked", flush=True)
     time.sleep(600)
 """
@@ -438,12 +439,30 @@ def test_an_unusable_state_directory_is_one_error_line_not_a_traceback(tmp_path)
 
 
 def test_netfw_one_refuses_a_symlinked_state_directory_with_exit_2(tmp_path, root, fake):
-    import base64
-
     (tmp_path / "link").symlink_to(root)
-    doc = base64.b64encode((ROOT / "tests" / "data" / "one" / "two_nics.xml").read_bytes()).decode()
-    result = CliRunner().invoke(app, ["one", "post", "one-42", "h", "--state-dir", str(tmp_path / "link")],
-                                input=doc + "\n", env={"NETFW_VN_MADS": None})
+    result = _one("post", "one-42", "h", "--state-dir", str(tmp_path / "link"))
     assert result.exit_code == 2
     assert _errors(result.stderr) == [f"ERROR: state directory {tmp_path}/link is a symbolic link: refused"]
     assert fake.calls == []
+
+
+def _one(*argv: str):
+    import base64
+
+    doc = base64.b64encode((ROOT / "tests" / "data" / "one" / "two_nics.xml").read_bytes()).decode()
+    return CliRunner().invoke(app, ["one", *argv], input=doc + "\n", env={"NETFW_VN_MADS": None})
+
+
+def test_netfw_one_creates_no_state_directory_its_caller_names(tmp_path, fake):
+    """`sudo netfw one --state-dir /etc/nologin` must not make root create that directory (it locks users out)."""
+    result = _one("post", "one-42", "h", "--state-dir", str(tmp_path / "nologin"))
+    assert result.exit_code == 2
+    assert _errors(result.stderr) == [f"ERROR: state directory {tmp_path}/nologin does not exist: create it first "
+                                      f"(install -d -m 0700 {tmp_path}/nologin); only the default /var/lib/netfw "
+                                      "is created by netfw one"]
+    assert not (tmp_path / "nologin").exists() and fake.calls == []
+
+
+def test_netfw_one_uses_an_existing_state_directory(root, fake):
+    assert _one("clean", "h", "--state-dir", str(root)).exit_code == 0
+    assert (root / "vm-42.lock").exists()
