@@ -87,7 +87,8 @@ def parse(text: str, vm: int, nic: int, shown: str) -> Applied:
     try:
         spec = spec_from_dict(data["spec"])
     except (InputError, TypeError, ValueError, KeyError, AttributeError) as e:
-        raise StateError(f"state record {shown}: spec: {e}") from None
+        why = str(e) if str(e).startswith("spec:") else f"spec: {e}"  # the model may name the spec itself
+        raise StateError(f"state record {shown}: {why}") from None
     if type(spec.vm) is not int or type(spec.nic) is not int or (spec.vm, spec.nic) != (vm, nic):
         raise StateError(f"state record {shown}: it is for VM {spec.vm!r} NIC {spec.nic!r}, not VM {vm} NIC {nic}")
     return Applied(spec, mtu, generation, how)
