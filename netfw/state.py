@@ -203,6 +203,17 @@ def nics(root: str | Path | None, vm: int) -> list[int]:
         return directory.nics(vm)
 
 
+def write(path: Path, text: str | None) -> None:
+    """Replace (text None: remove) the record at path, which must be nic_path(root, vm, nic), through the checked
+    directory root (see StateDir.write). Safe to repeat."""
+    path = Path(path)
+    vm, record = re.fullmatch(r"vm-(0|[1-9][0-9]*)", path.parent.name), _RECORD_NAME.fullmatch(path.name)
+    if not vm or not record:
+        raise StateError(f"{path} is not a state record's path (DIR/vm-VM/nic-NIC.json)")
+    with opened(path.parent.parent) as directory:
+        directory.write(int(vm[1]), int(record[1]), text)
+
+
 @contextmanager
 def vm_lock(root: str | Path | None, vm: int):
     """Hold VM vm's exclusive lock for the with block (see StateDir.lock)."""

@@ -466,3 +466,16 @@ def test_netfw_one_creates_no_state_directory_its_caller_names(tmp_path, fake):
 def test_netfw_one_uses_an_existing_state_directory(root, fake):
     assert _one("clean", "h", "--state-dir", str(root)).exit_code == 0
     assert (root / "vm-42.lock").exists()
+
+
+def test_write_by_path_goes_through_the_checked_directory(tmp_path, root):
+    text = state.document(state.Applied(SPEC, 1500))
+    state.write(state.nic_path(root, 7, 0), text)
+    assert state.load(root, 7, 0) == state.Applied(SPEC, 1500)
+    (tmp_path / "link").symlink_to(root)
+    with pytest.raises(InputError, match="is a symbolic link"):
+        state.write(state.nic_path(tmp_path / "link", 7, 0), None)
+    with pytest.raises(InputError, match="is not a state record's path"):
+        state.write(tmp_path / "shadow", text)
+    state.write(state.nic_path(root, 7, 0), None)
+    assert state.load(root, 7, 0) is None
