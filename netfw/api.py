@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -89,26 +90,25 @@ def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
     return applied.generation if applied.spec == spec else 1 - applied.generation
 
 
+def _locked(records: state.StateDir, vm: int, dry_run: bool):
+    """The VM's lock for a real run; a dry run takes none (it creates nothing, not even a lock file)."""
+    return contextlib.nullcontext() if dry_run else records.lock(vm)
+
+
 def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
     """Attach several NICs of one VM in one transaction: if one fails, those done in the same call are undone."""
     _one_vm(specs, "attach_all")
     check_host()
-    root = state.state_dir(state_dir)
-    mtus = [resolve(spec) for spec in specs]  # every NIC is checked before anything is touched
-
-    def plan() -> list[Step]:
+    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
+        # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
+        applied = [records.load(spec.vm, spec.nic) for spec in specs]
+        mtus = [resolve(spec) for spec in specs]  # every NIC is checked before anything is touched
         steps: list[Step] = []
-        for spec, mtu in zip(specs, mtus):
-            applied = state.load(root, spec.vm, spec.nic)
-            previous = applied.spec if applied else None
-            how = applied.backend if applied else backend.configured()  # a NIC keeps the backend it has
-            steps += plan_attach(state.Applied(spec, mtu, _generation(applied, spec), how), root, previous)
-        return steps
-
-    if dry_run:
-        return _execute("attach", specs, plan(), True)
-    with state.vm_lock(root, specs[0].vm):
-        return _execute("attach", specs, plan(), False)
+        for spec, mtu, old in zip(specs, mtus, applied):
+            how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
+            target = state.Applied(spec, mtu, _generation(old, spec), how)
+            steps += plan_attach(target, records, old.spec if old else None)
+        return _execute("attach", specs, steps, dry_run)
 
 
 def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
@@ -131,16 +131,16 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     """
     _one_vm(specs, "update_all")
     check_host()
-    root = state.state_dir(state_dir)
-    with state.vm_lock(root, specs[0].vm):
+    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
         steps: list[Step] = []
         for spec in specs:
-            applied = state.load(root, spec.vm, spec.nic)
+            applied = records.load(spec.vm, spec.nic)
             if applied is None:
-                raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {root}): attach it first")
+                raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {records.path}): "
+                                 "attach it first")
             spec = dataclasses.replace(spec, bridge=applied.spec.bridge, tap=applied.spec.tap)
             target = state.Applied(spec, spec.mtu or applied.mtu, _generation(applied, spec), applied.backend)
-            steps += plan_update(target, root, applied)
+            steps += plan_update(target, records, applied)
         return _execute("update", specs, steps, dry_run)
 
 
@@ -159,10 +159,9 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     if bridge:
         names.check_ifname(bridge, "bridge")
     check_host()
-    root = state.state_dir(state_dir)
-    with state.vm_lock(root, vm):
-        applied = state.load(root, vm, nic) or _assumed(vm, nic, bridge)
-        steps = plan_detach(applied, root)
+    with state.opened(state_dir, create=not dry_run) as records, _locked(records, vm, dry_run):
+        applied = records.load(vm, nic) or _assumed(vm, nic, bridge)
+        steps = plan_detach(applied, records)
         return _execute("detach", [applied.spec], steps, dry_run)
 
 
@@ -173,21 +172,22 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
     What is expected is what was last applied (the state record), or `expected` (e.g. from a VM document).
     """
     names.check_ids(vm, nic or 0)
-    root = state.state_dir(state_dir)
-    nics = [nic] if nic is not None else state.nics(root, vm)
-    if not nics:
-        raise InputError(f"VM {vm} has no attached NIC recorded in {root}")
-    report = {}
-    for n in nics:
-        applied = state.load(root, vm, n)
-        drift = [] if applied else [f"no state record for VM {vm} NIC {n} in {root}"]
-        applied = applied or _assumed(vm, n)
-        spec = expected if expected is not None else applied.spec
-        if expected is not None and applied.spec != expected:
-            drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
-        for step in plan_attach(applied._replace(spec=spec), root):
-            if isinstance(step, VmNamespace) and n != nics[0]:
-                continue  # the VM's namespace is checked once, with its first NIC
-            drift += step.check()
-        report[n] = drift
+    with state.opened(state_dir, create=False) as records:
+        nics = [nic] if nic is not None else records.nics(vm)
+        if not nics:
+            raise InputError(f"VM {vm} has no attached NIC recorded in {records.path}")
+        recorded = {n: records.load(vm, n) for n in nics}  # every record validated before any command runs
+        report = {}
+        for n in nics:
+            applied = recorded[n]
+            drift = [] if applied else [f"no state record for VM {vm} NIC {n} in {records.path}"]
+            applied = applied or _assumed(vm, n)
+            spec = expected if expected is not None else applied.spec
+            if expected is not None and applied.spec != expected:
+                drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
+            for step in plan_attach(applied._replace(spec=spec), records):
+                if isinstance(step, VmNamespace) and n != nics[0]:
+                    continue  # the VM's namespace is checked once, with its first NIC
+                drift += step.check()
+            report[n] = drift
     return report

@@ -12,6 +12,8 @@ import os
 from .errors import InputError
 
 BACKENDS = ("auto", "nft", "legacy")
+FAMILIES = ("ip", "ip6", "eb")
+ACTIONS = ("save", "restore")
 ENV = "NETFW_IPTABLES_BACKEND"
 
 
@@ -27,7 +29,10 @@ def tool(family: str, action: str, backend: str = "auto") -> str:
     """The program for family ('ip', 'ip6', 'eb') and action ('save', 'restore'): e.g. ip6tables-legacy-restore.
 
     ebtables always uses the system's default (its legacy flavour needs kernel modules a namespace cannot load).
+    Anything else is refused, never spliced into a program name: the backend comes from a record root reads.
     """
+    if family not in FAMILIES or action not in ACTIONS or backend not in BACKENDS:
+        raise InputError(f"no iptables tool for family {family!r}, action {action!r}, backend {backend!r}")
     if family == "eb" or backend == "auto":
         return f"{family}tables-{action}"
     return f"{family}tables-{backend}-{action}"

@@ -59,7 +59,8 @@ def fail(code: int, message: str) -> None:
 
 
 def guarded(fn):
-    """Run fn(); map InputError to exit 2, a rolled-back failure or command error to exit 1."""
+    """Run fn(); map InputError to exit 2, a rolled-back failure or command error to exit 1; an OS error (a file
+    netfw could not use) to one line and exit 1, never a traceback."""
     from .model import InputError
     from .runner import CommandError
     from .transaction import TransactionError
@@ -72,6 +73,8 @@ def guarded(fn):
         fail(1, f"{e} (rolled back)" if not e.undo_failures else str(e))
     except CommandError as e:
         fail(1, str(e))
+    except OSError as e:
+        fail(1, f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
 
 
 def emit(outcome, as_json: bool) -> None:

@@ -95,7 +95,13 @@ def parse_vn_mads(text: str | None) -> tuple[str, ...]:
 
 
 def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bool = False) -> Config:
-    """The driver configuration from options, falling back on NETFW_VN_MADS (NETFW_STATE_DIR is read by state)."""
+    """The driver configuration from options, falling back on NETFW_VN_MADS (NETFW_STATE_DIR is read by state).
+
+    A --state-dir other than the default must exist already (and is checked now): the caller of `sudo netfw one`
+    names it, and root must not create a directory wherever that caller likes (`/etc/nologin` would lock users out).
+    """
+    if state_dir:
+        state.check_existing(state_dir)
     return Config(parse_vn_mads(vn_mads if vn_mads is not None else os.environ.get(VN_MADS_ENV)), state_dir, dry_run)
 
 

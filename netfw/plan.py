@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from . import names, state
 from .model import NicSpec
 from .render import Ruleset, render, zone, zones
-from .state import Applied
+from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.base import Fresh
 from .steps.netns import DropNamespace
@@ -67,7 +66,7 @@ def _families(ruleset: Ruleset) -> set[str]:
     return {f.family for f in ruleset.families}
 
 
-def plan_attach(target: Applied, root: Path, previous: NicSpec | None = None) -> list[Step]:
+def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None) -> list[Step]:
     """Namespace, bridge, veth, rules, then the cut-over, then the state record.
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
@@ -79,11 +78,11 @@ def plan_attach(target: Applied, root: Path, previous: NicSpec | None = None) ->
         VethPair(spec.vm, spec.nic, mtu, fresh),
         *rule_steps(target, previous, fresh),
         CutOver(spec.vm, spec.nic, spec.tap, spec.bridge or None),
-        Record(state.nic_path(root, spec.vm, spec.nic), state.document(target)),
+        Record(records, spec.vm, spec.nic, state.document(target)),
     ]
 
 
-def plan_update(target: Applied, root: Path, previous: Applied) -> list[Step]:
+def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[Step]:
     """A new MTU for the bridge and veth (if it changed), new sets (other generation), one atomic restore per
     family, old sets gone, record, then the NIC's conntrack entries, so that flows the new rules no longer allow
     are cut."""
@@ -96,16 +95,16 @@ def plan_update(target: Applied, root: Path, previous: Applied) -> list[Step]:
     return [
         *resize,
         *steps,
-        Record(state.nic_path(root, spec.vm, spec.nic), state.document(target)),
+        Record(records, spec.vm, spec.nic, state.document(target)),
         FlushZone(names.netns(spec.vm), zone(spec), changed),
     ]
 
 
-def plan_detach(target: Applied, root: Path) -> list[Step]:
+def plan_detach(target: Applied, records: StateDir) -> list[Step]:
     """The tap back onto its VN bridge first (the VM keeps its network), the record, then the rest: the whole
     namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth, bridge, and
     the namespace if it is empty by then)."""
-    namespace, *objects, cut_over, record = plan_attach(target, root)
+    namespace, *objects, cut_over, record = plan_attach(target, records)
     fallback = [Reverse(step) for step in reversed([namespace, *objects]) if not isinstance(step, IpsetGc)]
-    rebuild = plan_attach(target, root)[:-2]
+    rebuild = plan_attach(target, records)[:-2]
     return [Reverse(cut_over), Reverse(record), DropNamespace(target.spec.vm, target.spec.nic, fallback, rebuild)]

@@ -1,20 +1,32 @@
-"""The state directory: what was last applied per NIC (so verify and update need no input) and per-VM locks."""
+"""The state directory: what was last applied per NIC (so verify and update need no input) and per-VM locks.
+
+Layout: `DIR/vm-<VM>.lock` (an flock per VM) and `DIR/vm-<VM>/nic-<NIC>.json` (one record per NIC). The directory
+is a caller's choice (`--state-dir`, also under `sudo netfw one`), so it is opened once per operation through
+netfw.statefs (real directories of ours that no one else may write to, files never through a symlink) and every
+record is validated when it is read, as strictly as input: a record decides which programs root runs.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from . import backend, statefs
+from .errors import InputError
 from .model import NicSpec, spec_from_dict, spec_to_dict
+from .statefs import StateError
 
 DEFAULT_STATE_DIR = "/var/lib/netfw"
+MAX_RECORD = 16 * 1024 * 1024  # a VM document is at most 4 MiB (netfw.one); its record is of the same order
+RECORD_KEYS = frozenset({"spec", "mtu", "generation", "backend"})
+_RECORD_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.json")
 
 
-def state_dir(explicit: str | None = None) -> Path:
+def state_dir(explicit: str | Path | None = None) -> Path:
     """--state-dir, else $NETFW_STATE_DIR, else /var/lib/netfw."""
     return Path(explicit or os.environ.get("NETFW_STATE_DIR") or DEFAULT_STATE_DIR)
 
@@ -32,45 +44,178 @@ class Applied(NamedTuple):
     backend: str = "auto"  # the iptables backend its rules were loaded with (netfw.backend)
 
 
-def load(root: Path, vm: int, nic: int) -> Applied | None:
-    """What was last applied to the NIC, or None when there is no record."""
-    path = nic_path(root, vm, nic)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    return Applied(spec_from_dict(data["spec"]), int(data["mtu"]), int(data.get("generation", 0)),
-                   data.get("backend", "auto"))
-
-
-def nics(root: Path, vm: int) -> list[int]:
-    """The NIC ids with a record for VM vm."""
-    folder = root / f"vm-{vm}"
-    return sorted(int(p.stem[4:]) for p in folder.glob("nic-*.json")) if folder.is_dir() else []
-
-
 def document(applied: Applied) -> str:
-    """The JSON text of a NIC's record."""
+    """The JSON text of a NIC's record; InputError when it would be too large to be read back."""
     data = {"spec": spec_to_dict(applied.spec), "mtu": applied.mtu, "generation": applied.generation,
             "backend": applied.backend}
-    return json.dumps(data, indent=1, sort_keys=True) + "\n"
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    if len(text.encode()) > MAX_RECORD:
+        raise InputError(f"VM {applied.spec.vm} NIC {applied.spec.nic}: its state record would be larger than "
+                         f"{MAX_RECORD} bytes")
+    return text
 
 
-def write(path: Path, text: str | None) -> None:
-    """Write text atomically (rename over), or remove the file when text is None. Safe to repeat."""
-    if text is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("a key appears twice")
+    return data
+
+
+def _constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(text: str, vm: int, nic: int, shown: str) -> Applied:
+    """A record's text as Applied, every field checked (the spec by the model's own validation); else StateError."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
+    except (ValueError, RecursionError) as e:
+        raise StateError(f"state record {shown}: not a netfw record: {e}") from None
+    if not isinstance(data, dict) or set(data) != RECORD_KEYS:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise StateError(f"state record {shown}: keys must be {sorted(RECORD_KEYS)}, not {found}")
+    mtu, generation, how = data["mtu"], data["generation"], data["backend"]
+    if type(mtu) is not int or not 68 <= mtu <= 65535:
+        raise StateError(f"state record {shown}: mtu {mtu!r} is not an integer in 68..65535")
+    if type(generation) is not int or generation not in (0, 1):
+        raise StateError(f"state record {shown}: generation {generation!r} is not 0 or 1")
+    if not isinstance(how, str) or how not in backend.BACKENDS:
+        raise StateError(f"state record {shown}: backend {how!r} is not one of {', '.join(backend.BACKENDS)}")
+    if not isinstance(data["spec"], dict):
+        raise StateError(f"state record {shown}: spec is not an object")
+    try:
+        spec = spec_from_dict(data["spec"])
+    except (InputError, TypeError, ValueError, KeyError, AttributeError) as e:
+        why = str(e) if str(e).startswith("spec:") else f"spec: {e}"  # the model may name the spec itself
+        raise StateError(f"state record {shown}: {why}") from None
+    if type(spec.vm) is not int or type(spec.nic) is not int or (spec.vm, spec.nic) != (vm, nic):
+        raise StateError(f"state record {shown}: it is for VM {spec.vm!r} NIC {spec.nic!r}, not VM {vm} NIC {nic}")
+    return Applied(spec, mtu, generation, how)
+
+
+class StateDir:
+    """A state directory opened and checked once per operation; every record and lock in it is reached through its
+    descriptor. fd is None when the directory does not exist and was not to be created (it has no records)."""
+
+    def __init__(self, path: Path, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def record_path(self, vm: int, nic: int) -> Path:
+        return nic_path(self.path, vm, nic)
+
+    def _vm_dir(self, vm: int, create: bool) -> int | None:
+        if self.fd is None:
+            if create:
+                raise StateError(f"state directory {self.path} was opened without creating it")
+            return None
+        return statefs.open_dir(f"vm-{int(vm)}", f"state directory {self.path / f'vm-{vm}'}", self.fd, create)
+
+    @contextmanager
+    def lock(self, vm: int):
+        """Hold VM vm's exclusive lock for the with block: concurrent calls for one VM must not interleave."""
+        if self.fd is None:
+            raise StateError(f"state directory {self.path} was opened without creating it")
+        with statefs.locked(self.fd, f"vm-{int(vm)}.lock", f"lock file {self.path / f'vm-{vm}.lock'}"):
+            yield
+
+    def read(self, vm: int, nic: int) -> str | None:
+        """The text of the NIC's record (a checked file), or None when there is none."""
+        fd = self._vm_dir(vm, create=False)
+        if fd is None:
+            return None
+        shown = f"state record {self.record_path(vm, nic)}"
+        try:
+            data = statefs.read(fd, f"nic-{int(nic)}.json", shown, MAX_RECORD)
+        finally:
+            os.close(fd)
+        try:
+            return None if data is None else data.decode()
+        except UnicodeDecodeError:
+            raise StateError(f"{shown}: not UTF-8 text") from None
+
+    def load(self, vm: int, nic: int) -> Applied | None:
+        """What was last applied to the NIC, or None when there is no record; StateError for a bad record."""
+        text = self.read(vm, nic)
+        return None if text is None else parse(text, vm, nic, str(self.record_path(vm, nic)))
+
+    def nics(self, vm: int) -> list[int]:
+        """The NIC ids with a record for VM vm."""
+        fd = self._vm_dir(vm, create=False)
+        if fd is None:
+            return []
+        try:
+            found = statefs.names(fd)
+        finally:
+            os.close(fd)
+        return sorted(int(m[1]) for m in map(_RECORD_NAME.fullmatch, found) if m)
+
+    def write(self, vm: int, nic: int, text: str | None) -> None:
+        """Replace the NIC's record atomically with text, or remove it when text is None. Safe to repeat."""
+        fd = self._vm_dir(vm, create=text is not None)
+        if fd is None:
+            return
+        shown, name = f"state record {self.record_path(vm, nic)}", f"nic-{int(nic)}.json"
+        try:
+            if text is None:
+                statefs.remove(fd, name, shown)
+            else:
+                statefs.replace(fd, name, text.encode(), shown)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @contextmanager
-def vm_lock(root: Path, vm: int):
-    """Hold an exclusive lock on VM vm for the whole operation (concurrent driver calls must not interleave)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"vm-{vm}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def opened(explicit: str | Path | None = None, create: bool = True):
+    """The state directory (state_dir(explicit)), checked and open for the with block; created 0700 when missing
+    if create, else a missing directory has no records (dry runs and verify create nothing)."""
+    path = state_dir(explicit)
+    directory = StateDir(path, statefs.open_dir(str(path), f"state directory {path}", None, create))
+    try:
+        yield directory
+    finally:
+        directory.close()
+
+
+def check_existing(explicit: str | Path) -> None:
+    """StateError unless the state directory exists and is safe to use (the default may be missing). Creates nothing."""
+    with opened(explicit, create=False) as directory:
+        if directory.fd is None and directory.path != Path(DEFAULT_STATE_DIR):
+            raise StateError(f"state directory {directory.path} does not exist: create it first "
+                             f"(install -d -m 0700 {directory.path}); only the default {DEFAULT_STATE_DIR} is "
+                             "created by netfw one")
+
+
+def load(root: str | Path | None, vm: int, nic: int) -> Applied | None:
+    """What was last applied to the NIC, or None when there is no record (see StateDir.load)."""
+    with opened(root, create=False) as directory:
+        return directory.load(vm, nic)
+
+
+def nics(root: str | Path | None, vm: int) -> list[int]:
+    """The NIC ids with a record for VM vm."""
+    with opened(root, create=False) as directory:
+        return directory.nics(vm)
+
+
+def write(path: Path, text: str | None) -> None:
+    """Replace (text None: remove) the record at path, which must be nic_path(root, vm, nic), through the checked
+    directory root (see StateDir.write). Safe to repeat."""
+    path = Path(path)
+    vm, record = re.fullmatch(r"vm-(0|[1-9][0-9]*)", path.parent.name), _RECORD_NAME.fullmatch(path.name)
+    if not vm or not record:
+        raise StateError(f"{path} is not a state record's path (DIR/vm-VM/nic-NIC.json)")
+    with opened(path.parent.parent) as directory:
+        directory.write(int(vm[1]), int(record[1]), text)
+
+
+@contextmanager
+def vm_lock(root: str | Path | None, vm: int):
+    """Hold VM vm's exclusive lock for the with block (see StateDir.lock)."""
+    with opened(root) as directory, directory.lock(vm):
         yield

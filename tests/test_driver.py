@@ -260,7 +260,8 @@ WRAPPERS = Path(__file__).resolve().parents[1] / "scripts" / "opennebula"
 
 @pytest.mark.parametrize("action", list(driver.ACTIONS))
 def test_wrapper_runs_netfw_one_action_with_sudo_and_options(tmp_path, action):
-    """The wrapper execs `sudo -n NETFW one [--state-dir D] [--vn-mads M] ACTION ARGS` with stdin passed on."""
+    """Run as oneadmin (a fake `id` says uid 9869), the wrapper execs `sudo -n NETFW one [--state-dir D]
+    [--vn-mads M] ACTION ARGS` with stdin passed on."""
     import os
     import subprocess
 
@@ -269,6 +270,7 @@ def test_wrapper_runs_netfw_one_action_with_sudo_and_options(tmp_path, action):
     log = tmp_path / "argv"
     (fake_bin / "sudo").write_text(f'#!/bin/sh\necho sudo "$@" > {log}\ncat >> {log}\n')
     (fake_bin / "netfw").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "id").write_text("#!/bin/sh\necho 9869\n")
     for f in fake_bin.iterdir():
         f.chmod(0o755)
     conf = tmp_path / "opennebula.conf"

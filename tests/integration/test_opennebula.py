@@ -32,6 +32,7 @@ class Host:
 
     def __init__(self, state_dir: Path, enter: list[str] | None = None):
         self.state_dir, self.enter = state_dir, enter or []
+        state_dir.mkdir(mode=0o700, exist_ok=True)  # as the operator does: `netfw one` creates only the default
         self.listeners: list[tuple[str, subprocess.Popen]] = []
 
     def sh(self, *argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:

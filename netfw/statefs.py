@@ -1,0 +1,191 @@
+"""Files in a directory that only netfw's user controls, reached through directory descriptors and never through a
+symbolic link.
+
+netfw runs as root on a state directory its caller names (`sudo netfw one --state-dir DIR`). So a directory is
+opened with O_DIRECTORY|O_NOFOLLOW and refused unless it belongs to the effective user and no one else may write
+to it; every file in it is opened relative to that descriptor (openat), with O_NOFOLLOW, and checked once open. A
+symlink, or a path swapped after the check, cannot redirect a read, a lock or a write of root's, and whatever such a
+directory holds was put there by root.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from contextlib import contextmanager, suppress
+
+from .errors import InputError
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO must not hang netfw (it is refused right after, as not a regular file).
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCK = _READ | os.O_CREAT  # flock needs no write access; never O_TRUNC: a lock file is never written
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class StateError(InputError):
+    """A state directory or a file in it that netfw refuses or cannot use: exit 2, nothing touched."""
+
+
+def _refusal(shown: str, error: OSError | ValueError, name: str, dir_fd: int | None) -> StateError:
+    """The StateError for a failed open of name; ELOOP or ENOTDIR on a symlink says so."""
+    if isinstance(error, OSError) and error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+        try:
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode):
+            return StateError(f"{shown} is a symbolic link: refused")
+        if error.errno == errno.EISDIR:
+            return StateError(f"{shown} is not a regular file: refused")
+    reason = error.strerror if isinstance(error, OSError) else str(error)
+    return StateError(f"{shown}: {reason}")
+
+
+def _checked(fd: int, shown: str, directory: bool) -> os.stat_result:
+    """fstat of an open fd, or StateError unless it is of the right kind, ours, and writable by us only."""
+    st = os.fstat(fd)
+    problem = None
+    if directory and not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif not directory and not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by uid {os.geteuid()} that netfw runs as"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        raise StateError(f"{shown} {problem}: refused")
+    return st
+
+
+def _open(name: str, flags: int, shown: str, dir_fd: int | None, mode: int = 0o600) -> int:
+    try:
+        return os.open(name, flags, mode, dir_fd=dir_fd)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise _refusal(shown, e, name, dir_fd) from None
+
+
+def open_dir(name: str, shown: str, dir_fd: int | None = None, create: bool = False) -> int | None:
+    """A checked descriptor of directory name (relative to dir_fd); when missing, created 0700 if create, else None.
+
+    Safe to repeat. Only the last component is created: a missing parent is an error, not something to make.
+    """
+    try:
+        fd = os.open(name, _DIR, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass  # a concurrent call made it: it is checked below like any other
+        except (OSError, ValueError) as e:
+            raise StateError(f"{shown}: cannot create it: {getattr(e, 'strerror', None) or e}") from None
+        fd = _open(name, _DIR, shown, dir_fd)
+    except (OSError, ValueError) as e:
+        raise _refusal(shown, e, name, dir_fd) from None
+    try:
+        _checked(fd, shown, directory=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read(dir_fd: int, name: str, shown: str, limit: int) -> bytes | None:
+    """The content of regular file name (ours, not writable by others, at most limit bytes), None when missing."""
+    try:
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise _refusal(shown, e, name, dir_fd) from None
+    try:
+        too_big, data = _checked(fd, shown, directory=False).st_size > limit, b""
+        while not too_big and (chunk := os.read(fd, limit + 1 - len(data))):  # bounded even if the file grows
+            data += chunk
+            too_big = len(data) > limit
+        if too_big:
+            raise StateError(f"{shown} is larger than {limit} bytes: refused")
+        return data
+    except OSError as e:
+        raise StateError(f"{shown}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def locked(dir_fd: int, name: str, shown: str):
+    """Hold an exclusive flock on file name (created 0600, never truncated) for the with block.
+
+    The kernel releases an flock when its holder dies, even by SIGKILL: a killed netfw leaves no stale lock.
+    """
+    fd = _open(name, _LOCK, shown, dir_fd)
+    try:
+        _checked(fd, shown, directory=False)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise StateError(f"{shown}: cannot lock it: {e.strerror}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def replace(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+    """Make file name hold data, atomically: a new temporary file (O_EXCL, 0600), fsync, rename, fsync of the
+    directory. A reader sees the old content or the new, never a part; a crash leaves at most a hidden .tmp file."""
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = _open(tmp, _NEW, shown, dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException as e:
+        if fd >= 0:
+            os.close(fd)
+        with suppress(OSError):  # the original error is the one to report
+            _unlink(dir_fd, tmp)
+        if isinstance(e, OSError):
+            raise StateError(f"cannot write {shown}: {e.strerror}") from None
+        raise
+    _sync(dir_fd, shown)
+
+
+def remove(dir_fd: int, name: str, shown: str) -> None:
+    """Remove file name (a symlink itself, never its target); safe to repeat."""
+    try:
+        if not _unlink(dir_fd, name):
+            return
+    except OSError as e:
+        raise StateError(f"cannot remove {shown}: {e.strerror}") from None
+    _sync(dir_fd, shown)
+
+
+def names(dir_fd: int) -> list[str]:
+    """The names in the directory."""
+    return os.listdir(dir_fd)
+
+
+def _unlink(dir_fd: int, name: str) -> bool:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync(dir_fd: int, shown: str) -> None:
+    """fsync the directory, so that a rename or unlink in it survives a crash."""
+    try:
+        os.fsync(dir_fd)
+    except OSError as e:
+        raise StateError(f"cannot sync the directory of {shown}: {e.strerror}") from None
