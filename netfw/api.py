@@ -9,10 +9,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backend, names, probe, state, transaction
+from . import backend, connection, names, probe, runner, state, transaction
 from .model import InputError, NicSpec
+from .ovs import OvsPort
+from .port import LINUX, Port
 from .plan import plan_attach, plan_detach, plan_update
 from .steps import VmNamespace
+from .steps.record import Journal
 from .steps.base import Step, show
 
 TOOLS = ("ip", "nsenter", "sysctl", "iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save",
@@ -46,36 +49,70 @@ def check_host() -> None:
         raise InputError("br_netfilter is not loaded: run `modprobe br_netfilter` on the hypervisor")
 
 
-def resolve(spec: NicSpec) -> int:
-    """Check the tap and the VN bridge as attach needs them; return the MTU to use. Read-only."""
+def _ours(link: dict | None, spec: NicSpec) -> bool:
+    """True for netfw's veth end of this NIC (which holds the tap's name once attached)."""
+    return probe.kind(link) == "veth" and probe.alias_of(link) == (spec.vm, spec.nic, names.VETH_HOST)
+
+
+def resolve(spec: NicSpec, known: Port | None = None, interrupted: bool = False) -> tuple[int, Port, dict | None]:
+    """Check the tap and the VN bridge as attach needs them; return the MTU to use and the tap's port. Read-only.
+
+    known: the port the NIC's record or journal holds, the only source once the tap has left its bridge;
+    interrupted: a journal says a run was killed, so a tap off its bridge is that run's doing, not the operator's.
+    Also returns the tap's link when it is still in the hypervisor namespace (None otherwise).
+    """
     ns = names.netns(spec.vm)
     host = probe.links(None, [spec.tap, spec.bridge])
-    bridge = host.get(spec.bridge)
-    if bridge is None or probe.kind(bridge) != "bridge":
-        what = "does not exist" if bridge is None else f"is a {probe.kind(bridge) or 'plain link'}, not a bridge"
-        raise InputError(f"VN bridge {spec.bridge} {what}")
-    tap = host.get(spec.tap)
-    if tap is None:
-        tap = probe.links(ns, [spec.tap]).get(spec.tap)
-        if tap is None:
-            raise InputError(f"tap {spec.tap} does not exist")
-        if probe.master(tap) not in (names.bridge(spec.vm, spec.nic), None):
-            raise InputError(f"tap {spec.tap} is already attached to {probe.master(tap)} in {ns}")
-    elif probe.master(tap) != spec.bridge:
-        where = f"on {probe.master(tap)}" if probe.master(tap) else "on no bridge"
-        raise InputError(f"tap {spec.tap} is {where}, not on the VN bridge {spec.bridge}")
-    return spec.mtu or tap["mtu"]
+    vn, tap = host.get(spec.bridge), host.get(spec.tap)
+    if vn is None:  # an Open vSwitch bridge has a kernel link of its name too (its internal port)
+        raise InputError(f"VN bridge {spec.bridge} does not exist")
+    linux = probe.kind(vn) == "bridge"  # then OVSDB need not be asked (nor running)
+    if tap is not None and not _ours(tap, spec):  # the tap, still in the hypervisor namespace
+        on = probe.master(tap)
+        port = None
+        if not linux or on == spec.bridge:
+            port = connection.capture(spec.tap, tap, host, linux_only=linux)
+        if port is None and interrupted and known is not None and known.bridge == spec.bridge:
+            port = known  # a killed run took it off the bridge, the journal knows where it belongs
+        if port is None or port.bridge != spec.bridge:
+            problem = None if linux else connection.bridge_problem(spec.bridge, vn)
+            if problem:
+                raise InputError(problem)
+            where = f"on {port.bridge if port else on}" if (port or on) else "on no bridge"
+            raise InputError(f"tap {spec.tap} is {where}, not on the VN bridge {spec.bridge}")
+        return spec.mtu or tap["mtu"], port, tap
+    inside = probe.links(ns, [spec.tap]).get(spec.tap)
+    if inside is None:
+        problem = None if linux else connection.bridge_problem(spec.bridge, vn)
+        raise InputError(problem or f"tap {spec.tap} does not exist")
+    if probe.master(inside) not in (names.bridge(spec.vm, spec.nic), None):
+        raise InputError(f"tap {spec.tap} is already attached to {probe.master(inside)} in {ns}")
+    port = known if known is not None else \
+        (connection.capture(spec.tap, tap, host, linux_only=linux) if tap is not None else None)
+    if port is None:
+        raise InputError(f"tap {spec.tap} is inside {ns}, but netfw has no record of its VN bridge port: "
+                         f"run `netfw detach {spec.vm} {spec.nic} --bridge {spec.bridge}` first")
+    if port.bridge != spec.bridge:
+        raise InputError(f"VM {spec.vm} NIC {spec.nic} is attached to the VN bridge {port.bridge}, not "
+                         f"{spec.bridge}: detach it first")
+    return spec.mtu or inside["mtu"], port, None
 
 
 def _execute(action: str, specs: list[NicSpec], steps: list[Step], dry_run: bool) -> Outcome:
+    """Run the steps in one transaction; a dry run runs them too, with every changing command only recorded (the
+    same code decides from the same facts, so the commands printed are exactly those a real run would start)."""
     out = Outcome(action, specs[0].vm, specs[0].nic if len(specs) == 1 else None)
     if dry_run:
-        for step in steps:
-            out.commands.append(f"# {step.describe()}")
-            out.commands.extend(show(step.commands()))
+        with runner.recording() as recorded:
+            out.changed = _changes(transaction.run(steps))
+        out.commands = show([(list(argv), stdin) for argv, stdin in recorded.commands])
         return out
-    out.changed = [s.describe() for s in transaction.run(steps)]
+    out.changed = _changes(transaction.run(steps))
     return out
+
+
+def _changes(done: list[Step]) -> list[str]:
+    return [step.describe() for step in done if not step.bookkeeping]
 
 
 def _one_vm(specs: list[NicSpec], action: str) -> None:
@@ -102,13 +139,23 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
         # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
         applied = [records.load(spec.vm, spec.nic) for spec in specs]
-        mtus = [resolve(spec) for spec in specs]  # every NIC is checked before anything is touched
+        pending = [records.intent(spec.vm, spec.nic) for spec in specs]
         steps: list[Step] = []
-        for spec, mtu, old in zip(specs, mtus, applied):
+        resolved = [resolve(spec, _known(old, intent), intent is not None)  # all checked before anything changes
+                    for spec, old, intent in zip(specs, applied, pending)]
+        for spec, (mtu, port, seen), old in zip(specs, resolved, applied):
             how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
-            target = state.Applied(spec, mtu, _generation(old, spec), how)
-            steps += plan_attach(target, records, old.spec if old else None)
+            target = state.Applied(spec, mtu, _generation(old, spec), how, port)
+            steps += plan_attach(target, records, old.spec if old else None, seen=seen)
         return _execute("attach", specs, steps, dry_run)
+
+
+def _known(old: state.Applied | None, intent: tuple[str, state.Applied] | None) -> Port | None:
+    """The port a journal (newest) or the record holds for the NIC."""
+    for applied in (intent[1] if intent else None, old):
+        if applied is not None and applied.port is not None:
+            return applied.port
+    return None
 
 
 def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
@@ -117,10 +164,30 @@ def attach(spec: NicSpec, *, dry_run: bool = False, state_dir: str | Path | None
 
 
 def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
-    """Without a record: the default tap, and the VN bridge the veth end is on (names are recomputed, no state)."""
-    veth = probe.links(None, [names.veth_host(vm, nic)]).get(names.veth_host(vm, nic))
-    return state.Applied(NicSpec(vm, nic, probe.master(veth) or bridge or ""), (veth or {}).get("mtu", 1500), 0,
-                         backend.configured())
+    """Without a record or journal: the default tap, and the port its name holds in the hypervisor namespace (the
+    veth end, once attached), else the VN bridge given (names are recomputed, no state)."""
+    spec = NicSpec(vm, nic, "")
+    link = probe.links(None, [spec.tap]).get(spec.tap)
+    port = connection.capture(spec.tap, link) if _ours(link, spec) else None
+    if port is None and bridge:
+        port = Port(LINUX, bridge, None) if probe.kind(probe.links(None, [bridge]).get(bridge)) == "bridge" else \
+            Port("ovs", bridge, None, ovs=OvsPort(bridge, (), (), None))
+    spec = NicSpec(vm, nic, port.bridge if port else "")
+    return state.Applied(spec, (link or {}).get("mtu", 1500), 0, backend.configured(), port)
+
+
+def _now(applied: state.Applied) -> state.Applied:
+    """applied with the port as the link holding the tap's name carries it now (the connection layer may have
+    changed it since attach); unchanged when that link is not netfw's veth end or is on no bridge."""
+    link = probe.links(None, [applied.spec.tap]).get(applied.spec.tap)
+    if not _ours(link, applied.spec):
+        return applied
+    port = connection.capture(applied.spec.tap, link)
+    if port is None:  # e.g. OpenNebula's ovswitch clean deleted the port already
+        return applied
+    if applied.port is not None and port.mac is None:
+        port = dataclasses.replace(port, mac=applied.port.mac)
+    return applied._replace(port=port)
 
 
 def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
@@ -139,7 +206,8 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
                 raise InputError(f"VM {spec.vm} NIC {spec.nic} is not attached (no record in {records.path}): "
                                  "attach it first")
             spec = dataclasses.replace(spec, bridge=applied.spec.bridge, tap=applied.spec.tap)
-            target = state.Applied(spec, spec.mtu or applied.mtu, _generation(applied, spec), applied.backend)
+            target = state.Applied(spec, spec.mtu or applied.mtu, _generation(applied, spec), applied.backend,
+                                   applied.port)
             steps += plan_update(target, records, applied)
         return _execute("update", specs, steps, dry_run)
 
@@ -160,8 +228,14 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
         names.check_ifname(bridge, "bridge")
     check_host()
     with state.opened(state_dir, create=not dry_run) as records, _locked(records, vm, dry_run):
-        applied = records.load(vm, nic) or _assumed(vm, nic, bridge)
-        steps = plan_detach(applied, records)
+        old, intent = records.load(vm, nic), records.intent(vm, nic)
+        applied = old or (intent[1] if intent else None) or _assumed(vm, nic, bridge)
+        known = _known(old, intent)
+        if known is not None:
+            applied = applied._replace(port=known)
+        if applied.port is None and bridge:
+            applied = applied._replace(port=_assumed(vm, nic, bridge).port)
+        steps = plan_detach(_now(applied), records)
         return _execute("detach", [applied.spec], steps, dry_run)
 
 
@@ -185,7 +259,9 @@ def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = No
             spec = expected if expected is not None else applied.spec
             if expected is not None and applied.spec != expected:
                 drift.append(f"NIC {n}: the document differs from what was last applied (run update)")
-            for step in plan_attach(applied._replace(spec=spec), records):
+            steps = [*plan_attach(applied._replace(spec=spec), records, journal=False),
+                     Journal(records, vm, n, None)]
+            for step in steps:
                 if isinstance(step, VmNamespace) and n != nics[0]:
                     continue  # the VM's namespace is checked once, with its first NIC
                 drift += step.check()

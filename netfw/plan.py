@@ -9,6 +9,7 @@ from .model import NicSpec
 from .render import Ruleset, render, zone, zones
 from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
+from .steps.record import Journal
 from .steps.base import Fresh
 from .steps.netns import DropNamespace
 from .steps.conntrack import FlushZone
@@ -66,20 +67,31 @@ def _families(ruleset: Ruleset) -> set[str]:
     return {f.family for f in ruleset.families}
 
 
-def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None) -> list[Step]:
-    """Namespace, bridge, veth, rules, then the cut-over, then the state record.
+def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None,
+                journal: bool = True, seen: dict | None = None) -> list[Step]:
+    """Journal, namespace, bridge, veth, rules, then the cut-over, then the record, then the journal goes.
+
+    seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach).
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
     spec, mtu, fresh = target.spec, target.mtu, Fresh()
-    return [
+    mac = target.port.mac if target.port else None
+    steps = [
         VmNamespace(spec.vm, fresh),
         FirewallBridge(spec.vm, spec.nic, mtu, fresh),
-        VethPair(spec.vm, spec.nic, mtu, fresh),
+        VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
-        CutOver(spec.vm, spec.nic, spec.tap, spec.bridge or None),
+        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]
+    return _journaled(records, spec, target, "attach", steps) if journal else steps
+
+
+def _journaled(records: StateDir, spec: NicSpec, target: Applied, op: str, steps: list[Step]) -> list[Step]:
+    """steps between the NIC's journal (written before the first change) and its removal (after the last)."""
+    return [Journal(records, spec.vm, spec.nic, state.document(target, op)), *steps,
+            Journal(records, spec.vm, spec.nic, None)]
 
 
 def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[Step]:
@@ -89,22 +101,24 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
     spec = target.spec
     resize: list[Step] = []
     if target.mtu != previous.mtu:
-        resize = [FirewallBridge(spec.vm, spec.nic, target.mtu), VethPair(spec.vm, spec.nic, target.mtu)]
+        resize = [FirewallBridge(spec.vm, spec.nic, target.mtu), VethPair(spec.vm, spec.nic, target.mtu, spec.tap)]
     steps = rule_steps(target, previous.spec)
     changed = [s for s in steps if isinstance(s, FamilyRuleset)]
-    return [
+    return _journaled(records, spec, target, "update", [
         *resize,
         *steps,
         Record(records, spec.vm, spec.nic, state.document(target)),
         FlushZone(names.netns(spec.vm), zone(spec), changed),
-    ]
+    ])
 
 
 def plan_detach(target: Applied, records: StateDir) -> list[Step]:
     """The tap back onto its VN bridge first (the VM keeps its network), the record, then the rest: the whole
     namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth, bridge, and
     the namespace if it is empty by then)."""
-    namespace, *objects, cut_over, record = plan_attach(target, records)
+    spec = target.spec
+    namespace, *objects, cut_over, record = plan_attach(target, records, journal=False)
     fallback = [Reverse(step) for step in reversed([namespace, *objects]) if not isinstance(step, IpsetGc)]
-    rebuild = plan_attach(target, records)[:-2]
-    return [Reverse(cut_over), Reverse(record), DropNamespace(target.spec.vm, target.spec.nic, fallback, rebuild)]
+    rebuild = plan_attach(target, records, journal=False)[:-2]
+    return _journaled(records, spec, target, "detach", [
+        Reverse(cut_over), Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])

@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from . import runner, script
 from .backend import tool
 
 NETNS_DIR = "/run/netns"
 
-#: Messages of `ip` that mean "the thing is not there" (the only errors a probe or an undo may shrug off).
-GONE = ("Cannot find device", "does not exist", "Cannot open network namespace", "No such file or directory")
+#: The exact messages that mean "this object does not exist" (and nothing else): a failed command is read as
+#: "absent" only when every line of its stderr is one of these, naming the object asked about. Anything else (a
+#: permission problem, a busy kernel, a killed process) is a failure to see, and fails the operation.
+_GONE_PATTERNS = (
+    re.compile(r'Device "(?P<dev>[^"]+)" does not exist\.'),  # ip link show
+    re.compile(r'Cannot find device "(?P<dev>[^"]+)"'),  # ip link set/del, tc
+    re.compile(r'Cannot open network namespace "(?P<ns>[^"]+)": No such file or directory'),  # ip -n NS
+    re.compile(r'Cannot remove namespace file "/run/netns/(?P<ns>[^"]+)": No such file or directory'),  # netns del
+    re.compile(r"nsenter: cannot open /run/netns/(?P<ns>\S+): No such file or directory"),
+    re.compile(r"Command failed -:\d+"),  # ip -batch's own line after a failed command (never alone)
+)
 
 
-def is_gone(error: runner.CommandError) -> bool:
-    """True when a failed command failed only because its object is already gone."""
-    return any(m in error.stderr for m in GONE)
+def gone(error: runner.CommandError, devices: tuple[str, ...] | list[str] = (), ns: str | None = None) -> bool:
+    """True when error says only that the named devices (or the namespace ns) do not exist.
+
+    Exact messages, exact names: "Cannot find device" about another device, or any other line, is not "gone".
+    """
+    lines = [line.strip() for line in error.stderr.splitlines() if line.strip()]
+    named = False
+    for line in lines:
+        m = next((m for p in _GONE_PATTERNS if (m := p.fullmatch(line))), None)
+        if m is None:
+            return False
+        found = m.groupdict()
+        if "dev" in found and found["dev"] not in devices:
+            return False
+        if "ns" in found and found["ns"] != ns:
+            return False
+        named = named or bool(found)
+    return named
 
 
 def ip(ns: str | None, *args: str) -> list[str]:
@@ -51,16 +76,39 @@ def _decode_all(text: str) -> list:
     return out
 
 
-def links(ns: str | None, names: list[str] | None = None) -> dict[str, dict]:
-    """`ip -j -d link show` of ns as {ifname: link}, only `names` when given; {} when ns does not exist."""
+def links(ns: str | None, names: list[str] | tuple[str, ...] | None = None) -> dict[str, dict]:
+    """`ip -j -d link show` of ns as {ifname: link}, only `names` when given; {} when ns does not exist.
+
+    Fails closed: only "Device X does not exist" for an asked name (or the namespace gone) reads as absent.
+    """
     if ns and not netns_exists(ns):
         return {}
     if names:
         text = script.join(f"link show dev {n}" for n in names)
-        res = runner.run(ip(ns, "-j", "-d", "-force", "-batch", "-"), stdin=text, ok=(0, 1, 255))
+        argv = ip(ns, "-j", "-d", "-force", "-batch", "-")
     else:
-        res = runner.run(ip(ns, "-j", "-d", "link", "show"), ok=(0, 1, 255))
+        text, argv = None, ip(ns, "-j", "-d", "link", "show")
+    try:
+        res = runner.read(argv, stdin=text)
+    except runner.CommandError as e:
+        if e.code == 255 and ns and gone(e, ns=ns):  # the namespace went away meanwhile
+            return {}
+        if e.code != 1 or not gone(e, tuple(names or ())):
+            raise
+        res = e.result
     return {link["ifname"]: link for link in _decode_all(res.stdout)}
+
+
+def slave_data(link: dict | None) -> dict:
+    """A bridge port's settings as `ip -d -j link` prints them (info_slave_data), {} for a link on no bridge."""
+    return (link or {}).get("linkinfo", {}).get("info_slave_data", {})
+
+
+def alias_of(link: dict | None) -> tuple[int, int, str] | None:
+    """(vm, nic, role) of a link netfw made (its ifalias), None for any other link."""
+    from .names import parse_alias
+
+    return parse_alias((link or {}).get("ifalias"))
 
 
 def master(link: dict | None) -> str | None:
@@ -81,7 +129,7 @@ def bridge_option(link: dict | None, key: str):
 
 def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     """Values of sysctl keys inside ns (None for a key that does not exist there)."""
-    res = runner.run(in_netns(ns, "sysctl", "-e", *keys), ok=(0, 1, 255))
+    res = runner.read(in_netns(ns, "sysctl", "-e", *keys))
     found = {}
     for line in res.stdout.splitlines():
         key, _, value = line.partition(" = ")
@@ -93,7 +141,7 @@ def save(ns: str, family: str, table: str | None = "filter", backend: str = "aut
     """`iptables-save -t TABLE` (family 'ip', 'ip6') or `ebtables-save -t TABLE` ('eb') inside ns; every table
     when table is None."""
     argv = in_netns(ns, tool(family, "save", backend), *(["-t", table] if table else []))
-    return runner.run(argv).stdout
+    return runner.read(argv).stdout
 
 
 def ipset_list_argv(ns: str) -> list[str]:
@@ -103,7 +151,7 @@ def ipset_list_argv(ns: str) -> list[str]:
 def ipsets(ns: str) -> dict[str, tuple[str, set[str]]]:
     """{name: (family, members)} of every ipset in ns, from `ipset save`."""
     found: dict[str, tuple[str, set[str]]] = {}
-    for line in runner.run(ipset_list_argv(ns)).stdout.splitlines():
+    for line in runner.read(ipset_list_argv(ns)).stdout.splitlines():
         words = line.split()
         if words[:1] == ["create"]:
             family = words[words.index("family") + 1] if "family" in words else "inet"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shlex
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sh
 from loguru import logger
-
 
 
 @dataclass(frozen=True)
@@ -88,17 +88,69 @@ def _execute(argv: list[str], stdin: str | None, timeout: float | None) -> Resul
     return Result(tuple(argv), proc.exit_code, str(proc), proc.stderr.decode(errors="replace"))
 
 
-def run(
-    argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,), timeout: float | None = None
-) -> Result:
-    """Run argv (with optional standard input); raise CommandError unless its exit code is in `ok`."""
-    logger.debug("run: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
+class _Recording:
+    """A dry run: the mutating commands are recorded here instead of being run (reads still run)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[tuple[str, ...], str | None]] = []
+
+
+_recording: _Recording | None = None
+
+
+@contextmanager
+def recording():
+    """Within the block, run() records its command and answers success without starting it; read() still runs.
+
+    This is what makes `--dry-run` exact: the very code of a real run decides what would run, from the same facts,
+    and only the commands that would change something are held back.
+    """
+    global _recording
+    outer, _recording = _recording, _Recording()
+    try:
+        yield _recording
+    finally:
+        _recording = outer
+
+
+def dry() -> bool:
+    """True inside recording(): steps must not write state files either."""
+    return _recording is not None
+
+
+def _start(argv: list[str], stdin: str | None, ok: tuple[int, ...], timeout: float | None) -> Result:
     try:
         result = _execute(list(argv), stdin, timeout)
     except sh.CommandNotFound:
         raise CommandError(Result(tuple(argv), 127, "", f"{argv[0]}: command not found")) from None
     except sh.TimeoutException:
         raise CommandError(Result(tuple(argv), -1, "", f"timed out after {timeout}s"), stdin) from None
+    except sh.SignalException as e:  # killed by a signal (e.g. ovs-vsctl's own --timeout: SIGALRM)
+        code = -abs(getattr(e, "exit_code", 1))
+        err = (getattr(e, "stderr", b"") or b"").decode(errors="replace")
+        raise CommandError(Result(tuple(argv), code, "", f"{err}killed by signal {-code}"), stdin) from None
     if result.code not in ok:
         raise CommandError(result, stdin)
     return result
+
+
+def run(
+    argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,), timeout: float | None = None
+) -> Result:
+    """Run a command that changes something; raise CommandError unless its exit code is in `ok`.
+
+    In a dry run (recording()) the command is only recorded and reported as successful.
+    """
+    if _recording is not None:
+        logger.debug("dry run: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
+        _recording.commands.append((tuple(argv), stdin))
+        return Result(tuple(argv), 0, "", "")
+    logger.debug("run: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
+    return _start(argv, stdin, ok, timeout)
+
+
+def read(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,),
+         timeout: float | None = None) -> Result:
+    """Run a command that only reads (a probe): it runs in dry runs too. CommandError unless its code is in ok."""
+    logger.debug("read: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
+    return _start(argv, stdin, ok, timeout)

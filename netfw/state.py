@@ -18,12 +18,16 @@ from typing import NamedTuple
 from . import backend, statefs
 from .errors import InputError
 from .model import NicSpec, spec_from_dict, spec_to_dict
+from .port import Port
 from .statefs import StateError
 
 DEFAULT_STATE_DIR = "/var/lib/netfw"
 MAX_RECORD = 16 * 1024 * 1024  # a VM document is at most 4 MiB (netfw.one); its record is of the same order
-RECORD_KEYS = frozenset({"spec", "mtu", "generation", "backend"})
+RECORD_KEYS = frozenset({"spec", "mtu", "generation", "backend", "port"})
 _RECORD_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.json")
+_INTENT_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.intent\.json")
+#: What an interrupted operation was doing (the journal, netfw.state.StateDir.intent).
+OPS = ("attach", "update", "detach")
 
 
 def state_dir(explicit: str | Path | None = None) -> Path:
@@ -42,12 +46,18 @@ class Applied(NamedTuple):
     mtu: int
     generation: int = 0  # which of the NIC's two ipset name generations the live rules use
     backend: str = "auto"  # the iptables backend its rules were loaded with (netfw.backend)
+    port: Port | None = None  # the VM's port on its VN bridge as the connection layer made it (netfw.port)
 
 
-def document(applied: Applied) -> str:
-    """The JSON text of a NIC's record; InputError when it would be too large to be read back."""
-    data = {"spec": spec_to_dict(applied.spec), "mtu": applied.mtu, "generation": applied.generation,
-            "backend": applied.backend}
+def _data(applied: Applied) -> dict:
+    return {"spec": spec_to_dict(applied.spec), "mtu": applied.mtu, "generation": applied.generation,
+            "backend": applied.backend, "port": None if applied.port is None else applied.port.as_dict()}
+
+
+def document(applied: Applied, op: str | None = None) -> str:
+    """The JSON text of a NIC's record, or (op given) of its journal: the operation under way and its target.
+    InputError when it would be too large to be read back."""
+    data = _data(applied) if op is None else {"op": op, "target": _data(applied)}
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     if len(text.encode()) > MAX_RECORD:
         raise InputError(f"VM {applied.spec.vm} NIC {applied.spec.nic}: its state record would be larger than "
@@ -72,7 +82,11 @@ def parse(text: str, vm: int, nic: int, shown: str) -> Applied:
         data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
     except (ValueError, RecursionError) as e:
         raise StateError(f"state record {shown}: not a netfw record: {e}") from None
-    if not isinstance(data, dict) or set(data) != RECORD_KEYS:
+    return _applied(data, vm, nic, shown)
+
+
+def _applied(data: object, vm: int, nic: int, shown: str) -> Applied:
+    if not isinstance(data, dict) or set(data) not in (RECORD_KEYS, RECORD_KEYS - {"port"}):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise StateError(f"state record {shown}: keys must be {sorted(RECORD_KEYS)}, not {found}")
     mtu, generation, how = data["mtu"], data["generation"], data["backend"]
@@ -91,7 +105,22 @@ def parse(text: str, vm: int, nic: int, shown: str) -> Applied:
         raise StateError(f"state record {shown}: {why}") from None
     if type(spec.vm) is not int or type(spec.nic) is not int or (spec.vm, spec.nic) != (vm, nic):
         raise StateError(f"state record {shown}: it is for VM {spec.vm!r} NIC {spec.nic!r}, not VM {vm} NIC {nic}")
-    return Applied(spec, mtu, generation, how)
+    try:
+        port = None if data.get("port") is None else Port.from_dict(data["port"])
+    except (InputError, TypeError, ValueError) as e:
+        raise StateError(f"state record {shown}: port: {e}") from None
+    return Applied(spec, mtu, generation, how, port)
+
+
+def parse_intent(text: str, vm: int, nic: int, shown: str) -> tuple[str, Applied]:
+    """A journal's text as (operation, target), every field checked like a record's; else StateError."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
+    except (ValueError, RecursionError) as e:
+        raise StateError(f"journal {shown}: not a netfw journal: {e}") from None
+    if not isinstance(data, dict) or set(data) != {"op", "target"} or data["op"] not in OPS:
+        raise StateError(f"journal {shown}: must be {{op: one of {', '.join(OPS)}, target: a record}}")
+    return data["op"], _applied(data["target"], vm, nic, shown)
 
 
 class StateDir:
@@ -119,14 +148,21 @@ class StateDir:
         with statefs.locked(self.fd, f"vm-{int(vm)}.lock", f"lock file {self.path / f'vm-{vm}.lock'}"):
             yield
 
-    def read(self, vm: int, nic: int) -> str | None:
-        """The text of the NIC's record (a checked file), or None when there is none."""
+    def intent_path(self, vm: int, nic: int) -> Path:
+        return self.path / f"vm-{vm}" / f"nic-{nic}.intent.json"
+
+    @staticmethod
+    def _name(nic: int, intent: bool) -> str:
+        return f"nic-{int(nic)}.intent.json" if intent else f"nic-{int(nic)}.json"
+
+    def read(self, vm: int, nic: int, intent: bool = False) -> str | None:
+        """The text of the NIC's record (or journal) (a checked file), or None when there is none."""
         fd = self._vm_dir(vm, create=False)
         if fd is None:
             return None
-        shown = f"state record {self.record_path(vm, nic)}"
+        shown = f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / self._name(nic, intent)}"
         try:
-            data = statefs.read(fd, f"nic-{int(nic)}.json", shown, MAX_RECORD)
+            data = statefs.read(fd, self._name(nic, intent), shown, MAX_RECORD)
         finally:
             os.close(fd)
         try:
@@ -139,8 +175,13 @@ class StateDir:
         text = self.read(vm, nic)
         return None if text is None else parse(text, vm, nic, str(self.record_path(vm, nic)))
 
-    def nics(self, vm: int) -> list[int]:
-        """The NIC ids with a record for VM vm."""
+    def intent(self, vm: int, nic: int) -> tuple[str, Applied] | None:
+        """The NIC's journal: (the operation a killed run was doing, its target), or None when none is pending."""
+        text = self.read(vm, nic, intent=True)
+        return None if text is None else parse_intent(text, vm, nic, str(self.intent_path(vm, nic)))
+
+    def nics(self, vm: int, intents: bool = False) -> list[int]:
+        """The NIC ids with a record (intents: with a journal) for VM vm."""
         fd = self._vm_dir(vm, create=False)
         if fd is None:
             return []
@@ -148,14 +189,24 @@ class StateDir:
             found = statefs.names(fd)
         finally:
             os.close(fd)
-        return sorted(int(m[1]) for m in map(_RECORD_NAME.fullmatch, found) if m)
+        pattern = _INTENT_NAME if intents else _RECORD_NAME
+        return sorted(int(m[1]) for m in map(pattern.fullmatch, found) if m)
 
-    def write(self, vm: int, nic: int, text: str | None) -> None:
-        """Replace the NIC's record atomically with text, or remove it when text is None. Safe to repeat."""
+    def vms(self) -> list[int]:
+        """The VM ids with a directory in the state directory."""
+        if self.fd is None:
+            return []
+        return sorted(int(m[1]) for m in map(re.compile(r"vm-(0|[1-9][0-9]{0,9})").fullmatch,
+                                             statefs.names(self.fd)) if m)
+
+    def write(self, vm: int, nic: int, text: str | None, intent: bool = False) -> None:
+        """Replace the NIC's record (or journal) atomically with text, or remove it when text is None. Safe to
+        repeat."""
         fd = self._vm_dir(vm, create=text is not None)
         if fd is None:
             return
-        shown, name = f"state record {self.record_path(vm, nic)}", f"nic-{int(nic)}.json"
+        name = self._name(nic, intent)
+        shown = f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / name}"
         try:
             if text is None:
                 statefs.remove(fd, name, shown)

@@ -36,6 +36,9 @@ def rollback(done: list[Step]) -> list[tuple[Step, BaseException]]:
     """Undo done newest first; keep going when an undo fails, and return the failures."""
     failures = []
     for step in reversed(done):
+        if failures and step.undo_only_if_clean:
+            logger.warning("kept: {} (the rollback is incomplete)", step.describe())
+            continue
         logger.info("undo: {}", step.describe())
         try:
             step.undo()

@@ -35,6 +35,12 @@ class FakeHost:
         if self.fail and self.fail in line:
             return runner.Result(tuple(argv), 99, "", "injected failure")
         ns = self._ns(argv)
+        if argv[0] == "ovs-vsctl":  # a host without Open vSwitch bridges: no bridge, no port
+            if "br-exists" in argv:
+                return runner.Result(tuple(argv), 2, "", "")
+            lists = sum(1 for a in argv if a == "list")
+            empty = "".join(json.dumps({"data": [], "headings": []}) + "\n" for _ in range(lists))
+            return runner.Result(tuple(argv), 0, empty, "")
         if argv[:3] == ["ip", "netns", "add"]:
             self.netns.add(argv[3])
         if argv[:3] == ["ip", "netns", "del"]:

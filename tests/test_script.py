@@ -9,11 +9,12 @@ import pytest
 from netfw import script, tables
 from netfw.model import InputError
 from netfw.render import FamilyRules, IpsetSpec, ipset_restore_text, restore_text
+from netfw.port import LINUX, Port
 from netfw.steps import CutOver
 from netfw.steps.base import run_batch
 from netfw.steps.ipsets import _destroy_text
 
-from .fake import FakeHost
+from .fake import FakeHost, link
 
 SMUGGLED = "10.0.0.1/32 -j ACCEPT\n-I FORWARD 1 -j ACCEPT"
 
@@ -45,6 +46,17 @@ def test_batch_composers_refuse_a_smuggled_line(mocker):
     fake = FakeHost(mocker)
     with pytest.raises(InputError):
         run_batch(["ip"], ["link set one-7-0 up\nlink del eth0"])
-    with pytest.raises(InputError):  # a CutOver built around a bad name: its ip -batch script is refused
-        CutOver(7, 0, "one-7-0", "vnbr0 up\nlink set eth0 netns one-7").commands()
+    with pytest.raises(InputError):  # a port naming a bad bridge is refused where it is made
+        Port(LINUX, "vnbr0 up\nlink set eth0 netns one-7", None)
     assert fake.calls == []  # nothing ran
+
+
+def test_a_cut_over_around_a_smuggled_name_runs_no_script(mocker):
+    """The last line of defence: a value no validator saw (forced in here) is refused by the composer."""
+    veth = link("one-7-0-h", "veth", ifalias="netfw vm=7 nic=0 role=h")
+    fake = FakeHost(mocker, links={None: {"one-7-0": link("one-7-0", "veth", master="vnbr0"), "one-7-0-h": veth}})
+    port = Port(LINUX, "vnbr0", None)
+    object.__setattr__(port, "bridge", "vnbr0 up\nlink set eth0 netns one-7")
+    with pytest.raises(InputError):
+        CutOver(7, 0, "one-7-0", port).apply()
+    assert all("-j" in argv for argv, _ in fake.calls)  # only the read-only probes ran

@@ -243,7 +243,7 @@ def test_dry_runs_and_verify_create_nothing(tmp_path, fake):
 BAD_RECORDS = {
     "backend path": (record(backend="/../p"), "backend '/../p' is not one of auto, nft, legacy"),
     "backend type": (record(backend=["nft"]), "backend \\['nft'\\] is not one of"),
-    "extra key": (record(shell="rm -rf /"), "keys must be \\['backend', 'generation', 'mtu', 'spec'\\]"),
+    "extra key": (record(shell="rm -rf /"), "keys must be \\['backend', 'generation', 'mtu', 'port', 'spec'\\]"),
     "missing key": (record(generation=...), "keys must be"),
     "mtu range": (record(mtu=10), "mtu 10 is not an integer in 68..65535"),
     "mtu type": (record(mtu="1500"), "mtu '1500' is not an integer"),

@@ -20,6 +20,11 @@ class Step(ABC):
     A step whose apply() or teardown() fails part-way cleans up its own partial work before raising.
     """
 
+    #: A step whose undo must not run once an earlier undo failed (the journal: it must stay for the next run).
+    undo_only_if_clean = False
+    #: netfw's own bookkeeping (the journal): undone like any step, not reported as a change to the host.
+    bookkeeping = False
+
     @abstractmethod
     def describe(self) -> str: ...
 
@@ -75,7 +80,8 @@ class Fresh:
     steps after it know the namespace is empty and need not look into it (fewer processes per attach)."""
 
     def __init__(self) -> None:
-        self.created = False
+        self.created = False  # the plan's VmNamespace made the namespace (it holds nothing yet)
+        self.veth = False  # the plan's VethPair made the veth pair (the cut-over need not look for it)
 
 
 class Reverse(Step):
@@ -110,12 +116,13 @@ class Reverse(Step):
         return []
 
 
-def remove(argv: list[str]) -> bool:
-    """Run a delete command; an object that is already gone is fine (False), any other failure raises."""
+def remove(argv: list[str], devices: list[str] | tuple[str, ...] = (), ns: str | None = None) -> bool:
+    """Run a delete command; the named devices (or namespace ns) being already gone is fine (False); any other
+    failure raises."""
     try:
         runner.run(argv)
     except runner.CommandError as e:
-        if not probe.is_gone(e):
+        if not probe.gone(e, devices, ns):
             raise
         return False
     return True

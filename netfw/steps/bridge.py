@@ -51,7 +51,7 @@ class FirewallBridge(Step):
         return self._old_mtu is not None  # an existing bridge is repaired, never deleted; undo puts its MTU back
 
     def _delete(self) -> None:
-        remove(probe.ip(self.ns, "link", "del", self.name))
+        remove(probe.ip(self.ns, "link", "del", self.name), devices=[self.name], ns=self.ns)
 
     def undo(self) -> None:
         if self._created:

@@ -65,7 +65,7 @@ class VmNamespace(Step):
         return True
 
     def _delete(self) -> None:
-        remove(["ip", "netns", "del", self.ns])
+        remove(["ip", "netns", "del", self.ns], ns=self.ns)
 
     def undo(self) -> None:
         if self._created:
@@ -114,14 +114,16 @@ class DropNamespace(ForwardOnly):
     the veth and the namespace in one `ip -batch` (rules, sets and the conntrack table go with the namespace):
     two processes instead of a teardown per object. Otherwise run the per-object teardown (`fallback`).
 
-    The veth is deleted explicitly because a namespace is destroyed asynchronously: its veth ends would linger in
-    the hypervisor namespace for a moment. This step comes last, after the tap left and the record was removed,
-    so nothing after it can fail and ask for an undo; if the batch fails part-way, `rebuild` (the attach steps)
-    puts back what is missing before the error goes up.
+    The veth is deleted explicitly (under its staging name: the cut-over gave the tap's name back) because a
+    namespace is destroyed asynchronously: its veth ends would linger in the hypervisor namespace for a moment.
+    This step comes last, after the tap left and the record was removed, so nothing after it can fail and ask for
+    an undo; if the batch fails part-way, `rebuild` (the attach steps) puts back what is missing before the error
+    goes up. A namespace that still holds any other link (a tap above all: `ip netns del` destroys it) is never
+    deleted.
     """
 
-    def __init__(self, vm: int, nic: int, fallback: list[Step], rebuild: list[Step]):
-        self.ns, self.host = names.netns(vm), names.veth_host(vm, nic)
+    def __init__(self, vm: int, nic: int, tap: str, fallback: list[Step], rebuild: list[Step]):
+        self.ns, self.host, self.tap = names.netns(vm), names.veth_host(vm, nic), tap
         self.own = {names.bridge(vm, nic), names.veth_fw(vm, nic)}
         self.fallback, self.rebuild = fallback, rebuild
         self._fell_back: list[Step] = []
@@ -129,22 +131,29 @@ class DropNamespace(ForwardOnly):
     def describe(self) -> str:
         return f"namespace {self.ns} with what is left of the NIC"
 
-    def _lines(self) -> list[str]:
-        return [f"link del {self.host}", f"netns del {self.ns}"]
-
     def commands(self):
-        return [(probe.ip(self.ns, "-j", "link", "show"), None), (["ip", "-batch", "-"], script.join(self._lines()))]
+        return []
+
+    def _alone(self) -> bool:
+        """True when nothing but lo and this NIC's own links is in the namespace (a dry run: its tap would have left
+        it by now, as the cut-over before this step was only recorded)."""
+        own = self.own | ({self.tap} if runner.dry() else set())
+        return probe.netns_exists(self.ns) and {n for n in probe.links(self.ns) if n != "lo"} <= own
 
     def apply(self) -> bool:
         from ..transaction import run  # the fallback is a transaction of its own
 
         self._fell_back = []
-        whole = probe.netns_exists(self.ns) and {n for n in probe.links(self.ns) if n != "lo"} <= self.own
-        if not whole:  # other NICs still inside, or no namespace (then this cleans up what is left outside)
+        if not self._alone():  # other NICs still inside, or no namespace (then this cleans up what is left outside)
             self._fell_back = run(self.fallback)
             return bool(self._fell_back)
         try:
-            run_batch(["ip"], self._lines())
+            try:  # -force: the namespace goes even when the veth end is already gone
+                runner.run(["ip", "-force", "-batch", "-"],
+                           stdin=script.join([f"link del {self.host}", f"netns del {self.ns}"]))
+            except runner.CommandError as e:
+                if not probe.gone(e, [self.host]):
+                    raise
         except BaseException:
             if probe.netns_exists(self.ns):
                 for step in self.rebuild:
@@ -159,6 +168,3 @@ class DropNamespace(ForwardOnly):
         self._fell_back = []
         if failures:
             raise failures[0][1]
-
-
-

@@ -1,31 +1,45 @@
-"""Record: the NIC's entry in the state directory, written last so that it only exists for a complete attach."""
+"""Record and Journal: the NIC's files in the state directory.
+
+The record says what is applied; it is written last, so it only exists for a complete attach. The journal says what
+an operation is doing (its target, and the port settings the tap had before it left its bridge); it is written
+before the first change and removed after the last, so that a run killed at any point leaves what the next run
+needs to finish or undo the job. Both are written atomically (netfw.statefs). A dry run writes neither.
+"""
 
 from __future__ import annotations
 
+from .. import runner
 from ..state import StateDir
 from .base import Step
 
 
 class Record(Step):
-    def __init__(self, records: StateDir, vm: int, nic: int, text: str):
+    """Ensure the NIC's record (or journal) holds text; text None: that it is gone."""
+
+    intent = False
+
+    def __init__(self, records: StateDir, vm: int, nic: int, text: str | None):
         self.records, self.vm, self.nic, self.text = records, vm, nic, text
         self._before: str | None = None
         self._changed = False
 
     def describe(self) -> str:
-        return f"state record {self.records.record_path(self.vm, self.nic)}"
+        path = self.records.intent_path(self.vm, self.nic) if self.intent else \
+            self.records.record_path(self.vm, self.nic)
+        return f"{'journal' if self.intent else 'state record'} {path}"
 
     def _read(self) -> str | None:
-        return self.records.read(self.vm, self.nic)
+        return self.records.read(self.vm, self.nic, intent=self.intent)
 
     def _write(self, text: str | None) -> None:
-        self.records.write(self.vm, self.nic, text)
+        if not runner.dry():
+            self.records.write(self.vm, self.nic, text, intent=self.intent)
 
     def commands(self):
         return []
 
     def apply(self) -> bool:
-        """Write the record atomically; safe to repeat (unchanged text: nothing written)."""
+        """Write (or remove) the file atomically; safe to repeat (unchanged text: nothing written)."""
         self._before = self._read()
         self._changed = self._before != self.text
         if self._changed:
@@ -38,7 +52,7 @@ class Record(Step):
             self._changed = False
 
     def teardown(self) -> bool:
-        """Remove the record; safe to repeat."""
+        """Remove the file; safe to repeat."""
         self._before = self._read()
         self._write(None)
         return self._before is not None
@@ -50,3 +64,14 @@ class Record(Step):
 
     def check(self) -> list[str]:
         return [] if self._read() is not None else [f"no {self.describe()}"]
+
+
+class Journal(Record):
+    """The NIC's journal: written first (text), removed last (None)."""
+
+    intent = True
+    undo_only_if_clean = True
+    bookkeeping = True
+
+    def check(self) -> list[str]:
+        return [] if self._read() is None else [f"an interrupted operation left {self.describe()}: run it again"]

@@ -1,138 +1,256 @@
-"""CutOver: the one moment the VM's traffic stops; the tap leaves the VN bridge for the firewall bridge."""
+"""CutOver: the one moment the VM's traffic stops. The tap leaves the VN bridge for the firewall bridge, and the veth
+end that replaces it takes its name, MAC and port settings, so that the connection layer cannot tell.
+
+Attach, Linux bridge (two processes):
+    ip -batch -       link set T netns NS / link set S name T / link set T master B /
+                      link set T type bridge_slave <the tap's settings> / link set T up
+    ip -n NS -batch - link set T master FB up / link set T type bridge_slave learning off
+Attach, Open vSwitch (Port and Interface records and the OpenFlow port carried, tests/integration/OVS_FACTS.md):
+    ovs-vsctl del-port B T            (its own call, waiting for ovs-vswitchd: it must let go of the old netdev)
+    ip -batch -       link set T netns NS / link set S name T / link set T up
+    ovs-vsctl add-port B T -- set Port T <records> -- set Interface T <records> ofport=<N>
+    ovs-vsctl list Interface T        (the OpenFlow port must be N again: flows keyed by in_port follow it)
+    ip -n NS -batch - as above
+Detach is the exact reverse with the settings the link carries then (the connection layer may have changed them):
+the veth end goes down, off the bridge and back to its staging name S, the tap comes back and gets its name's port.
+
+T is the tap's name, S the veth end's staging name (names.veth_host), B the VN bridge, NS the VM namespace, FB the
+firewall bridge. The firewall bridge learns nothing (`learning off` on its two ports): with two ports there is
+nothing to learn, and a VN bridge that hairpins a frame back would otherwise make it move the VM's MAC to the veth.
+
+Every state a killed run can leave is recognised and finished from where it stopped (the NIC's journal keeps the
+port settings the tap had before it left the bridge).
+"""
 
 from __future__ import annotations
 
 import os
 
-from .. import names, probe, runner, script
-from .base import Step, run_batch
+from .. import names, ovs, probe, runner, script
+from ..port import LINUX, Port
+from .base import Fresh, Step, run_batch
 
 
 class CutOver(Step):
-    """Attach: veth host end onto the VN bridge, tap into the VM namespace onto the firewall bridge, up.
-
-    Two processes: one `ip -batch` in the hypervisor namespace, one `ip -n` in the VM namespace.
-    Detach (teardown) moves the tap back onto the VN bridge the veth end is on; a tap that is gone (the VM stopped)
-    is not an error.
-    """
-
-    def __init__(self, vm: int, nic: int, tap: str, vn_bridge: str | None):
-        self.ns, self.tap, self.vn_bridge = names.netns(vm), tap, vn_bridge
-        self.bridge, self.host = names.bridge(vm, nic), names.veth_host(vm, nic)
-        self._moved = False
-        self._torn: tuple[bool, str | None] | None = None  # (tap was inside, veth end's master) before teardown
+    def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
+                 seen: dict | None = None):
+        self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
+        self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
+        self.ns, self.fwbr = names.netns(vm), names.bridge(vm, nic)
+        self.staging = names.veth_host(vm, nic)
+        self.fresh = fresh or Fresh()
+        self._done: str | None = None  # "in" after apply moved the tap in, "out" after teardown moved it out
 
     def describe(self) -> str:
-        return f"cut-over of tap {self.tap}: {self.vn_bridge or 'its VN bridge'} -> {self.ns}/{self.bridge}"
+        where = self.port.bridge if self.port else "its VN bridge"
+        return f"cut-over of tap {self.tap}: {where} <-> {self.ns}/{self.fwbr}"
 
-    def _in_cmds(self, vn_bridge: str) -> list[tuple[list[str], str | None]]:
-        return [
-            (["ip", "-batch", "-"], script.join([f"link set {self.host} master {vn_bridge} up",
-                                                 f"link set {self.tap} netns {self.ns}"])),
-            (probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"), None),
-        ]
+    # --- facts ---------------------------------------------------------------------------------------------------
 
-    def _out_cmds(self, vn_bridge: str | None) -> list[tuple[list[str], str | None]]:
-        host_side = f"link set {self.tap} master {vn_bridge} up" if vn_bridge else f"link set {self.tap} up"
-        return [
-            (probe.ip(self.ns, "link", "set", self.tap, "netns", str(os.getpid())), None),
-            (["ip", "-batch", "-"], script.join([host_side, f"link set {self.host} nomaster"])),
-        ]
+    def _ours(self, link: dict | None) -> bool:
+        return link is not None and probe.kind(link) == "veth" and \
+            probe.alias_of(link) == (self.vm, self.nic, names.VETH_HOST)
+
+    def facts(self) -> tuple[dict | None, dict | None, str | None]:
+        """(the tap in the hypervisor namespace, the tap in the VM namespace, the name the veth end has: the tap's
+        after the cut-over, its staging name before, None when there is none). Read-only."""
+        if self.fresh.veth and self.seen is not None:  # this run made the veth and planning saw the tap outside:
+            return self.seen, None, self.staging  # nothing else can be the case (and no process need ask)
+        host = probe.links(None, [self.tap, self.staging])
+        named = host.get(self.tap)
+        veth = self.tap if self._ours(named) else self.staging if self._ours(host.get(self.staging)) else None
+        if veth is None and self.fresh.veth:  # made by this very run (in a dry run it only was recorded)
+            veth = self.staging
+        outside = named if named is not None and not self._ours(named) else None
+        inside = probe.links(self.ns, [self.tap]).get(self.tap) if outside is None else None
+        return outside, inside, veth
+
+    def _need_port(self) -> Port:
+        if self.port is None:
+            raise runner.refused("cut-over", f"the VN port of tap {self.tap} is unknown (no record, no journal): "
+                                 "give the VN bridge (--bridge)")
+        return self.port
+
+    # --- the moves -----------------------------------------------------------------------------------------------
+
+    def _joined_lines(self, port: Port) -> list[str]:
+        """`ip -batch` lines that put T (in the hypervisor namespace) on a Linux VN bridge with the port's settings,
+        or only up for Open vSwitch (its port is added by ovs-vsctl)."""
+        if port.kind == LINUX:
+            return [f"link set {self.tap} master {port.bridge}",
+                    *filter(None, [port.settings_line(self.tap)]), f"link set {self.tap} up"]
+        return [f"link set {self.tap} up"]
+
+    def _joined(self, port: Port) -> None:
+        """After the batch: VLAN entries (Linux, VLAN-filtering bridge) or the OVS port with its records."""
+        if port.kind == LINUX:
+            if port.vlans is not None:  # the default entry a new port gets goes first
+                lines = [f"vlan del dev {self.tap} vid 1"] + [v.line(self.tap) for v in port.vlans]
+                runner.run(["bridge", "-batch", "-"], stdin=script.join(lines))
+            return
+        runner.run(port.ovs.add_argv(self.tap))
+        if port.ovs.ofport is None or runner.dry():
+            return
+        number, error = ovs.ofport_of(self.tap)
+        if number != port.ovs.ofport or error not in ("", ["set", []], None):
+            raise runner.refused("cut-over", f"Open vSwitch gave {self.tap} OpenFlow port {number!r} (error "
+                                 f"{error!r}), not {port.ovs.ofport}: flows keyed by in_port would miss it")
+
+    def _unport(self, port: Port) -> None:
+        """OVS: delete port T if OVSDB has it (the tap's, or the veth end's), in a call of its own that waits for
+        ovs-vswitchd: it must let go of the old netdev before a same-named link is added."""
+        if port.kind != LINUX:
+            runner.run(ovs.del_port_argv(port.bridge, self.tap))
+
+    def _onto_firewall(self) -> None:
+        run_batch(probe.ip(self.ns), [f"link set {self.tap} master {self.fwbr} up",
+                                      f"link set {self.tap} type bridge_slave learning off"])
+
+    def _move_in(self, outside: dict | None, veth: str) -> None:
+        """From any state of attach: the tap into the namespace, the veth end renamed T and joined, tap onto FB."""
+        port = self._need_port()
+        lines = [f"link set {self.tap} netns {self.ns}"] if outside is not None else []
+        if veth != self.tap:  # a link must be down to be renamed (the veth end is made down; a killed run...)
+            lines += [f"link set {veth} down", f"link set {veth} name {self.tap}"]
+        self._unport(port)
+        run_batch(["ip"], lines + self._joined_lines(port))
+        self._joined(port)
+        self._onto_firewall()
+
+    def _move_out(self, inside: dict | None, veth: str | None) -> None:
+        """From any state of detach: the veth end off the bridge, back to its staging name; the tap back, joined."""
+        port = self._need_port()
+        if veth == self.tap:
+            self._unport(port)
+            run_batch(["ip"], [f"link set {self.tap} down"] +
+                      ([f"link set {self.tap} nomaster"] if port.kind == LINUX else []) +
+                      [f"link set {self.tap} name {self.staging}"])
+        if inside is not None:
+            runner.run(probe.ip(self.ns, "link", "set", self.tap, "netns", str(os.getpid())))
+        elif port.kind != LINUX:
+            self._unport(port)  # a tap already back may still be a stale port
+        run_batch(["ip"], self._joined_lines(port))
+        self._joined(port)
+
+    def _give_name_back(self) -> None:
+        """The VM is gone (no tap): the veth end leaves the VN bridge and takes its staging name again."""
+        port = self._need_port()
+        self._unport(port)
+        run_batch(["ip"], [f"link set {self.tap} down"] + ([f"link set {self.tap} nomaster"]
+                                                         if port.kind == LINUX else []) +
+                  [f"link set {self.tap} name {self.staging}"])
+
+    # --- Step ----------------------------------------------------------------------------------------------------
+
+    def _attached(self, inside: dict | None, veth: str | None) -> bool:
+        """The tap on the firewall bridge (up, not learning) and the veth end under the tap's name, up, joined."""
+        if inside is None or veth != self.tap:
+            return False
+        tap_ok = probe.master(inside) == self.fwbr and probe.is_up(inside) and \
+            probe.slave_data(inside).get("learning") is False
+        return tap_ok and not self._host_drift()
+
+    def _host_drift(self) -> list[str]:
+        """What is wrong with the veth end that holds the tap's name (joined to its VN bridge, up)."""
+        port = self._need_port()
+        link = probe.links(None, [self.tap]).get(self.tap)
+        if not self._ours(link):
+            return [f"{self.tap} in the hypervisor namespace is not netfw's veth end"]
+        drift = [] if probe.is_up(link) else [f"veth end {self.tap} is down"]
+        if port.kind == LINUX:
+            if probe.master(link) != port.bridge:
+                drift.append(f"veth end {self.tap} is not on the VN bridge {port.bridge} "
+                             f"(master: {probe.master(link)})")
+        else:
+            found = ovs.lookup(self.tap)
+            if found is None or found.bridge != port.bridge:
+                drift.append(f"veth end {self.tap} is not a port of the Open vSwitch bridge {port.bridge}")
+        return drift
 
     def commands(self):
-        return self._in_cmds(self.vn_bridge or "?")
-
-    def teardown_commands(self):
-        return self._out_cmds(self.vn_bridge or "<the VN bridge of " + self.host + ">")
-
-    @staticmethod
-    def _run(cmds: list[tuple[list[str], str | None]]) -> None:
-        for argv, stdin in cmds:
-            runner.run(argv, stdin=stdin)
-
-    def _rejoin(self, vn_bridge: str | None) -> None:
-        """With the tap already inside: veth end onto vn_bridge, tap onto the firewall bridge, both up."""
-        run_batch(["ip"], [f"link set {self.host} master {vn_bridge} up"])
-        runner.run(probe.ip(self.ns, "link", "set", self.tap, "master", self.bridge, "up"))
-
-    def _state(self) -> tuple[dict | None, dict | None, dict | None]:
-        """(tap in the hypervisor namespace, tap in the VM namespace, veth host end).
-
-        A link lives in one namespace at a time: the VM namespace is only looked into when the tap is not outside.
-        """
-        host_links = probe.links(None, [self.tap, self.host])
-        outside = host_links.get(self.tap)
-        inside = probe.links(self.ns, [self.tap]).get(self.tap) if outside is None else None
-        return outside, inside, host_links.get(self.host)
+        return []
 
     def apply(self) -> bool:
-        """Move the tap in, unless it is already on the firewall bridge with the veth end on the VN bridge."""
-        self._moved = False
-        outside, inside, veth = self._state()
-        if inside is not None and outside is None:
-            if probe.master(inside) == self.bridge and probe.is_up(inside) and probe.master(veth) == self.vn_bridge:
-                return False
-            self._rejoin(self.vn_bridge)  # already moved, half-configured (an interrupted run): finish the job
-            return False
-        if outside is None:
+        """Move the tap in, or finish a move a killed run left half-done; nothing when it is all in place."""
+        self._done = None
+        outside, inside, veth = self.facts()
+        if outside is None and inside is None:
             raise runner.refused("cut-over", f"tap {self.tap} does not exist")
-        self._moved = True
-        self._or_undo(lambda: self._run(self._in_cmds(self.vn_bridge)))
+        if veth is None:
+            raise runner.refused("cut-over", f"the veth end of tap {self.tap} is missing")
+        if outside is None and self._attached(inside, veth):
+            return False
+        if outside is None and veth == self.tap and probe.master(inside) != self.fwbr:
+            self._onto_firewall()  # only the last command of a cut-over was missing
+            return True
+        self._done = "in"
+        self._or_undo(lambda: self._move_in(outside, veth))
         return True
 
-    def _move_out(self, vn_bridge: str | None) -> bool:
-        """Tap back to the hypervisor namespace (onto vn_bridge), veth end off it; True when the tap was inside."""
-        outside, inside, veth = self._state()
-        if inside is not None:
-            self._run(self._out_cmds(vn_bridge))
-            return True
-        if veth is not None and probe.master(veth):
-            run_batch(["ip"], [f"link set {self.host} nomaster"])
-        return False
-
     def undo(self) -> None:
-        if self._moved:
-            self._move_out(self.vn_bridge)
-            self._moved = False
+        if self._done == "in":
+            self._done, self.seen = None, None
+            outside, inside, veth = self.facts()
+            if outside is None:  # the tap made it in (fully or partly): take it out again
+                self._move_out(inside, veth)
+            elif veth == self.tap:
+                self._give_name_back()
 
     def teardown(self) -> bool:
-        """Return the tap to the VN bridge its veth end is on; fine when the tap is already gone."""
-        _, inside, veth = self._state()
-        vn_bridge = probe.master(veth) or self.vn_bridge
-        if inside is not None and vn_bridge is None:
-            raise runner.refused("detach",
-                f"cannot tell which VN bridge tap {self.tap} belongs on (its veth end is gone and there is no state "
-                "record): pass --bridge")
-        self._torn = (inside is not None, probe.master(veth))
-        self.vn_bridge = vn_bridge
-        self._move_out(vn_bridge)
-        return self._torn != (False, None)
+        """Return the tap to its VN bridge as the veth end carries it now; fine when the tap is already gone."""
+        self._done, self.seen = None, None
+        outside, inside, veth = self.facts()
+        if outside is not None:  # the tap is back (a killed detach may have left it off its bridge)
+            if self.port is not None and not self._outside_joined(outside):
+                self._done = "out"
+                self._or_undo(lambda: self._move_out(None, veth))
+                return True
+            if veth == self.tap:  # cannot be: one name, one link
+                raise runner.refused("detach", f"two links named {self.tap}")
+            return False
+        if inside is None and veth != self.tap:
+            return False  # no tap (the VM stopped) and the veth end is not holding its name
+        self._done = "out"
+        if inside is None:  # the VM is gone: only give the name back
+            self._or_undo(self._give_name_back)
+        else:
+            self._or_undo(lambda: self._move_out(inside, veth))
+        return True
+
+    def _outside_joined(self, outside: dict) -> bool:
+        port = self._need_port()
+        if not probe.is_up(outside):
+            return False
+        if port.kind == LINUX:
+            return probe.master(outside) == port.bridge
+        found = ovs.lookup(self.tap)
+        return found is not None and found.bridge == port.bridge
 
     def restore(self) -> None:
-        if self._torn is None:
-            return
-        tap_was_inside, veth_master = self._torn
-        outside, inside, _ = self._state()
-        if tap_was_inside and outside is not None:
-            self._run(self._in_cmds(veth_master or self.vn_bridge))
-        elif tap_was_inside and inside is not None:  # teardown failed before the tap left
-            self._rejoin(veth_master or self.vn_bridge)
-        elif veth_master:
-            run_batch(["ip"], [f"link set {self.host} master {veth_master} up"])
-        self._torn = None
+        if self._done == "out":
+            self._done = None
+            outside, inside, veth = self.facts()
+            if veth is None:
+                raise runner.refused("detach", f"cannot put tap {self.tap} back behind its firewall: "
+                                     "its veth end is gone")
+            if outside is not None or inside is not None:
+                self._move_in(outside, veth)
 
     def check(self) -> list[str]:
-        outside, inside, veth = self._state()
-        drift = []
+        outside, inside, veth = self.facts()
         if outside is not None:
-            drift.append(f"tap {self.tap} is in the hypervisor namespace (on {probe.master(outside)}), not in {self.ns}")
-        elif inside is None:
-            drift.append(f"tap {self.tap} is missing")
-        else:
-            if probe.master(inside) != self.bridge:
-                drift.append(f"tap {self.tap} is not on {self.bridge} (master: {probe.master(inside)})")
-            if not probe.is_up(inside):
-                drift.append(f"tap {self.tap} is down")
-        if veth is not None and probe.master(veth) != self.vn_bridge:
-            drift.append(f"veth end {self.host} is not on the VN bridge {self.vn_bridge} (master: {probe.master(veth)})")
+            return [f"tap {self.tap} is in the hypervisor namespace (on {probe.master(outside)}), not in {self.ns}"]
+        if inside is None:
+            return [f"tap {self.tap} is missing"]
+        drift = []
+        if probe.master(inside) != self.fwbr:
+            drift.append(f"tap {self.tap} is not on {self.fwbr} (master: {probe.master(inside)})")
+        if not probe.is_up(inside):
+            drift.append(f"tap {self.tap} is down")
+        if probe.slave_data(inside).get("learning") is not False:
+            drift.append(f"tap {self.tap} learns on {self.fwbr} (learning should be off)")
+        if veth != self.tap:
+            drift.append(f"the veth end does not hold the tap's name {self.tap} in the hypervisor namespace")
+        elif self.port is not None:
+            drift += self._host_drift()
         return drift

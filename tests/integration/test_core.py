@@ -196,8 +196,10 @@ TAMPERING = {
                                      "sysctl net.bridge.bridge-nf-filter-vlan-tagged is 0, expected 1"),
     "bridge option nf_call_iptables off": (["ip", "-n", "one-1", "link", "set", "one-br-1-0", "type", "bridge",
                                             "nf_call_iptables", "0"], "bridge one-br-1-0 has nf_call_iptables off"),
-    "veth host end off the VN bridge": (["ip", "link", "set", "one-1-0-h", "nomaster"],
-                                        "veth end one-1-0-h is not on the VN bridge vnbr0"),
+    "veth host end off the VN bridge": (["ip", "link", "set", "one-1-0", "nomaster"],
+                                        "veth end one-1-0 is not on the VN bridge vnbr0"),
+    "tap learning on the firewall bridge": (["ip", "-n", "one-1", "link", "set", "one-1-0", "type", "bridge_slave",
+                                             "learning", "on"], "tap one-1-0 learns on one-br-1-0"),
     "firewall bridge mtu changed": (["ip", "-n", "one-1", "link", "set", "one-br-1-0", "mtu", "1400"],
                                     "bridge one-br-1-0 has mtu 1400, expected 1500"),
 }
