@@ -193,8 +193,8 @@ class CutOver(Step):
             outside, inside, veth = self.facts()
             if outside is None:  # the tap made it in (fully or partly): take it out again
                 self._move_out(inside, veth)
-            elif veth == self.tap:
-                self._give_name_back()
+            elif not self._outside_joined(outside):  # still outside, but its OVS port was already deleted
+                self._move_out(None, veth)
 
     def teardown(self) -> bool:
         """Return the tap to its VN bridge as the veth end carries it now; fine when the tap is already gone."""
