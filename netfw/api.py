@@ -9,7 +9,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import backend, connection, names, probe, runner, state, transaction
+from loguru import logger
+
+from . import backend, connection, names, probe, runner, state, tc, transaction
 from .model import InputError, NicSpec
 from .ovs import OvsPort
 from .port import LINUX, Port
@@ -80,6 +82,11 @@ def resolve(spec: NicSpec, known: Port | None = None, interrupted: bool = False)
                 raise InputError(problem)
             where = f"on {port.bridge if port else on}" if (port or on) else "on no bridge"
             raise InputError(f"tap {spec.tap} is {where}, not on the VN bridge {spec.bridge}")
+        lost = tc.unrebuilt(probe.qdiscs(spec.tap), spec.bandwidth)  # the move destroys the tap's qdiscs
+        if lost:
+            logger.warning("tap {} carries tc configuration netfw does not rebuild behind the firewall: {}{}",
+                           spec.tap, ", ".join(lost), "" if spec.bandwidth else
+                           " (give the NIC's limits: INBOUND_*/OUTBOUND_* in the VM document, or --inbound-avg ...)")
         return spec.mtu or tap["mtu"], port, tap
     inside = probe.links(ns, [spec.tap]).get(spec.tap)
     if inside is None:

@@ -97,6 +97,25 @@ IP_OPT = typer.Option(None, "--ip", help="An address of the NIC, IPv4 or IPv6 (r
 FMAC_OPT = typer.Option(None, "--filter-mac-spoofing/--no-filter-mac-spoofing", help="Drop frames from other MACs.")
 FIP_OPT = typer.Option(None, "--filter-ip-spoofing/--no-filter-ip-spoofing",
                        help="Drop packets and ARP from addresses that are not the NIC's.")
+def _bw(flag: str, what: str, attribute: str):
+    return typer.Option(None, flag, min=1, help=f"{what} (OpenNebula's {attribute}).")
+
+
+IN_AVG_OPT = _bw("--inbound-avg", "Average rate to the VM, KB/s", "INBOUND_AVG_BW")
+IN_PEAK_OPT = _bw("--inbound-peak", "Peak rate to the VM, KB/s", "INBOUND_PEAK_BW")
+IN_BURST_OPT = _bw("--inbound-burst", "Burst at the peak rate to the VM, KB", "INBOUND_PEAK_KB")
+OUT_AVG_OPT = _bw("--outbound-avg", "Average rate from the VM, KB/s", "OUTBOUND_AVG_BW")
+OUT_PEAK_OPT = _bw("--outbound-peak", "Peak rate from the VM, KB/s", "OUTBOUND_PEAK_BW")
+OUT_BURST_OPT = _bw("--outbound-burst", "Burst at the peak rate from the VM, KB", "OUTBOUND_PEAK_KB")
+
+
+def _limits(**given):
+    """A Bandwidth from the --inbound-*/--outbound-* options, None when none was given."""
+    from .model import Bandwidth
+
+    return Bandwidth(**given) if any(v is not None for v in given.values()) else None
+
+
 ROUTER_OPT = typer.Option(None, "--router/--no-router",
                           help="The VM may send DHCP server replies and IPv6 router advertisements.")
 XML_OPT = typer.Option(None, "--vm-xml", help="OpenNebula VM document, XML or base64 ('-': stdin); "
@@ -143,13 +162,14 @@ def _from_document(vm: int, nic: int, vm_xml: str, **flags):
     from . import one
     from .model import InputError
 
-    mixed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, [], ())]
+    mixed = ["--inbound-*/--outbound-*" if k == "bandwidth" else f"--{k.replace('_', '-')}"
+             for k, v in flags.items() if v not in (None, [], ())]
     if mixed:
         raise InputError(f"--vm-xml gives the NIC's settings: do not combine it with {', '.join(mixed)}")
     return one.parse_vm(_read(vm_xml, "--vm-xml"), vm=vm).nic(nic).spec
 
 
-def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, vm_xml):
+def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, vm_xml, bandwidth=None):
     """One NicSpec from the command line (flags, a rules file or a VM document): validated, nothing touched.
 
     NicSpec validates every value (--ip and --mac included); `--rules ""` is an error, never "no rules given".
@@ -160,13 +180,14 @@ def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, v
 
     if vm_xml is not None:
         spec = _from_document(vm, nic, vm_xml, bridge=bridge, rules=rules, mac=mac, ip=ip,
-                              filter_mac_spoofing=filter_mac, filter_ip_spoofing=filter_ip, router=router)
+                              filter_mac_spoofing=filter_mac, filter_ip_spoofing=filter_ip, router=router,
+                              bandwidth=bandwidth)
         return spec if tap is None else dataclasses.replace(spec, tap=tap)
     if not bridge:
         raise InputError("--bridge (or --vm-xml) is required")
     return NicSpec(vm=vm, nic=nic, bridge=bridge, tap=tap or "", mac=mac, ips=tuple(ip or ()),
                    filter_mac=bool(filter_mac), filter_ip=bool(filter_ip), router=bool(router),
-                   rules=_rules(rules) if rules is not None else None)
+                   rules=_rules(rules) if rules is not None else None, bandwidth=bandwidth)
 
 
 @app.command()
@@ -181,6 +202,12 @@ def attach(
     filter_mac_spoofing: Optional[bool] = FMAC_OPT,
     filter_ip_spoofing: Optional[bool] = FIP_OPT,
     router: Optional[bool] = ROUTER_OPT,
+    inbound_avg: Optional[int] = IN_AVG_OPT,
+    inbound_peak: Optional[int] = IN_PEAK_OPT,
+    inbound_burst: Optional[int] = IN_BURST_OPT,
+    outbound_avg: Optional[int] = OUT_AVG_OPT,
+    outbound_peak: Optional[int] = OUT_PEAK_OPT,
+    outbound_burst: Optional[int] = OUT_BURST_OPT,
     vm_xml: Optional[str] = XML_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
@@ -190,7 +217,10 @@ def attach(
     from . import api
 
     def go():
-        spec = _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac_spoofing, filter_ip_spoofing, router, vm_xml)
+        limits = _limits(inbound_avg=inbound_avg, inbound_peak=inbound_peak, inbound_burst=inbound_burst,
+                         outbound_avg=outbound_avg, outbound_peak=outbound_peak, outbound_burst=outbound_burst)
+        spec = _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac_spoofing, filter_ip_spoofing, router, vm_xml,
+                     limits)
         return api.attach(spec, dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
@@ -207,6 +237,12 @@ def update(
     filter_mac_spoofing: Optional[bool] = FMAC_OPT,
     filter_ip_spoofing: Optional[bool] = FIP_OPT,
     router: Optional[bool] = ROUTER_OPT,
+    inbound_avg: Optional[int] = IN_AVG_OPT,
+    inbound_peak: Optional[int] = IN_PEAK_OPT,
+    inbound_burst: Optional[int] = IN_BURST_OPT,
+    outbound_avg: Optional[int] = OUT_AVG_OPT,
+    outbound_peak: Optional[int] = OUT_PEAK_OPT,
+    outbound_burst: Optional[int] = OUT_BURST_OPT,
     vm_xml: Optional[str] = XML_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
@@ -217,19 +253,21 @@ def update(
     from .model import InputError
 
     def go():
+        limits = _limits(inbound_avg=inbound_avg, inbound_peak=inbound_peak, inbound_burst=inbound_burst,
+                         outbound_avg=outbound_avg, outbound_peak=outbound_peak, outbound_burst=outbound_burst)
         if vm_xml is not None:
             spec = _from_document(vm, nic, vm_xml, rules=rules, mac=mac, ip=ip, filter_mac_spoofing=filter_mac_spoofing,
-                                  filter_ip_spoofing=filter_ip_spoofing, router=router)
+                                  filter_ip_spoofing=filter_ip_spoofing, router=router, bandwidth=limits)
             return api.update(spec, dry_run=dry_run, state_dir=state_dir)
         applied = state.load(state.state_dir(state_dir), vm, nic)
         if applied is None:
             raise InputError(f"VM {vm} NIC {nic} is not attached (no record in {state.state_dir(state_dir)})")
         changes = {"mac": mac, "ips": tuple(ip) if ip else None, "filter_mac": filter_mac_spoofing,
                    "filter_ip": filter_ip_spoofing, "router": router,
-                   "rules": _rules(rules) if rules is not None else None}
+                   "rules": _rules(rules) if rules is not None else None, "bandwidth": limits}
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
-            raise InputError("nothing to update: give --rules, --vm-xml or an identity option")
+            raise InputError("nothing to update: give --rules, --vm-xml, an identity option or a bandwidth limit")
         import dataclasses
         return api.update(dataclasses.replace(applied.spec, **changes), dry_run=dry_run, state_dir=state_dir)
 

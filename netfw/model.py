@@ -120,6 +120,38 @@ def _check_ports(ports: object, protocol: str) -> None:
         raise ValueError(f"ports {ports!r}: {slots} ports is more than {MAX_MULTIPORT} (a range counts 2)")
 
 
+#: Bandwidth limits (KB/s and KB, as OpenNebula and libvirt give them): up to what tc can express (32 bits of bytes/s).
+MAX_RATE = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """A NIC's limits as OpenNebula gives them (INBOUND_AVG_BW, INBOUND_PEAK_BW, INBOUND_PEAK_KB, OUTBOUND_*):
+    average and peak rates in KB/s and the burst in KB, for traffic to the VM (inbound) and from it (outbound)."""
+
+    inbound_avg: int | None = None
+    inbound_peak: int | None = None
+    inbound_burst: int | None = None
+    outbound_avg: int | None = None
+    outbound_peak: int | None = None
+    outbound_burst: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not (_is_int(value) and 1 <= value <= MAX_RATE):
+                raise InputError(f"bandwidth {f.name} {value!r} is not an integer in 1..{MAX_RATE}")
+        for way in ("inbound", "outbound"):
+            extra = [k for k in ("peak", "burst") if getattr(self, f"{way}_{k}") is not None]
+            if extra and getattr(self, f"{way}_avg") is None:
+                raise InputError(f"bandwidth: {way} {' and '.join(extra)} need the {way} average")
+
+    def limits(self, way: str) -> tuple[int, int | None, int | None] | None:
+        """(average, peak, burst) of one direction ('inbound' or 'outbound'), None when it is not limited."""
+        avg = getattr(self, f"{way}_avg")
+        return None if avg is None else (avg, getattr(self, f"{way}_peak"), getattr(self, f"{way}_burst"))
+
+
 @dataclass(frozen=True)
 class NicSpec:
     """Everything netfw needs to put one VM NIC behind its firewall."""
@@ -136,6 +168,7 @@ class NicSpec:
     router: bool = False  # the VM may send DHCP server replies and IPv6 router advertisements
     rules: tuple[Rule, ...] | None = None  # None: security group 0, allow everything (stateful)
     sg_ids: tuple[int, ...] = field(default=())  # the NIC's security groups, for display
+    bandwidth: Bandwidth | None = None  # limits to enforce (None: none)
 
     def __post_init__(self) -> None:
         if not (_is_int(self.vm) and _is_int(self.nic)):
@@ -156,6 +189,10 @@ class NicSpec:
                 raise InputError(f"{flag} {getattr(self, flag)!r} is not true or false")
         self._check_identity()
         self._check_rules()
+        if self.bandwidth is not None and not isinstance(self.bandwidth, Bandwidth):
+            raise InputError(f"bandwidth {self.bandwidth!r} is not a set of limits")
+        if self.bandwidth == Bandwidth():
+            object.__setattr__(self, "bandwidth", None)
 
     def _check_identity(self) -> None:
         """The MAC and the addresses, canonical; no zone ids; within MAX_ADDRESSES."""
@@ -202,6 +239,7 @@ def spec_to_dict(spec: NicSpec) -> dict:
     data["ips"] = list(spec.ips)
     data["sg_ids"] = list(spec.sg_ids)
     data["rules"] = None if spec.rules is None else [asdict(r) for r in spec.rules]
+    data["bandwidth"] = None if spec.bandwidth is None else asdict(spec.bandwidth)
     return data
 
 
@@ -236,6 +274,12 @@ def spec_from_dict(data: object) -> NicSpec:
             raise InputError("spec: rules is neither null nor a list")
         check_rule_count(len(rules))
         given["rules"] = tuple(_record_rule(r) for r in rules)
+    limits = given.get("bandwidth")
+    if limits is not None:
+        keys = {f.name for f in fields(Bandwidth)}
+        if not isinstance(limits, dict) or not set(limits) <= keys:
+            raise InputError(f"spec: bandwidth is not an object with the keys {', '.join(sorted(keys))}")
+        given["bandwidth"] = Bandwidth(**limits)
     try:
         return NicSpec(**given)
     except TypeError as e:  # vm, nic or bridge missing

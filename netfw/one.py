@@ -36,11 +36,16 @@ from xml.etree.ElementTree import Element
 
 from . import names, values
 from .document import MAX_DOCUMENT, MAX_INPUT, error as _error, read as read_document  # noqa: F401 (API)
-from .model import MAX_ADDRESSES, InputError, NicSpec, Rule
+from .model import Bandwidth, MAX_ADDRESSES, InputError, NicSpec, Rule
 from .rules import parse_rule
 
 #: The VN_MAD drivers whose NICs netfw puts behind a firewall unless configured otherwise.
-DEFAULT_VN_MADS = ("fw", "802.1Q", "vxlan", "bridge")
+DEFAULT_VN_MADS = ("fw", "802.1Q", "vxlan", "bridge", "ovswitch", "ovswitch_vxlan")
+
+#: OpenNebula's bandwidth attributes of a NIC (KB/s, KB) -> model.Bandwidth fields.
+BANDWIDTH_KEYS = {"INBOUND_AVG_BW": "inbound_avg", "INBOUND_PEAK_BW": "inbound_peak", "INBOUND_PEAK_KB": "inbound_burst",
+                  "OUTBOUND_AVG_BW": "outbound_avg", "OUTBOUND_PEAK_BW": "outbound_peak",
+                  "OUTBOUND_PEAK_KB": "outbound_burst"}
 
 #: SECURITY_GROUP_RULE elements in one document (each may expand into up to 4 rules: model.MAX_RULES per NIC).
 MAX_DOCUMENT_RULES = 4096
@@ -318,11 +323,26 @@ class _Context:
     rules: dict[int, list]  # parsed rules by security group
 
 
+def _bandwidth(nic: Element, nic_id: int) -> Bandwidth | None:
+    """The NIC's INBOUND_* / OUTBOUND_* limits (KB/s, KB), None when it has none."""
+    given = {field: _number(text, f"NIC {nic_id}: {key}") for key, field in BANDWIDTH_KEYS.items()
+             if (text := _text(nic, key)) is not None}
+    if not given:
+        return None
+    try:
+        return Bandwidth(**given)
+    except InputError as e:
+        raise _error(f"NIC {nic_id}: {e}") from None
+
+
 def _vm_nic(ctx: _Context, nic: Element, nic_id: int, sg_ids: tuple[int, ...] | None) -> VmNic:
     """One NIC element as a VmNic."""
     bridge = _text(nic, "BRIDGE")
     if bridge is None:
         raise _error(f"NIC {nic_id}: BRIDGE is missing")
+    if (_text(nic, "BRIDGE_TYPE") or "").lower() == "openvswitch_dpdk":
+        raise _error(f"NIC {nic_id}: BRIDGE_TYPE openvswitch_dpdk is a vhost-user port without a tap: netfw has "
+                     "nothing to put behind a firewall (leave its VN_MAD out of the handled ones)")
     _tap(nic, ctx.vm, nic_id)  # NicSpec takes OpenNebula's tap name itself
     filter_mac = _flag(nic, "FILTER_MAC_SPOOFING")
     aliases = ctx.aliases.get(nic_id, [])
@@ -337,6 +357,7 @@ def _vm_nic(ctx: _Context, nic: Element, nic_id: int, sg_ids: tuple[int, ...] | 
         router=ctx.router or any(_text(nic, k) for k in ADDRESS_KEYS if k.startswith("VROUTER_")),
         rules=_nic_rules(sg_ids, ctx.rules),
         sg_ids=sg_ids or (),
+        bandwidth=_bandwidth(nic, nic_id),
     )
     spec = _spec(ctx.vm, nic_id, fields)
     detached = None

@@ -10,6 +10,7 @@ from .render import Ruleset, render, zone, zones
 from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.record import Journal
+from .steps.shaping import Shaping, TapShaping
 from .steps.base import Fresh
 from .steps.netns import DropNamespace
 from .steps.conntrack import FlushZone
@@ -83,9 +84,16 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
         CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen),
+        *_shaping(spec, previous, fresh),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]
     return _journaled(records, spec, target, "attach", steps) if journal else steps
+
+
+def _shaping(spec: NicSpec, previous: NicSpec | None, fresh: Fresh | None = None) -> list[Step]:
+    """The NIC's bandwidth limits, when it has some or had some."""
+    before = previous.bandwidth if previous else None
+    return [Shaping(spec.vm, spec.nic, spec.tap, spec.bandwidth, before, fresh)] if spec.bandwidth or before else []
 
 
 def _journaled(records: StateDir, spec: NicSpec, target: Applied, op: str, steps: list[Step]) -> list[Step]:
@@ -107,18 +115,24 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
     return _journaled(records, spec, target, "update", [
         *resize,
         *steps,
+        *_shaping(spec, previous.spec),
         Record(records, spec.vm, spec.nic, state.document(target)),
         FlushZone(names.netns(spec.vm), zone(spec), changed),
     ])
 
 
 def plan_detach(target: Applied, records: StateDir) -> list[Step]:
-    """The tap back onto its VN bridge first (the VM keeps its network), the record, then the rest: the whole
-    namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth, bridge, and
-    the namespace if it is empty by then)."""
+    """The tap back onto its VN bridge first (the VM keeps its network) with its limits, the record, then the rest:
+    the whole namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth,
+    bridge, and the namespace if it is empty by then)."""
     spec = target.spec
-    namespace, *objects, cut_over, record = plan_attach(target, records, journal=False)
-    fallback = [Reverse(step) for step in reversed([namespace, *objects]) if not isinstance(step, IpsetGc)]
-    rebuild = plan_attach(target, records, journal=False)[:-2]
+    attach = plan_attach(target, records, journal=False)
+    cut_over = next(s for s in attach if isinstance(s, CutOver))
+    record = next(s for s in attach if isinstance(s, Record))
+    objects = [s for s in attach if not isinstance(s, (CutOver, Record, Shaping))]
+    fallback = [Reverse(step) for step in reversed(objects) if not isinstance(step, IpsetGc)]
+    rebuild = [s for s in plan_attach(target, records, journal=False) if not isinstance(s, (CutOver, Record,
+                                                                                                 Shaping))]
+    limits = [TapShaping(spec.tap, spec.bandwidth)] if spec.bandwidth else []
     return _journaled(records, spec, target, "detach", [
-        Reverse(cut_over), Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])
+        Reverse(cut_over), *limits, Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])

@@ -144,6 +144,11 @@ def save(ns: str, family: str, table: str | None = "filter", backend: str = "aut
     return runner.read(argv).stdout
 
 
+def qdiscs(dev: str) -> list[dict]:
+    """`tc -j qdisc show dev DEV` in the hypervisor namespace (ingress included, which `ip link` does not show)."""
+    return json.loads(runner.read(["tc", "-j", "qdisc", "show", "dev", dev]).stdout or "[]")
+
+
 def ipset_list_argv(ns: str) -> list[str]:
     return in_netns(ns, "ipset", "save")
 

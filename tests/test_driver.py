@@ -67,8 +67,8 @@ def errors(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize("text, mads", [
-    (None, ("fw", "802.1Q", "vxlan", "bridge")),
-    ("", ("fw", "802.1Q", "vxlan", "bridge")),
+    (None, ("fw", "802.1Q", "vxlan", "bridge", "ovswitch", "ovswitch_vxlan")),
+    ("", ("fw", "802.1Q", "vxlan", "bridge", "ovswitch", "ovswitch_vxlan")),
     ("fw", ("fw",)),
     (" fw , 802.1Q,,fw ", ("fw", "802.1Q")),
     ("netfw,bridge", ("netfw", "bridge")),
@@ -96,8 +96,8 @@ def test_post_attaches_the_handled_nics_in_one_call(monkeypatch):
     fake = FakeApi(monkeypatch)
     code, out, err = one("post", "one-42", "kvm-host-1", stdin=b64("two_nics.xml"))
     assert code == 0, err
-    assert fake.nics("attach_all") == [[0, 1]]  # NIC 3 is ovswitch: not handled
-    assert errors(err) == [] and "INFO: netfw post: VM 42 NIC 0, 1: 1 change(s)" in err
+    assert fake.nics("attach_all") == [[0, 1, 3]]  # NIC 3 is ovswitch: handled too
+    assert errors(err) == [] and "INFO: netfw post: VM 42 NIC 0, 1, 3: 1 change(s)" in err
     assert out == ""
 
 
@@ -138,7 +138,7 @@ def test_clean_detaches_each_nic_with_its_bridge_as_fallback(monkeypatch, tmp_pa
     fake = FakeApi(monkeypatch)
     assert one("clean", "kvm-host-1", "--state-dir", str(tmp_path), stdin=b64("two_nics.xml"))[0] == 0
     assert [(c[1], c[2]["bridge"], c[2]["state_dir"]) for c in fake.calls] == [
-        ((42, 0), "onebr0", str(tmp_path)), ((42, 1), "onebr.20", str(tmp_path))]
+        ((42, 0), "onebr0", str(tmp_path)), ((42, 1), "onebr.20", str(tmp_path)), ((42, 3), "ovsbr0", str(tmp_path))]
 
 
 def test_clean_goes_on_after_a_failing_nic_and_reports_it(monkeypatch):
@@ -152,14 +152,14 @@ def test_clean_goes_on_after_a_failing_nic_and_reports_it(monkeypatch):
 
     monkeypatch.setattr(api, "detach", detach)
     code, _, err = one("clean", "h", stdin=b64("two_nics.xml"))
-    assert code == 1 and calls == [0, 1]
+    assert code == 1 and calls == [0, 1, 3]
     assert errors(err) == ["ERROR: netfw clean: VM 42: NIC 0: `ip link del x` exited 1: Device busy | second line"]
 
 
 def test_update_sg_updates_every_handled_nic_at_once(monkeypatch):
     fake = FakeApi(monkeypatch)
     assert one("update_sg", "one-42", stdin=b64("two_nics.xml"))[0] == 0
-    assert fake.nics("update_all") == [[0, 1]]
+    assert fake.nics("update_all") == [[0, 1, 3]]
 
 
 def test_update_nic_takes_the_nics_of_that_network_in_one_update(monkeypatch, tmp_path):
@@ -250,7 +250,7 @@ def test_empty_stdin_exits_2(monkeypatch):
 def test_extra_arguments_are_ignored(monkeypatch):
     fake = FakeApi(monkeypatch)
     assert one("clean", "h", "extra", stdin=b64("two_nics.xml"))[0] == 0
-    assert fake.nics("detach") == [[0], [1]]
+    assert fake.nics("detach") == [[0], [1], [3]]
 
 
 # --- the wrappers ---------------------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_clean_of_an_alias_hot_detach_leaves_a_parent_netfw_never_attached(monke
 
 
 @pytest.mark.parametrize("action, args, call, nics", [
-    ("update_sg", ["one-42"], "update_all", [[0, 1]]),
+    ("update_sg", ["one-42"], "update_all", [[0, 1, 3]]),
     ("update_nic", ["one-42", "1"], "update_all", [[1]]),
     ("update_nic", ["one-42", "0"], "update_all", [[0]]),
 ])  # fmt: skip

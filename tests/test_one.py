@@ -164,13 +164,14 @@ def test_namespaced_document():
 @pytest.mark.parametrize(
     "name, vn_mads, handled, hotplug",
     [
-        ("two_nics.xml", one.DEFAULT_VN_MADS, (0, 1), (0, 1)),
-        ("two_nics.xml", one.DEFAULT_VN_MADS + ("ovswitch",), (0, 1, 3), (0, 1, 3)),
+        ("two_nics.xml", one.DEFAULT_VN_MADS, (0, 1, 3), (0, 1, 3)),  # Open vSwitch NICs are handled too
+        ("two_nics.xml", ("fw", "802.1Q"), (0, 1), (0, 1)),
         ("two_nics.xml", ("fw",), (0,), (0,)),
-        ("attach_nic.xml", one.DEFAULT_VN_MADS, (0, 1), (1,)),
+        ("attach_nic.xml", one.DEFAULT_VN_MADS, (0, 1, 3), (1,)),
         ("attach_nic.xml", ("fw",), (0,), ()),  # the attached NIC is not ours: nothing to do
-        ("attach_alias.xml", one.DEFAULT_VN_MADS, (0, 1), (0,)),  # an alias (de)attach concerns its parent NIC
-        ("attach_ovswitch.xml", one.DEFAULT_VN_MADS, (0, 1), ()),
+        ("attach_alias.xml", one.DEFAULT_VN_MADS, (0, 1, 3), (0,)),  # an alias (de)attach concerns its parent NIC
+        ("attach_ovswitch.xml", one.DEFAULT_VN_MADS, (0, 1, 3), (3,)),
+        ("attach_ovswitch.xml", ("fw", "802.1Q"), (0, 1), ()),
         ("vrouter.xml", one.DEFAULT_VN_MADS, (0, 1), (0, 1)),
     ],
 )
