@@ -56,12 +56,14 @@ def _ours(link: dict | None, spec: NicSpec) -> bool:
     return probe.kind(link) == "veth" and probe.alias_of(link) == (spec.vm, spec.nic, names.VETH_HOST)
 
 
-def resolve(spec: NicSpec, known: Port | None = None, interrupted: bool = False) -> tuple[int, Port, dict | None]:
+def resolve(spec: NicSpec, known: Port | None = None,
+            interrupted: bool = False) -> tuple[int, Port, dict | None, frozenset[str]]:
     """Check the tap and the VN bridge as attach needs them; return the MTU to use and the tap's port. Read-only.
 
     known: the port the NIC's record or journal holds, the only source once the tap has left its bridge;
     interrupted: a journal says a run was killed, so a tap off its bridge is that run's doing, not the operator's.
-    Also returns the tap's link when it is still in the hypervisor namespace (None otherwise).
+    Also returns the tap's link when it is still in the hypervisor namespace (None otherwise), and the kinds of
+    qdisc it carries there.
     """
     ns = names.netns(spec.vm)
     host = probe.links(None, [spec.tap, spec.bridge])
@@ -82,12 +84,13 @@ def resolve(spec: NicSpec, known: Port | None = None, interrupted: bool = False)
                 raise InputError(problem)
             where = f"on {port.bridge if port else on}" if (port or on) else "on no bridge"
             raise InputError(f"tap {spec.tap} is {where}, not on the VN bridge {spec.bridge}")
-        lost = tc.unrebuilt(probe.qdiscs(spec.tap), spec.bandwidth)  # the move destroys the tap's qdiscs
+        qdiscs = probe.qdiscs(spec.tap)
+        lost = tc.unrebuilt(qdiscs, spec.bandwidth)  # the move destroys the tap's qdiscs
         if lost:
             logger.warning("tap {} carries tc configuration netfw does not rebuild behind the firewall: {}{}",
                            spec.tap, ", ".join(lost), "" if spec.bandwidth else
                            " (give the NIC's limits: INBOUND_*/OUTBOUND_* in the VM document, or --inbound-avg ...)")
-        return spec.mtu or tap["mtu"], port, tap
+        return spec.mtu or tap["mtu"], port, tap, frozenset(q.get("kind") for q in qdiscs)
     inside = probe.links(ns, [spec.tap]).get(spec.tap)
     if inside is None:
         problem = None if linux else connection.bridge_problem(spec.bridge, vn)
@@ -102,7 +105,7 @@ def resolve(spec: NicSpec, known: Port | None = None, interrupted: bool = False)
     if port.bridge != spec.bridge:
         raise InputError(f"VM {spec.vm} NIC {spec.nic} is attached to the VN bridge {port.bridge}, not "
                          f"{spec.bridge}: detach it first")
-    return spec.mtu or inside["mtu"], port, None
+    return spec.mtu or inside["mtu"], port, None, frozenset()
 
 
 def _execute(action: str, specs: list[NicSpec], steps: list[Step], dry_run: bool) -> Outcome:
@@ -150,10 +153,10 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
         steps: list[Step] = []
         resolved = [resolve(spec, _known(old, intent), intent is not None)  # all checked before anything changes
                     for spec, old, intent in zip(specs, applied, pending)]
-        for spec, (mtu, port, seen), old in zip(specs, resolved, applied):
+        for spec, (mtu, port, seen, tap_tc), old in zip(specs, resolved, applied):
             how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
             target = state.Applied(spec, mtu, _generation(old, spec), how, port)
-            steps += plan_attach(target, records, old.spec if old else None, seen=seen)
+            steps += plan_attach(target, records, old.spec if old else None, seen=seen, tap_tc=tap_tc)
         return _execute("attach", specs, steps, dry_run)
 
 

@@ -10,7 +10,7 @@ from .render import Ruleset, render, zone, zones
 from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.record import Journal
-from .steps.shaping import Shaping, TapShaping
+from .steps.shaping import Shaping
 from .steps.base import Fresh
 from .steps.netns import DropNamespace
 from .steps.conntrack import FlushZone
@@ -69,10 +69,11 @@ def _families(ruleset: Ruleset) -> set[str]:
 
 
 def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None,
-                journal: bool = True, seen: dict | None = None) -> list[Step]:
+                journal: bool = True, seen: dict | None = None, tap_tc: frozenset[str] = frozenset()) -> list[Step]:
     """Journal, namespace, bridge, veth, rules, then the cut-over, then the record, then the journal goes.
 
-    seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach).
+    seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach);
+    tap_tc: the kinds of qdisc it carried there (a rolled-back attach gives it back what it can of them).
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
@@ -83,7 +84,7 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         FirewallBridge(spec.vm, spec.nic, mtu, fresh),
         VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
-        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen),
+        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc),
         *_shaping(spec, previous, fresh),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]
@@ -122,7 +123,7 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
 
 
 def plan_detach(target: Applied, records: StateDir) -> list[Step]:
-    """The tap back onto its VN bridge first (the VM keeps its network) with its limits, the record, then the rest:
+    """The tap back onto its VN bridge first (the VM keeps its network, and its limits), the record, then the rest:
     the whole namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth,
     bridge, and the namespace if it is empty by then)."""
     spec = target.spec
@@ -133,6 +134,5 @@ def plan_detach(target: Applied, records: StateDir) -> list[Step]:
     fallback = [Reverse(step) for step in reversed(objects) if not isinstance(step, IpsetGc)]
     rebuild = [s for s in plan_attach(target, records, journal=False) if not isinstance(s, (CutOver, Record,
                                                                                                  Shaping))]
-    limits = [TapShaping(spec.tap, spec.bandwidth)] if spec.bandwidth else []
     return _journaled(records, spec, target, "detach", [
-        Reverse(cut_over), *limits, Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])
+        Reverse(cut_over), Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])

@@ -44,10 +44,10 @@ class FirewallBridge(Step):
         if not self.check_link(link):
             return False
         self._old_mtu = link["mtu"] if link["mtu"] != self.mtu else None
-        run_batch(probe.ip(self.ns), [
+        self._or_undo(lambda: run_batch(probe.ip(self.ns), [
             f"link set {self.name} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
             f"link set {self.name} mtu {self.mtu} alias {quote(self.alias)} up",
-        ])
+        ]))
         return self._old_mtu is not None  # an existing bridge is repaired, never deleted; undo puts its MTU back
 
     def _delete(self) -> None:

@@ -125,7 +125,7 @@ class IpsetGc(ForwardOnly):
         live = probe.ipsets(self.ns)
         self._destroyed = {n: v for n, v in live.items() if n.startswith(self.prefix) and n not in self.keep}
         if self._destroyed:
-            _restore(self.ns, _destroy_text(list(self._destroyed)))
+            self._or_undo(lambda: _restore(self.ns, _destroy_text(list(self._destroyed))))
         return bool(self._destroyed)
 
     def undo(self) -> None:

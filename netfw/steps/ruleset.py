@@ -155,8 +155,8 @@ class FamilyRuleset(Step):
             live = self._live()
         if not any(p.drift(self.ns, live[p.table]) for p in self.parts):
             return False
-        self._load({p.table: p.want(live[p.table]) for p in self.parts})
-        self._before = live
+        self._before = live  # set first: a restore that fails may still have loaded (undo turns it back)
+        self._or_undo(lambda: self._load({p.table: p.want(live[p.table]) for p in self.parts}))
         return True
 
     def _turn_back(self) -> None:
@@ -176,8 +176,8 @@ class FamilyRuleset(Step):
         live = self._live()
         if not any(p.present(live[p.table]) for p in self.parts):
             return False
+        self._before = live  # set first: a restore that fails may still have loaded (restore turns it back)
         self._load({p.table: p.back_to(p.absent(live[p.table]), live[p.table]) for p in self.parts})
-        self._before = live
         return True
 
     def restore(self) -> None:

@@ -25,6 +25,57 @@ def tc_rate(kbytes: int) -> str:
     return f"{rate}{units[i]}bit"
 
 
+def shaped(ns: str) -> set[str]:
+    """The links of namespace ns that have an HTB root qdisc (`tc -n NS -j qdisc show`). Read-only."""
+    qdiscs = json.loads(runner.read(["tc", "-n", ns, "-j", "qdisc", "show"]).stdout or "[]")
+    return {q.get("dev") for q in qdiscs if q.get("root") and q.get("kind") == "htb"}
+
+
+def firewall_lines(tap: str, fw: str, limits: Bandwidth | None, have: set[str]) -> list[str]:
+    """Lines that make the VM namespace hold limits: HTB on the tap (to the VM) and on the veth end (from it); a
+    link in `have` already has an HTB root (only its class changes), and loses it when its direction is free."""
+    lines = []
+    for way, dev in (("inbound", tap), ("outbound", fw)):
+        want = limits.limits(way) if limits else None
+        if want is not None:
+            htb = tc.htb_lines(dev, want)
+            lines += htb[1:] if dev in have else htb
+        elif dev in have:
+            lines.append(f"qdisc del dev {dev} root")
+    return lines
+
+
+def shape_firewall(ns: str, tap: str, fw: str, limits: Bandwidth, tap_moved: bool, fw_fresh: bool) -> None:
+    """The NIC's limits on the tap in ns (none of its own when it has just moved in) and on the veth end (none when
+    it is new in this run); otherwise what they carry is read first."""
+    have = set() if (tap_moved and fw_fresh) else shaped(ns)
+    if tap_moved:
+        have.discard(tap)
+    lines = firewall_lines(tap, fw, limits, have)
+    if lines:
+        _batch(ns, lines)
+
+
+def shape_tap(tap: str, limits: Bandwidth, only: frozenset[str] | None = None) -> None:
+    """libvirt's set-up for limits on a tap back in the hypervisor namespace (only: just the qdisc kinds it had,
+    when an attach is rolled back). A kernel without tc's police action (act_police) cannot take the ingress
+    policer: that is said in a WARNING (libvirt could not have set it either); the limit to the VM holds."""
+    shaping, policing = tc.tap_lines(tap, limits)
+    if only is not None:
+        shaping = shaping if "htb" in only else []
+        policing = policing if "ingress" in only else []
+    if not shaping and not policing:
+        return
+    try:
+        _batch(None, shaping + policing, force=True)
+    except runner.CommandError as e:
+        lines = [l.strip() for l in e.stderr.splitlines() if l.strip() and not l.startswith("Command failed")]
+        if not policing or not lines or any(l not in tc.NO_POLICE for l in lines):
+            raise
+        logger.warning("tap {}: its limit from the VM ({} KB/s) cannot be restored: this kernel has no tc police "
+                       "action (act_police); the limit to the VM holds", tap, limits.outbound_avg)
+
+
 class Shaping(Step):
     """Ensure the NIC's limits hold in its VM namespace: HTB on the tap (to the VM) and on the veth end -f (from the
     VM); a limit the NIC no longer has is removed."""
@@ -33,7 +84,7 @@ class Shaping(Step):
                  fresh: Fresh | None = None):
         self.ns, self.tap, self.fw = names.netns(vm), tap, names.veth_fw(vm, nic)
         self.limits, self.previous, self.fresh = limits, previous, fresh or Fresh()
-        self._before: dict[str, bool] | None = None  # which devs had an HTB root before the last apply
+        self._before: set[str] | None = None  # which links had an HTB root before the last apply
 
     def describe(self) -> str:
         return f"bandwidth limits of {self.tap} in {self.ns}"
@@ -44,28 +95,18 @@ class Shaping(Step):
     def _devs(self) -> tuple[tuple[str, str], ...]:
         return (("inbound", self.tap), ("outbound", self.fw))
 
-    def _shaped(self) -> dict[str, bool]:
-        """{dev: has an HTB root}; a tap that has just moved in and a new veth end have none (no probe then)."""
-        if self.fresh.veth:
-            return {dev: False for _, dev in self._devs()}
-        qdiscs = json.loads(runner.read(["tc", "-n", self.ns, "-j", "qdisc", "show"]).stdout or "[]")
-        return {dev: any(q.get("dev") == dev and q.get("root") and q.get("kind") == "htb" for q in qdiscs)
-                for _, dev in self._devs()}
+    def _shaped(self) -> set[str]:
+        """The NIC's links with an HTB root; a new veth end and a tap that has just moved in have none."""
+        return set() if self.fresh.veth else shaped(self.ns)
 
-    def _lines(self, limits: Bandwidth | None, shaped: dict[str, bool]) -> list[str]:
-        lines = []
-        for way, dev in self._devs():
-            want = limits.limits(way) if limits else None
-            if want is not None:
-                htb = tc.htb_lines(dev, want)
-                lines += htb[1:] if shaped[dev] else htb  # an HTB root in place: only its class changes
-            elif shaped[dev]:
-                lines.append(f"qdisc del dev {dev} root")
-        return lines
+    def _lines(self, limits: Bandwidth | None, have: set[str]) -> list[str]:
+        return firewall_lines(self.tap, self.fw, limits, have)
 
     def apply(self) -> bool:
         """Load the limits (one `tc -batch`), unless they already hold; safe to repeat."""
         self._before = None
+        if self.fresh.veth:  # the cut-over of this run shaped the tap it moved in, and the new veth end
+            return False
         if self.limits == self.previous and not (self.limits and self.check()):
             return False
         shaped = self._shaped()
@@ -109,36 +150,3 @@ class Shaping(Step):
             if not has or "class htb 1:1 " not in (text := self._classes(dev)) or rate not in text:
                 drift.append(f"{self.ns}: the {way} limit ({limits[0]} KB/s) does not hold on {dev}")
         return drift
-
-
-class TapShaping(ForwardOnly):
-    """Detach: the tap, back in the hypervisor namespace, gets libvirt's set-up for the NIC's limits again (HTB on its
-    egress, an ingress policer). A kernel without tc's police action (act_police) cannot take the second: that is
-    said in a WARNING, as libvirt could not have set it either, and the tap keeps its limit to the VM."""
-
-    def __init__(self, tap: str, limits: Bandwidth):
-        self.tap, self.limits = tap, limits
-
-    def describe(self) -> str:
-        return f"bandwidth limits of tap {self.tap} in the hypervisor namespace"
-
-    def commands(self):
-        return []
-
-    def apply(self) -> bool:
-        """Put the limits on the tap; nothing to undo (a tap moved back behind its firewall loses its qdiscs)."""
-        shaping, policing = tc.tap_lines(self.tap, self.limits)
-        if not shaping and not policing:
-            return False
-        try:
-            _batch(None, shaping + policing, force=True)
-        except runner.CommandError as e:
-            lines = [l.strip() for l in e.stderr.splitlines() if l.strip() and not l.startswith("Command failed")]
-            if not policing or not lines or any(l not in tc.NO_POLICE for l in lines):
-                raise
-            logger.warning("tap {}: its limit from the VM ({} KB/s) cannot be restored: this kernel has no tc police "
-                           "action (act_police); the limit to the VM holds", self.tap, self.limits.outbound_avg)
-        return True
-
-    def undo(self) -> None:
-        pass  # a tap that goes back behind its firewall loses its qdiscs with the move

@@ -27,16 +27,21 @@ from __future__ import annotations
 import os
 
 from .. import names, ovs, probe, runner, script
+from ..model import Bandwidth
 from ..port import LINUX, Port
+from .shaping import shape_firewall, shape_tap
 from .base import Fresh, Step, run_batch
 
 
 class CutOver(Step):
     def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
-                 seen: dict | None = None):
+                 seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset()):
         self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
         self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
-        self.ns, self.fwbr = names.netns(vm), names.bridge(vm, nic)
+        # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.tc), and an attach rolled
+        # back puts back on the tap the parts of libvirt's set-up it had (tap_tc: the qdisc kinds it carried).
+        self.limits, self.tap_tc = limits, tap_tc
+        self.ns, self.fwbr, self.nic_fw = names.netns(vm), names.bridge(vm, nic), names.veth_fw(vm, nic)
         self.staging = names.veth_host(vm, nic)
         self.fresh = fresh or Fresh()
         self._done: str | None = None  # "in" after apply moved the tap in, "out" after teardown moved it out
@@ -107,7 +112,8 @@ class CutOver(Step):
                                       f"link set {self.tap} type bridge_slave learning off"])
 
     def _move_in(self, outside: dict | None, veth: str) -> None:
-        """From any state of attach: the tap into the namespace, the veth end renamed T and joined, tap onto FB."""
+        """From any state of attach: the tap into the namespace, the veth end renamed T and joined, tap onto FB
+        (with the NIC's limits in the namespace)."""
         port = self._need_port()
         lines = [f"link set {self.tap} netns {self.ns}"] if outside is not None else []
         if veth != self.tap:  # a link must be down to be renamed (the veth end is made down; a killed run...)
@@ -116,9 +122,13 @@ class CutOver(Step):
         run_batch(["ip"], lines + self._joined_lines(port))
         self._joined(port)
         self._onto_firewall()
+        if self.limits is not None:
+            shape_firewall(self.ns, self.tap, self.nic_fw, self.limits, tap_moved=outside is not None,
+                           fw_fresh=self.fresh.veth)
 
-    def _move_out(self, inside: dict | None, veth: str | None) -> None:
-        """From any state of detach: the veth end off the bridge, back to its staging name; the tap back, joined."""
+    def _move_out(self, inside: dict | None, veth: str | None, tap_tc: frozenset[str] | None = None) -> None:
+        """From any state of detach: the veth end off the bridge, back to its staging name; the tap back, joined,
+        with libvirt's set-up for the NIC's limits (tap_tc: only the parts it had before an attach rolled back)."""
         port = self._need_port()
         if veth == self.tap:
             self._unport(port)
@@ -131,6 +141,8 @@ class CutOver(Step):
             self._unport(port)  # a tap already back may still be a stale port
         run_batch(["ip"], self._joined_lines(port))
         self._joined(port)
+        if self.limits is not None and inside is not None:  # it came back: its qdiscs stayed behind
+            shape_tap(self.tap, self.limits, tap_tc)
 
     def _give_name_back(self) -> None:
         """The VM is gone (no tap): the veth end leaves the VN bridge and takes its staging name again."""
@@ -192,9 +204,9 @@ class CutOver(Step):
             self._done, self.seen = None, None
             outside, inside, veth = self.facts()
             if outside is None:  # the tap made it in (fully or partly): take it out again
-                self._move_out(inside, veth)
+                self._move_out(inside, veth, self.tap_tc)
             elif not self._outside_joined(outside):  # still outside, but its OVS port was already deleted
-                self._move_out(None, veth)
+                self._move_out(None, veth, self.tap_tc)
 
     def teardown(self) -> bool:
         """Return the tap to its VN bridge as the veth end carries it now; fine when the tap is already gone."""

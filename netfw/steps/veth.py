@@ -88,7 +88,7 @@ class VethPair(Step):
             raise runner.refused("veth", f"only one end of {host['ifname']}/{self.fw} exists: run detach first")
         if self._drift(host, fw):
             self._old_mtu = host["mtu"] if host["mtu"] != self.mtu else None
-            self._set(host["ifname"], self.mtu)
+            self._or_undo(lambda: self._set(host["ifname"], self.mtu))
         return self._old_mtu is not None  # a repair is never undone by deleting; undo puts the MTU back
 
     def _set(self, host: str, mtu: int) -> None:

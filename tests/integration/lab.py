@@ -60,7 +60,7 @@ def ipsets(ns: str | None) -> list[str]:
 
 
 def snapshot() -> dict:
-    """Namespaces, links (ip -d -j link), rules (filter and raw, ip/ip6/eb) and ipsets of the sandbox and of
+    """Namespaces, links (ip -d -j link), rules (filter and raw, ip/ip6/eb), ipsets and tc of the sandbox and of
     every namespace in it; with the lab's Open vSwitch running, its state too (ovs.snapshot: records, ofports,
     flows), under "<ovs>"."""
     state = {}
@@ -75,8 +75,24 @@ def snapshot() -> dict:
             "ip6-raw": rules(ns, "ip6tables-save", "raw"),
             "eb": rules(ns, "ebtables-save"),
             "ipset": ipsets(ns),
+            "tc": qdiscs(ns),
         }
     return state
+
+
+def qdiscs(ns: str | None) -> list[str]:
+    """Every qdisc and class of the namespace (`tc -j qdisc show`, `tc class show`), without counters."""
+    where = ["-n", ns] if ns else []
+    found = json.loads(sh("tc", *where, "-j", "qdisc", "show").stdout or "[]")
+    keep = []
+    for q in found:
+        q = {k: v for k, v in q.items() if k != "refcnt"}
+        q["options"] = {k: v for k, v in q.get("options", {}).items() if k != "direct_packets_stat"}  # a counter
+        keep.append(json.dumps(q, sort_keys=True))
+    shaped = sorted({q["dev"] for q in found if q.get("kind") == "htb"})
+    classes = [f"{dev}: {line}" for dev in shaped
+               for line in sh("tc", *where, "class", "show", "dev", dev).stdout.splitlines() if line.strip()]
+    return sorted(keep + classes)
 
 
 class Lab:
