@@ -245,7 +245,7 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
             applied = applied._replace(port=known)
         if applied.port is None and bridge:
             applied = applied._replace(port=_assumed(vm, nic, bridge).port)
-        steps = plan_detach(_now(applied), records)
+        steps = plan_detach(_now(applied), records, resume=intent is not None)
         return _execute("detach", [applied.spec], steps, dry_run)
 
 

@@ -35,12 +35,14 @@ from .base import Fresh, Step, run_batch
 
 class CutOver(Step):
     def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
-                 seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset()):
+                 seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset(),
+                 resume: bool = False):
         self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
         self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
         # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.tc), and an attach rolled
         # back puts back on the tap the parts of libvirt's set-up it had (tap_tc: the qdisc kinds it carried).
         self.limits, self.tap_tc = limits, tap_tc
+        self.resume = resume  # a journal says a run was killed: a tap already back may lack its limits
         self.ns, self.fwbr, self.nic_fw = names.netns(vm), names.bridge(vm, nic), names.veth_fw(vm, nic)
         self.staging = names.veth_host(vm, nic)
         self.fresh = fresh or Fresh()
@@ -126,7 +128,15 @@ class CutOver(Step):
             shape_firewall(self.ns, self.tap, self.nic_fw, self.limits, tap_moved=outside is not None,
                            fw_fresh=self.fresh.veth)
 
-    def _move_out(self, inside: dict | None, veth: str | None, tap_tc: frozenset[str] | None = None) -> None:
+    def _unshaped_tap(self) -> frozenset[str]:
+        """The parts of libvirt's set-up for the NIC's limits that the tap (back in the hypervisor namespace) lacks:
+        "htb" (to the VM), "ingress" (from the VM)."""
+        want = {"htb"} if self.limits.limits("inbound") else set()
+        want |= {"ingress"} if self.limits.limits("outbound") else set()
+        return frozenset(want - {q.get("kind") for q in probe.qdiscs(self.tap)})
+
+    def _move_out(self, inside: dict | None, veth: str | None, tap_tc: frozenset[str] | None = None,
+                  back: bool = False) -> None:
         """From any state of detach: the veth end off the bridge, back to its staging name; the tap back, joined,
         with libvirt's set-up for the NIC's limits (tap_tc: only the parts it had before an attach rolled back)."""
         port = self._need_port()
@@ -141,7 +151,7 @@ class CutOver(Step):
             self._unport(port)  # a tap already back may still be a stale port
         run_batch(["ip"], self._joined_lines(port))
         self._joined(port)
-        if self.limits is not None and inside is not None:  # it came back: its qdiscs stayed behind
+        if self.limits is not None and (inside is not None or back):  # it came back: its qdiscs stayed behind
             shape_tap(self.tap, self.limits, tap_tc)
 
     def _give_name_back(self) -> None:
@@ -215,7 +225,10 @@ class CutOver(Step):
         if outside is not None:  # the tap is back (a killed detach may have left it off its bridge)
             if self.port is not None and not self._outside_joined(outside):
                 self._done = "out"
-                self._or_undo(lambda: self._move_out(None, veth))
+                self._or_undo(lambda: self._move_out(None, veth, back=True))
+                return True
+            if self.resume and self.limits is not None and self._unshaped_tap():
+                shape_tap(self.tap, self.limits, self._unshaped_tap())  # killed before its limits were back
                 return True
             if veth == self.tap:  # cannot be: one name, one link
                 raise runner.refused("detach", f"two links named {self.tap}")
