@@ -50,7 +50,7 @@ def rule_steps(target: Applied, previous: NicSpec | None = None, fresh: Fresh | 
     ruleset = generation(render(spec), target.generation)
     old = render(previous) if previous is not None else None
     had_sets = old is not None and bool(old.ipsets)
-    steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec))] if ruleset.ipsets else []
+    steps: list[Step] = [Ipsets(ns, ruleset.ipsets, ipset_prefix(spec), fresh)] if ruleset.ipsets else []
     raw = {f.family: f for f in zones(spec)}  # the conntrack zone rules ride in the same restore as the filter
     for family in ruleset.families:
         stale = tuple(old.family(family.family).chains) if old and family.family in _families(old) else ()
@@ -60,7 +60,7 @@ def rule_steps(target: Applied, previous: NicSpec | None = None, fresh: Fresh | 
         steps += [Reverse(FamilyRuleset(ns, f, backend=backend))
                   for f in old.families if f.family not in _families(ruleset)]
     if ruleset.ipsets or had_sets:  # `ipset` runs only for NICs that use sets
-        steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec)))
+        steps.append(IpsetGc(ns, tuple(s.name for s in ruleset.ipsets), ipset_prefix(spec), fresh))
     return steps
 
 

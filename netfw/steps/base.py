@@ -82,6 +82,7 @@ class Fresh:
     def __init__(self) -> None:
         self.created = False  # the plan's VmNamespace made the namespace (it holds nothing yet)
         self.veth = False  # the plan's VethPair made the veth pair (the cut-over need not look for it)
+        self.staged = False  # the plan's cut-over gave the veth end its staging name back (detach)
 
 
 class Reverse(Step):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import probe, runner, script
 from ..render import IpsetSpec, ipset_restore_text
-from .base import ForwardOnly, Step
+from .base import ForwardOnly, Fresh, Step
 
 
 def _restore(ns: str, text: str) -> None:
@@ -38,8 +38,8 @@ def _canonical(member: str) -> str:
 class Ipsets(Step):
     """Ensure the NIC's sets exist with exactly the rendered members (one `ipset restore`)."""
 
-    def __init__(self, ns: str, sets: tuple[IpsetSpec, ...], prefix: str):
-        self.ns, self.sets, self.prefix = ns, sets, prefix
+    def __init__(self, ns: str, sets: tuple[IpsetSpec, ...], prefix: str, fresh: Fresh | None = None):
+        self.ns, self.sets, self.prefix, self.fresh = ns, sets, prefix, fresh or Fresh()
         self._created: list[str] = []
         self._refilled: dict[str, tuple[str, set[str]]] = {}
         self._removed: dict[str, tuple[str, set[str]]] = {}
@@ -61,7 +61,7 @@ class Ipsets(Step):
         self._created, self._refilled = [], {}
         if not self.sets:
             return False
-        live = probe.ipsets(self.ns)
+        live = {} if self.fresh.created else probe.ipsets(self.ns)  # a namespace this run made has no set
         todo = self._drift_of(live)
         if not todo:
             return False
@@ -108,8 +108,8 @@ class Ipsets(Step):
 class IpsetGc(ForwardOnly):
     """After the rules switched to the new sets: destroy this NIC's sets that the rules no longer name."""
 
-    def __init__(self, ns: str, keep: tuple[str, ...], prefix: str):
-        self.ns, self.keep, self.prefix = ns, set(keep), prefix
+    def __init__(self, ns: str, keep: tuple[str, ...], prefix: str, fresh: Fresh | None = None):
+        self.ns, self.keep, self.prefix, self.fresh = ns, set(keep), prefix, fresh or Fresh()
         self._destroyed: dict[str, tuple[str, set[str]]] = {}
 
     def describe(self) -> str:
@@ -120,7 +120,7 @@ class IpsetGc(ForwardOnly):
 
     def apply(self) -> bool:
         self._destroyed = {}
-        if not probe.netns_exists(self.ns):
+        if self.fresh.created or not probe.netns_exists(self.ns):  # a namespace this run made has no stale set
             return False
         live = probe.ipsets(self.ns)
         self._destroyed = {n: v for n, v in live.items() if n.startswith(self.prefix) and n not in self.keep}

@@ -145,6 +145,7 @@ class CutOver(Step):
             run_batch(["ip"], [f"link set {self.tap} down"] +
                       ([f"link set {self.tap} nomaster"] if port.kind == LINUX else []) +
                       [f"link set {self.tap} name {self.staging}"])
+            self.fresh.staged = True
         if inside is not None:
             runner.run(probe.ip(self.ns, "link", "set", self.tap, "netns", str(os.getpid())))
         elif port.kind != LINUX:
@@ -161,6 +162,7 @@ class CutOver(Step):
         run_batch(["ip"], [f"link set {self.tap} down"] + ([f"link set {self.tap} nomaster"]
                                                          if port.kind == LINUX else []) +
                   [f"link set {self.tap} name {self.staging}"])
+        self.fresh.staged = True
 
     # --- Step ----------------------------------------------------------------------------------------------------
 

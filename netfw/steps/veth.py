@@ -113,17 +113,15 @@ class VethPair(Step):
             self._old_mtu = None
 
     def teardown(self) -> bool:
-        host = self.host_end()
-        staged = probe.links(None, [self.host]).get(self.host)
-        if staged is not None and not self._ours(staged):
-            raise runner.refused("detach", f"{self.host} is not netfw's veth end ({probe.kind(staged) or 'a link'}"
-                                 f" without netfw's alias): left alone")
+        host = self.host_end(refuse_stray=True)  # a link of someone else's under the staging name is left alone
         fw = probe.links(self.ns, [self.fw]).get(self.fw)
         self._removed = (host["address"], fw["address"]) if host and fw else None
         if host is None and fw is None:
             return False
         self.mtu = (host or fw)["mtu"]  # restore() recreates it as it was
-        self._delete(host["ifname"] if host else None)
+        # After this plan's cut-over gave the tap's name back, the end is under its staging name (a dry run, which
+        # only recorded the rename, sees the old name: the plan knows better).
+        self._delete(None if (host is None or self.fresh.staged) else host["ifname"])
         return self._removed is not None
 
     def restore(self) -> None:

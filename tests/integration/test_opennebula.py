@@ -126,7 +126,8 @@ class Host:
         """Everything of VM 7 netfw could have left on this host: namespace, veth ends, state records."""
         left = [ns for ns in self.sh("ip", "netns", "list").stdout.split() if ns == f"one-{VM}"]
         links = json.loads(self.sh("ip", "-j", "link", "show").stdout)
-        left += [link["ifname"] for link in links if link["ifname"] in {names.veth_host(VM, n) for n in range(4)}]
+        left += [link["ifname"] for link in links if link["ifname"] in {names.veth_host(VM, n) for n in range(4)}
+                 or link.get("ifalias", "").startswith(f"netfw vm={VM} ")]
         left += [str(p) for p in self.state_dir.rglob(f"vm-{VM}/*.json")]
         return left
 
