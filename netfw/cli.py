@@ -70,7 +70,9 @@ def guarded(fn):
     except InputError as e:
         fail(2, str(e))
     except TransactionError as e:
-        fail(1, f"{e} (rolled back)" if not e.undo_failures else str(e))
+        # on the ERROR line itself, not after the failing input lines a *-restore error carries below it
+        first, _, context = str(e).partition("\n")
+        fail(1, (f"{first} (rolled back)" if not e.undo_failures else first) + (f"\n{context}" if context else ""))
     except CommandError as e:
         fail(1, str(e))
     except OSError as e:

@@ -256,3 +256,27 @@ def test_usage_errors_of_the_netfw_executable_are_one_line_exit_2(argv):
     res = subprocess.run([str(NETFW), *argv], capture_output=True, text=True)
     assert (res.returncode, res.stdout) == (2, "")
     assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith("ERROR: netfw ")
+
+
+def test_rolled_back_is_said_on_the_error_line_before_the_failing_input_lines(cli, mocker):
+    """A *-restore error carries the failing input line with its context below the ERROR line: "(rolled back)" used
+    to end the last of those lines, not the ERROR line (found by tests/integration/test_cli.py)."""
+    from netfw import runner
+
+    fake = runner._execute
+
+    def restore_fails(argv, stdin, timeout):
+        if "ip6tables-restore" in argv:
+            fake(argv, stdin, timeout)
+            return runner.Result(tuple(argv), 2, "", "ip6tables-restore v1.8.9 (nf_tables): line 3 failed")
+        return fake(argv, stdin, timeout)
+
+    mocker.patch.object(runner, "_execute", side_effect=restore_fails)
+    result = cli("attach", "7", "0", "--bridge", "vnbr0")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and errors[0].endswith("line 3 failed (rolled back)"), lines
+    context = lines[lines.index(errors[0]) + 1:]
+    assert context and any(line.startswith(">    3: ") for line in context), lines
+    assert "(rolled back)" not in "\n".join(context)
