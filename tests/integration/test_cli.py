@@ -247,6 +247,7 @@ BAD_INPUT = {
     "update with a bad rule": ["update", "1", "0", "--rules", "{bad}"],
     "update of a NIC never attached": ["update", "5", "0", "--rules", "{good}"],
     "detach with a bad bridge name": ["detach", "1", "0", "--bridge", "a/b"],
+    "state directory that cannot be": ["detach", "1", "0", "--state-dir", "/proc/x"],  # was a traceback (issue 13)
     "verify of a VM with no record": ["verify", "9"],
     "verify --vm-xml without NIC": ["verify", "1", "--vm-xml", "{good}"],
     "one with an empty document": ["one", "post", "one-3", "host-a"],
