@@ -176,7 +176,7 @@ def test_plain_output_is_one_line_per_operation(lab, state_dir):
     two_vms(lab)
     for args in (("attach", "1", "0", "--bridge", "vnbr0"), ("update", "1", "0", "--router"), ("detach", "1", "0")):
         out = ok(*args).stdout.splitlines()
-        assert len(out) == 1 and out[0].startswith(f"{args[0]} VM 1 NIC 0: "), out
+        assert len(out) == 1 and "VM 1 NIC 0" in out[0], out
 
 
 # --- update: options not given keep what was last applied -------------------------------------------------------------
