@@ -70,7 +70,9 @@ def guarded(fn):
     except InputError as e:
         fail(2, str(e))
     except TransactionError as e:
-        fail(1, f"{e} (rolled back)" if not e.undo_failures else str(e))
+        # on the ERROR line itself, not after the failing input lines a *-restore error carries below it
+        first, _, context = str(e).partition("\n")
+        fail(1, (f"{first} (rolled back)" if not e.undo_failures else first) + (f"\n{context}" if context else ""))
     except CommandError as e:
         fail(1, str(e))
     except OSError as e:
@@ -355,8 +357,22 @@ def one(
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 
 
+#: Longest message of an unforeseen error kept on its ERROR line (it may quote megabytes of input).
+MAX_UNEXPECTED = 1000
+
+
+def unexpected(error: Exception) -> str:
+    """The one ERROR line for an error netfw did not foresee: its type and message, on one line, bounded. Pure."""
+    text = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if len(text) > MAX_UNEXPECTED:
+        text = text[:MAX_UNEXPECTED] + f"... ({len(text)} characters)"
+    return f"ERROR: netfw: unexpected {type(error).__name__}" + (f": {text}" if text else "")
+
+
 def run() -> None:
-    """Console-script entry point: usage errors become one `ERROR:` line and exit 2."""
+    """Console-script entry point: usage errors become one `ERROR:` line and exit 2; any error netfw did not
+    foresee one `ERROR:` line naming its type and exit 1, never a traceback (the last guard: the caller, often
+    OpenNebula, reads the ERROR line and the exit code)."""
     try:  # older typer releases use click; newer ones carry their own copy of it
         from click.exceptions import UsageError
     except ImportError:
@@ -375,4 +391,7 @@ def run() -> None:
         sys.exit(1)
     except typer.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - anything not foreseen: one line, exit 1
+        print(unexpected(e), file=sys.stderr)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

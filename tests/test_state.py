@@ -205,10 +205,16 @@ def test_a_state_directory_really_owned_by_another_user_is_refused(tmp_path):
     try:
         os.chown(folder, 65534, 65534)
     except OSError as e:
-        pytest.skip(f"cannot chown to another uid here ({e.strerror}): see the mocked test above")
-    if os.geteuid() == 65534:
-        pytest.skip("running as uid 65534")
-    res = _netfw("verify", "7", "0", state=folder)
+        # Always so under scripts/sandbox (`make test`, CI): its user namespace maps uid 0 alone, so no file there
+        # can belong to another uid. The refusal itself is covered by the mocked test above.
+        pytest.skip(f"cannot chown to another uid here ({e.strerror}; scripts/sandbox maps uid 0 alone): "
+                    "the mocked test above covers the refusal")
+    try:
+        if os.geteuid() == 65534:
+            pytest.skip("running as uid 65534")
+        res = _netfw("verify", "7", "0", state=folder)
+    finally:  # back to us: a later pytest in the sandbox (uid 0 alone) could not remove it from the shared basetemp
+        os.chown(folder, os.geteuid(), os.getegid())
     assert (res.returncode, _errors(res.stderr)) == (2, [
         f"ERROR: state directory {folder} is owned by uid 65534, not by uid {os.geteuid()} that netfw runs as: "
         "refused"])

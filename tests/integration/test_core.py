@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -213,7 +215,7 @@ def test_verify_detects_each_kind_of_tampering_and_attach_repairs_it(lab, what):
     lab.bridge()
     g1, _ = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")
     attach(1, 0)
-    cli = ["netfw", "verify", "1", "0", "--json"]
+    cli = [str(Path(sys.executable).with_name("netfw")), "verify", "1", "0", "--json"]  # the venv's, not PATH's
     assert subprocess.run(cli, capture_output=True).returncode == 0
     argv, finding = TAMPERING[what]
     sh(*argv)

@@ -415,23 +415,51 @@ def test_update_keeps_allowed_established_flows_and_cuts_the_others(env):
 
 def test_twenty_updates_let_nothing_through_to_a_forbidden_port(env):
     """A flood of TCP connection attempts and UDP datagrams to port 7777 (never allowed) while the rules change
-    20 times, alternating two rule sets that differ in ports and in an ipset's members."""
+    20 times, alternating two rule sets that differ in ports and in an ipset's members.
+
+    In the same run, the controls: the same flood to ports that both sets allow (TCP 82, UDP 5000) shows that what
+    gets through is seen, in both families; and after each update a connection opens to the port that only the set
+    just loaded allows (80: BASE, 91: the other one, which also allows 2222 from a(31) through its ipset), so each
+    set was in force in turn. (These probes add ~0.1 s between updates; all 20 changes still happen under the flood.)
+    """
     use(BASE)
     rx = env[VM1]
-    other = vm1_spec(in_tcp="80:91", in_range_size=14)
+    other = vm1_spec(in_tcp="81:91,443", in_range_size=14)  # 80 only in BASE, 91 only here, 82 and 443 in both
+    check(PEER, rx, [t.tcp(a(1), 91, False, "BASE does not allow 91") for a in (a4, a6)]
+          + [t.tcp(a(1), 2222, False, "nor 2222 from a(31)", src=a(31)) for a in (a4, a6)])
+    mark = len(rx.events)
     floods = [t.Flood(PEER, a4(1), 7777), t.Flood(PEER, a6(1), 7777)]
+    controls = [t.Flood(PEER, a4(1), (82, 5000)), t.Flood(PEER, a6(1), (82, 5000))]
+    in_force = []
     start = time.monotonic()
     try:
         for i in range(20):
-            api.update(other if i % 2 == 0 else BASE)
+            spec, port = (other, 91) if i % 2 == 0 else (BASE, 80)
+            api.update(spec)
+            probes = [t.tcp(a(1), port, True) for a in (a4, a6)]
+            if spec == other:  # and its ipset's members: a(31) is in 21..34 (size 14), not in 21..30
+                probes += [t.tcp(a(1), 2222, True, src=a(31)) for a in (a4, a6)]
+            opened = t.send(PEER, probes, rx, settle=0)
+            in_force.append((i, port, [opened[p.tag] for p in probes]))
     finally:
         took = time.monotonic() - start
         time.sleep(0.3)
         counts = [fl.stop() for fl in floods]
+        control = [fl.stop() for fl in controls]
     leaked = rx.select(port=7777)
     assert not leaked, leaked[:5]
     assert not any(c["connected"] for c in counts), counts
     assert all(c["syn"] >= 100 and c["udp"] >= 100 for c in counts), (counts, took)  # it did run throughout
+
+    # the positive control: to an allowed port, the same flood gets through and the receiver sees it
+    arrived = [e for e in rx.events[mark:] if e["ev"] in ("tcp-accept", "udp")]
+    for f in FAMILIES:
+        seen = [(e["ev"], e["port"]) for e in arrived if e["src"].startswith("::ffff:") == (f == 4)]  # dual-stack
+        assert seen.count(("tcp-accept", 82)) >= 100 and seen.count(("udp", 5000)) >= 100, (f, control, took)
+    assert all(c["ports"][82]["connected"] >= 100 for c in control), control
+
+    # each rule set was in force in turn: after each update, its own port opened (IPv4 and IPv6)
+    assert all(all(opened) for _, _, opened in in_force), in_force
     assert api.verify(1) == {0: []}
     check(PEER, rx, [t.tcp(a4(1), 80, True, "still allowed after the updates"),
                      t.tcp(a6(1), 91, False, "the last update restored 80:90")])

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -255,28 +256,47 @@ for line in sys.stdin:
 """
 
 FLOOD = r"""
-import json, select, socket, sys, time
-dst, port, interval = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+import json, select, socket, sys
+dst, ports, interval, cap = sys.argv[1], [int(p) for p in sys.argv[2].split(",")], float(sys.argv[3]), int(sys.argv[4])
 fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
 u = socket.socket(fam, socket.SOCK_DGRAM)
-pending, syn, dgrams, n = [], 0, 0, 0
+count = {p: {"syn": 0, "udp": 0, "connected": 0} for p in ports}
+pending = {}  # fd -> (socket, port), oldest first: connection attempts not finished yet
+poller = select.poll()
+
+def reap():
+    # every attempt that finished: counted when it opened (SO_ERROR 0), closed either way
+    for fd, _ in poller.poll(0):
+        s, port = pending.pop(fd)
+        poller.unregister(fd)
+        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            count[port]["connected"] += 1
+        s.close()
+
+def forget_oldest():
+    fd = next(iter(pending))
+    poller.unregister(fd)
+    pending.pop(fd)[0].close()
+
 print("STARTED", flush=True)
+n = 0
 while not select.select([sys.stdin], [], [], interval)[0]:
     n += 1
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.setblocking(False)
-    s.connect_ex((dst, port))
-    pending.append(s)
-    syn += 1
-    u.sendto(b"NFP-flood%08x" % n, (dst, port))
-    dgrams += 1
-    if len(pending) > 400:
-        pending.pop(0).close()
-connected = 0
-for s in pending:
-    if select.select([], [s], [], 0)[1] and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-        connected += 1
-print(json.dumps({"syn": syn, "udp": dgrams, "connected": connected}), flush=True)
+    for port in ports:
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((dst, port))
+        pending[s.fileno()] = (s, port)
+        poller.register(s, select.POLLOUT)
+        count[port]["syn"] += 1
+        u.sendto(b"NFP-flood%08x" % n, (dst, port))
+        count[port]["udp"] += 1
+    reap()
+    while len(pending) > cap:
+        forget_oldest()
+reap()
+total = {k: sum(c[k] for c in count.values()) for k in ("syn", "udp", "connected")}
+print(json.dumps({**total, "ports": count}), flush=True)
 """
 
 
@@ -490,21 +510,28 @@ def say_all(sessions: dict) -> dict:
 
 
 class Flood:
-    """From a guest, a new TCP connection attempt and a UDP datagram to dst:port every `interval` seconds."""
+    """From a guest, every `interval` seconds and to each of `ports` of dst: a new TCP connection attempt and a UDP
+    datagram. Attempts that finish are counted (when they opened) and closed at once; at most `cap` unfinished ones
+    are kept (their SYNs are retransmitted meanwhile), the oldest closed first."""
 
-    def __init__(self, guest: str, dst: str, port: int, interval: float = 0.005):
-        self.proc = subprocess.Popen(_py(guest, FLOOD, dst, str(port), str(interval)), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, guest: str, dst: str, ports: int | Iterable[int], interval: float = 0.005, cap: int = 400):
+        ports = [ports] if isinstance(ports, int) else list(ports)
+        self.proc = subprocess.Popen(_py(guest, FLOOD, dst, ",".join(map(str, ports)), str(interval), str(cap)),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if line != "STARTED":
             raise RuntimeError(f"flood from {guest}: {line or self.proc.stderr.read()}")
 
     def stop(self) -> dict:
-        """{'syn': attempts, 'udp': datagrams, 'connected': connections that opened}."""
+        """{'syn': attempts, 'udp': datagrams, 'connected': connections that opened, 'ports': {port: the same}}."""
         self.proc.stdin.close()
         out = self.proc.stdout.read()
         self.proc.wait(10)
-        return json.loads(out)
+        if not out:
+            raise RuntimeError(f"flood: {self.proc.stderr.read()}")
+        data = json.loads(out)
+        data["ports"] = {int(port): c for port, c in data["ports"].items()}
+        return data
 
 
 # --- frames built by hand -----------------------------------------------------------------------------------------
