@@ -114,7 +114,7 @@ def _execute(action: str, specs: list[NicSpec], steps: list[Step], dry_run: bool
     out = Outcome(action, specs[0].vm, specs[0].nic if len(specs) == 1 else None)
     if dry_run:
         with runner.recording() as recorded:
-            out.changed = _changes(transaction.run(steps))
+            transaction.run(steps)  # nothing changes: `changed` stays empty, `commands` says what would run
         out.commands = show([(list(argv), stdin) for argv, stdin in recorded.commands])
         return out
     out.changed = _changes(transaction.run(steps))
