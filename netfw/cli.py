@@ -101,6 +101,8 @@ ROUTER_OPT = typer.Option(None, "--router/--no-router",
                           help="The VM may send DHCP server replies and IPv6 router advertisements.")
 XML_OPT = typer.Option(None, "--vm-xml", help="OpenNebula VM document, XML or base64 ('-': stdin); "
                                               "gives bridge, tap, MTU, addresses, filters and rules.")
+CT_MAX_OPT = typer.Option(None, "--conntrack-max", help="Conntrack entries the NIC may hold, IPv4 and IPv6 together "
+                                                        "(a flow above it is dropped); default 16384.")
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing.")
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
 STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
@@ -182,15 +184,20 @@ def attach(
     filter_ip_spoofing: Optional[bool] = FIP_OPT,
     router: Optional[bool] = ROUTER_OPT,
     vm_xml: Optional[str] = XML_OPT,
+    conntrack_max: Optional[int] = CT_MAX_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Put VM NIC behind its own firewall: namespace, firewall bridge, veth, rules, then cut-over of the tap."""
+    import dataclasses
+
     from . import api
 
     def go():
         spec = _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac_spoofing, filter_ip_spoofing, router, vm_xml)
+        if conntrack_max is not None:
+            spec = dataclasses.replace(spec, conntrack_max=conntrack_max)
         return api.attach(spec, dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
@@ -208,6 +215,7 @@ def update(
     filter_ip_spoofing: Optional[bool] = FIP_OPT,
     router: Optional[bool] = ROUTER_OPT,
     vm_xml: Optional[str] = XML_OPT,
+    conntrack_max: Optional[int] = CT_MAX_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
@@ -220,20 +228,35 @@ def update(
         if vm_xml is not None:
             spec = _from_document(vm, nic, vm_xml, rules=rules, mac=mac, ip=ip, filter_mac_spoofing=filter_mac_spoofing,
                                   filter_ip_spoofing=filter_ip_spoofing, router=router)
-            return api.update(spec, dry_run=dry_run, state_dir=state_dir)
+            return api.update(_kept_cap(spec, conntrack_max, state_dir), dry_run=dry_run, state_dir=state_dir)
         applied = state.load(state.state_dir(state_dir), vm, nic)
         if applied is None:
             raise InputError(f"VM {vm} NIC {nic} is not attached (no record in {state.state_dir(state_dir)})")
         changes = {"mac": mac, "ips": tuple(ip) if ip else None, "filter_mac": filter_mac_spoofing,
                    "filter_ip": filter_ip_spoofing, "router": router,
-                   "rules": _rules(rules) if rules is not None else None}
+                   "rules": _rules(rules) if rules is not None else None, "conntrack_max": conntrack_max}
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
-            raise InputError("nothing to update: give --rules, --vm-xml or an identity option")
+            raise InputError("nothing to update: give --rules, --vm-xml, --conntrack-max or an identity option")
         import dataclasses
         return api.update(dataclasses.replace(applied.spec, **changes), dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
+
+
+def _kept_cap(spec, conntrack_max: int | None, state_dir: str | None):
+    """spec (from a VM document, which carries no conntrack cap) with --conntrack-max, else with the NIC's recorded
+    cap: a document never resets it to the default."""
+    import dataclasses
+
+    from . import state
+
+    if conntrack_max is None:
+        applied = state.load(state.state_dir(state_dir), spec.vm, spec.nic)
+        if applied is None:
+            return spec
+        conntrack_max = applied.spec.conntrack_max
+    return dataclasses.replace(spec, conntrack_max=conntrack_max)
 
 
 @app.command()
@@ -270,7 +293,7 @@ def verify(
         if vm_xml is not None:
             if nic is None:
                 raise InputError("verify --vm-xml needs the NIC id")
-            expected = _from_document(vm, nic, vm_xml)
+            expected = _kept_cap(_from_document(vm, nic, vm_xml), None, state_dir)
         return api.verify(vm, nic, state_dir=state_dir, expected=expected)
 
     report = guarded(go)
@@ -298,6 +321,8 @@ def one(
                                 "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge)."),
     backend: Optional[str] = typer.Option(
         None, "--backend", help="iptables backend for NICs attached from now on: auto, nft or legacy."),
+    conntrack_max: Optional[int] = typer.Option(
+        None, "--conntrack-max", help="Conntrack entries each handled NIC may hold (default 16384)."),
     dry_run: bool = DRY_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
@@ -313,7 +338,7 @@ def one(
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
     # Read with its bound: a document larger than MAX_INPUT is refused without being read whole (`< /dev/zero`).
     document = b"" if sys.stdin.isatty() else sys.stdin.buffer.read(MAX_INPUT + 1)  # empty: exit 2
-    options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run}
+    options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run, "conntrack_max": conntrack_max}
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 
 
