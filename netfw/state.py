@@ -24,6 +24,7 @@ DEFAULT_STATE_DIR = "/var/lib/netfw"
 MAX_RECORD = 16 * 1024 * 1024  # a VM document is at most 4 MiB (netfw.one); its record is of the same order
 RECORD_KEYS = frozenset({"spec", "mtu", "generation", "backend"})
 _RECORD_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.json")
+_VM_DIR_NAME = re.compile(r"vm-(0|[1-9][0-9]{0,9})")
 
 
 def state_dir(explicit: str | Path | None = None) -> Path:
@@ -138,6 +139,12 @@ class StateDir:
         """What was last applied to the NIC, or None when there is no record; StateError for a bad record."""
         text = self.read(vm, nic)
         return None if text is None else parse(text, vm, nic, str(self.record_path(vm, nic)))
+
+    def vms(self) -> list[int]:
+        """The VM ids with a directory of records (a directory may hold none). Read-only."""
+        if self.fd is None:
+            return []
+        return sorted(int(m[1]) for m in map(_VM_DIR_NAME.fullmatch, statefs.names(self.fd)) if m)
 
     def nics(self, vm: int) -> list[int]:
         """The NIC ids with a record for VM vm."""
