@@ -32,7 +32,7 @@ MAX_ADDRESSES = 1024  # a NIC's own addresses, its aliases' included
 
 #: Conntrack entries one NIC may hold (its zone, IPv4 and IPv6 together), when nothing else is asked; README.md,
 #: "Conntrack cap", justifies it (memory per entry x NICs per host, and what a busy VM needs).
-DEFAULT_CONNTRACK_MAX = 16384
+DEFAULT_CONNTRACK_MAX = 8192
 #: Bounds of a NIC's conntrack cap: at least one entry per IP family; at most 4x the kernel's own default for a
 #: whole host (262,144), which already caps every namespace on its own.
 CONNTRACK_MAX_RANGE = (2, 1 << 20)

@@ -52,7 +52,9 @@ SG0 = (Rule("ALL", "INBOUND", sg_id=0), Rule("ALL", "OUTBOUND", sg_id=0))
 
 #: Logging of dropped packets: per NIC and family (iptables, ip6tables: one hashlimit bucket shared by all the NIC's
 #: log rules; ebtables: each log rule) at most LOG_RATE packets a second after a burst of LOG_BURST, so that logging
-#: cannot become a denial-of-service vector itself. Only packets on their way to a DROP meet a log rule.
+#: cannot become a denial-of-service vector itself. Only packets on their way to a DROP meet a log rule. A hashlimit
+#: table keeps the settings of the first rule that made it while any rule names it: every log rule of a NIC uses
+#: the same ones.
 LOG_RATE = 10
 LOG_BURST = 10
 #: Why a packet was dropped, as log prefixes and status name it.

@@ -81,7 +81,8 @@ def vm_status_of(vm: int, healths: list[health.Health], state_dir: str | Path | 
     """VM vm's status for NICs whose health is known: their counters and the VM's conntrack table. Read-only."""
     out = VmStatus(vm, [NicStatus(h) for h in healths])
     ns = names.netns(vm)
-    recorded = [n for n in out.nics if n.health.applied is not None]
+    # Counters only where the NIC's rules are in the kernel: a stale NIC would read as zeros, not as unknown.
+    recorded = [n for n in out.nics if n.health.applied is not None and n.health.health in ("attached", "drift")]
     if not probe.netns_exists(ns) or not recorded:
         return out
     saves = counters.read(ns, {n.health.applied.backend for n in recorded})

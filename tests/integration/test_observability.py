@@ -198,7 +198,7 @@ def test_status_counts_what_each_rule_let_in_and_what_was_dropped_and_why(vms):
     assert nic["outbound"]["dropped"]["packets"] >= 5
     # 3 SSH flows of 6 packets each way at least, 4 echo requests, plus SG-less noise
     assert nic["inbound"]["accepted"]["packets"] >= 3 * 3 + 4
-    assert data["conntrack"]["max"] == 16384 and data["conntrack"]["count"] >= 1
+    assert data["conntrack"]["max"] == 8192 and data["conntrack"]["count"] >= 1
     human = netfw("status", "1")
     assert human.returncode == 0 and "NIC 0: attached (tap one-1-0)" in human.stdout
     assert re.search(r"1\s+100\s+3\s+180 B\s+TCP inbound port 22 from anywhere", human.stdout)
@@ -258,7 +258,7 @@ def test_metrics_file_holds_what_status_counts(vms, tmp_path):
     assert get("netfw_nic_health", vm=1, nic=0, health="attached") == 1
     assert get("netfw_nic_health", vm=2, nic=0, health="attached") == 1
     assert get("netfw_nic_health", vm=2, nic=0, health="drift") == 0
-    assert get("netfw_conntrack_max", vm=2) == 16384 and get("netfw_conntrack_entries", vm=2) >= 1
+    assert get("netfw_conntrack_max", vm=2) == 8192 and get("netfw_conntrack_entries", vm=2) >= 1
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in out.parent.iterdir()] == ["netfw.prom"]  # no temporary file left
     assert parse_exposition(netfw("metrics").stdout).keys() >= {k for k in samples if "health" in k[0]}
@@ -320,6 +320,36 @@ def test_log_shows_a_dropped_packet_with_its_fields_and_why(vms):
             "outbound", "anti_spoofing", "10.78.0.77", PEER, 9)
     finally:
         reader.stop()
+
+
+FRAMES = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for frame in sys.argv[1:]:
+    s.send(bytes.fromhex(frame))
+"""
+
+
+def test_layer2_drops_are_counted_and_logged(vms):
+    """ebtables' drops: a VLAN-tagged frame (ethertype) and an ARP reply claiming another address (anti-spoofing)."""
+    attach_vm1()
+    reader = LogReader("1")
+    try:
+        # VLAN 100 carrying a non-IP ethertype: with IP inside, br_netfilter would judge (and drop) a malformed packet
+        tagged = t.ether("02:78:00:00:00:09", MAC1, 0x8100, bytes.fromhex("0064 88b5") + b"tagged")
+        arp = t.arp_frame(MAC1, "ff:ff:ff:ff:ff:ff", 2, MAC1, "10.78.0.50", MAC1, "10.78.0.50")
+        sh(*in_guest(vms[1], FRAMES, tagged.hex(), arp.hex()))
+        vlan = reader.wait(lambda line: line["reason"] == "ethertype")
+        spoofed = reader.wait(lambda line: line["family"] == "arp")
+    finally:
+        reader.stop()
+    assert (vlan["direction"], vlan["mac"], vlan["nic"]) == ("outbound", MAC1, 0)
+    assert (spoofed["direction"], spoofed["reason"], spoofed["src"]) == ("outbound", "anti_spoofing", "10.78.0.50")
+    nic = status(1)["nics"][0]
+    assert nic["drops"]["ethertype"]["packets"] == 1
+    assert nic["drops"]["anti_spoofing"]["packets"] >= 1
+    assert nic["outbound"]["dropped"]["packets"] >= 2
 
 
 def test_log_human_form_and_count(vms):
