@@ -119,3 +119,17 @@ def test_an_update_that_turns_spoofing_filters_off_deletes_the_jump_before_the_c
     assert body[-5:] == ["-D FORWARD -i one-7-0 -j one-7-0-a", ":one-7-0-a RETURN", "-X one-7-0-a",
                          ":one-7-0-d RETURN", "-X one-7-0-d"]
     assert ":one-7-0-e RETURN" in body and "-A FORWARD -i one-7-0 -j one-7-0-e" not in body  # kept, not re-added
+
+
+def test_an_update_that_turns_ip_spoofing_off_deletes_the_anti_spoofing_drop_chain_last(mocker):
+    """`-d` is jumped to from `-s`, `-t` and `-l`: deleted before them, the restore would fail (EBUSY)."""
+    spoofing = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:01", ips=("2001:db8::1",), filter_mac=True, filter_ip=True)
+    old, new = render(spoofing).family("ip6"), render(NicSpec(7, 0, "vnbr0")).family("ip6")
+    live = "\n".join(["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+                      *(f":{chain} - [0:0]" for chain in old.chains), *(r for rs in old.chains.values() for r in rs),
+                      *old.jumps, "COMMIT", ""])
+    fake = FakeHost(mocker, saves={("one-7", "ip6", "filter"): live}, netns={"one-7"})
+    assert FamilyRuleset("one-7", new, stale=tuple(old.chains)).apply()
+    (stdin,) = [stdin for argv, stdin in fake.calls if "ip6tables-restore" in argv]
+    deleted = [line.split()[1] for line in stdin.splitlines() if line.startswith("-X ")]
+    assert deleted == ["one-7-0-s", "one-7-0-t", "one-7-0-l", "one-7-0-d"]

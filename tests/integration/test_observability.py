@@ -426,3 +426,18 @@ def test_status_lists_attached_drift_stale_and_orphan_nics(vms, state_dir):
     assert any("one-2-0-i" in p for p in found[(2, 0)]["problems"])
     human = netfw("status")
     assert human.returncode == 1 and re.search(r"5\s+1\s+stale", human.stdout)
+
+
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_an_update_that_turns_the_spoofing_filters_off_removes_their_chains(vms, monkeypatch, backend):
+    """`-d` (anti-spoofing drops) is named by `-o`, `-s`, `-t`, `-l` and ebtables `-a`: the update must take it
+    away last, in the same restore, with either backend."""
+    monkeypatch.setenv("NETFW_IPTABLES_BACKEND", backend)
+    attach_vm1()
+    api.update(NicSpec(1, 0, "vnbr0", rules=RULES1))
+    assert api.verify(1, 0) == {0: []}
+    for tool in (f"iptables-{backend}-save", f"ip6tables-{backend}-save", "ebtables-save"):
+        saved = sh("nsenter", "--net=/run/netns/one-1", tool).stdout
+        assert "one-1-0-d" not in saved and "one-1-0-s" not in saved and "one-1-0-a" not in saved, tool
+        assert ("one-1-0-c" in saved) == (tool != "ebtables-save"), tool
+    assert connects(vms[9], VM1, 22) == 1
