@@ -323,8 +323,6 @@ def status(
     from . import status as view
 
     if vm is None:
-        if nic is not None:
-            fail(2, "status: a NIC id needs the VM id")
         healths = guarded(lambda: health.survey(state_dir))
         ok = health.all_attached(healths)
         if as_json:
