@@ -122,6 +122,8 @@ ROUTER_OPT = typer.Option(None, "--router/--no-router",
                           help="The VM may send DHCP server replies and IPv6 router advertisements.")
 XML_OPT = typer.Option(None, "--vm-xml", help="OpenNebula VM document, XML or base64 ('-': stdin); "
                                               "gives bridge, tap, MTU, addresses, filters and rules.")
+CT_MAX_OPT = typer.Option(None, "--conntrack-max", help="Conntrack entries the NIC may hold, IPv4 and IPv6 together "
+                                                        "(a flow above it is dropped); default 8192.")
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing.")
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
 STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
@@ -211,11 +213,14 @@ def attach(
     outbound_peak: Optional[int] = OUT_PEAK_OPT,
     outbound_burst: Optional[int] = OUT_BURST_OPT,
     vm_xml: Optional[str] = XML_OPT,
+    conntrack_max: Optional[int] = CT_MAX_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Put VM NIC behind its own firewall: namespace, firewall bridge, veth, rules, then cut-over of the tap."""
+    import dataclasses
+
     from . import api
 
     def go():
@@ -223,6 +228,8 @@ def attach(
                          outbound_avg=outbound_avg, outbound_peak=outbound_peak, outbound_burst=outbound_burst)
         spec = _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac_spoofing, filter_ip_spoofing, router, vm_xml,
                      limits)
+        if conntrack_max is not None:
+            spec = dataclasses.replace(spec, conntrack_max=conntrack_max)
         return api.attach(spec, dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
@@ -246,6 +253,7 @@ def update(
     outbound_peak: Optional[int] = OUT_PEAK_OPT,
     outbound_burst: Optional[int] = OUT_BURST_OPT,
     vm_xml: Optional[str] = XML_OPT,
+    conntrack_max: Optional[int] = CT_MAX_OPT,
     dry_run: bool = DRY_OPT,
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
@@ -260,20 +268,37 @@ def update(
         if vm_xml is not None:
             spec = _from_document(vm, nic, vm_xml, rules=rules, mac=mac, ip=ip, filter_mac_spoofing=filter_mac_spoofing,
                                   filter_ip_spoofing=filter_ip_spoofing, router=router, bandwidth=limits)
-            return api.update(spec, dry_run=dry_run, state_dir=state_dir)
+            return api.update(_kept_cap(spec, conntrack_max, state_dir), dry_run=dry_run, state_dir=state_dir)
         applied = state.load(state.state_dir(state_dir), vm, nic)
         if applied is None:
             raise InputError(f"VM {vm} NIC {nic} is not attached (no record in {state.state_dir(state_dir)})")
         changes = {"mac": mac, "ips": tuple(ip) if ip else None, "filter_mac": filter_mac_spoofing,
                    "filter_ip": filter_ip_spoofing, "router": router,
-                   "rules": _rules(rules) if rules is not None else None, "bandwidth": limits}
+                   "rules": _rules(rules) if rules is not None else None, "bandwidth": limits,
+                   "conntrack_max": conntrack_max}
         changes = {k: v for k, v in changes.items() if v is not None}
         if not changes:
-            raise InputError("nothing to update: give --rules, --vm-xml, an identity option or a bandwidth limit")
+            raise InputError("nothing to update: give --rules, --vm-xml, --conntrack-max, an identity option or a "
+                             "bandwidth limit")
         import dataclasses
         return api.update(dataclasses.replace(applied.spec, **changes), dry_run=dry_run, state_dir=state_dir)
 
     emit(guarded(go), as_json)
+
+
+def _kept_cap(spec, conntrack_max: int | None, state_dir: str | None):
+    """spec (from a VM document, which carries no conntrack cap) with --conntrack-max, else with the NIC's recorded
+    cap: a document never resets it to the default."""
+    import dataclasses
+
+    from . import state
+
+    if conntrack_max is None:
+        applied = state.load(state.state_dir(state_dir), spec.vm, spec.nic)
+        if applied is None:
+            return spec
+        conntrack_max = applied.spec.conntrack_max
+    return dataclasses.replace(spec, conntrack_max=conntrack_max)
 
 
 @app.command()
@@ -310,7 +335,7 @@ def verify(
         if vm_xml is not None:
             if nic is None:
                 raise InputError("verify --vm-xml needs the NIC id")
-            expected = _from_document(vm, nic, vm_xml)
+            expected = _kept_cap(_from_document(vm, nic, vm_xml), None, state_dir)
         return api.verify(vm, nic, state_dir=state_dir, expected=expected)
 
     report = guarded(go)
@@ -327,6 +352,79 @@ def verify(
 
 
 @app.command()
+def status(
+    vm: Optional[int] = typer.Argument(None, min=0, help="VM id: its NICs' counters, rules and conntrack table "
+                                                         "(default: every NIC netfw knows, with its health)."),
+    nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC of the VM)."),
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """Health of every VM NIC netfw knows (attached, drift, stale, orphan, error), or one VM's traffic counters,
+    drops, rule counters and conntrack table; exit 0 when all are attached and clean, 1 otherwise."""
+    from . import health
+    from . import status as view
+
+    if vm is None:
+        healths = guarded(lambda: health.survey(state_dir))
+        ok = health.all_attached(healths)
+        if as_json:
+            typer.echo(json.dumps({"ok": ok, "nics": [h.as_dict() for h in healths]}, indent=1))
+        else:
+            typer.echo("\n".join(view.host_lines(healths)))
+        raise typer.Exit(0 if ok else 1)
+    result = guarded(lambda: view.vm_status(vm, nic, state_dir))
+    typer.echo(json.dumps(result.as_dict(), indent=1) if as_json else "\n".join(view.vm_lines(result)))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command()
+def metrics(
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE atomically (for "
+                                         "node_exporter's textfile collector: a *.prom file in its directory) "
+                                         "instead of standard output."),
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """Prometheus text exposition of every attached VM: packets and bytes accepted and dropped, drops by reason,
+    rule counters, conntrack entries and cap, NIC health. Exit 1 when something could not be read."""
+    from . import metrics as exposition
+
+    text, errors = guarded(lambda: exposition.collect(state_dir))
+    if output:
+        guarded(lambda: exposition.write_atomically(output, text))
+    else:
+        typer.echo(text, nl=False)
+    for error in errors:
+        logger.error("{}", error)
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
+def log(
+    vm: int = VM_ARG,
+    nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC of the VM)."),
+    as_json: bool = JSON_OPT,
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Stop after N packets."),
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """Stream the VM's dropped packets as they happen, one per line: time, NIC, direction, protocol, addresses,
+    ports, why (no rule matched, anti-spoofing, conntrack cap, ethertype). Rate-limited in the kernel per NIC."""
+    from . import logcmd
+    from .nflog import NflogError
+
+    def emit(entry: dict) -> None:
+        print(json.dumps(entry) if as_json else logcmd.line(entry), flush=True)
+
+    def go():
+        try:
+            return logcmd.stream(vm, nic, count=count, state_dir=state_dir, emit=emit,
+                                 ready=lambda: logger.info("listening for VM {}'s dropped packets", vm))
+        except NflogError as e:
+            fail(1, str(e))
+
+    guarded(go)
+
+
+@app.command()
 def one(
     ctx: typer.Context,
     action: str = typer.Argument(..., help="pre, post, clean, update_sg or update_nic."),
@@ -338,6 +436,8 @@ def one(
                                 "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge)."),
     backend: Optional[str] = typer.Option(
         None, "--backend", help="iptables backend for NICs attached from now on: auto, nft or legacy."),
+    conntrack_max: Optional[int] = typer.Option(
+        None, "--conntrack-max", help="Conntrack entries each handled NIC may hold (default 8192)."),
     dry_run: bool = DRY_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
@@ -353,7 +453,7 @@ def one(
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
     # Read with its bound: a document larger than MAX_INPUT is refused without being read whole (`< /dev/zero`).
     document = b"" if sys.stdin.isatty() else sys.stdin.buffer.read(MAX_INPUT + 1)  # empty: exit 2
-    options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run}
+    options = {"vn_mads": vn_mads, "state_dir": state_dir, "dry_run": dry_run, "conntrack_max": conntrack_max}
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 
 

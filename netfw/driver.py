@@ -22,6 +22,7 @@ one `ERROR: ...` line for either, never a traceback, as OpenNebula reads a drive
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -55,6 +56,7 @@ class Config:
     vn_mads: tuple[str, ...] = one.DEFAULT_VN_MADS
     state_dir: str | None = None
     dry_run: bool = False
+    conntrack_max: int | None = None  # each handled NIC's conntrack cap (None: NicSpec's default)
 
 
 @dataclass
@@ -94,7 +96,8 @@ def parse_vn_mads(text: str | None) -> tuple[str, ...]:
     return mads
 
 
-def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bool = False) -> Config:
+def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bool = False,
+           conntrack_max: int | None = None) -> Config:
     """The driver configuration from options, falling back on NETFW_VN_MADS (NETFW_STATE_DIR is read by state).
 
     A --state-dir other than the default must exist already (and is checked now): the caller of `sudo netfw one`
@@ -102,7 +105,17 @@ def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bo
     """
     if state_dir:
         state.check_existing(state_dir)
-    return Config(parse_vn_mads(vn_mads if vn_mads is not None else os.environ.get(VN_MADS_ENV)), state_dir, dry_run)
+    return Config(parse_vn_mads(vn_mads if vn_mads is not None else os.environ.get(VN_MADS_ENV)), state_dir, dry_run,
+                  conntrack_max)
+
+
+def with_settings(nic: one.VmNic, cfg: Config) -> one.VmNic:
+    """The NIC with the driver's own settings, which a VM document does not carry (the conntrack cap). Pure."""
+    if cfg.conntrack_max is None:
+        return nic
+    cap = {"conntrack_max": cfg.conntrack_max}  # NicSpec validates it
+    detached = nic.alias_detached and dataclasses.replace(nic.alias_detached, **cap)
+    return dataclasses.replace(nic, spec=dataclasses.replace(nic.spec, **cap), alias_detached=detached)
 
 
 def _arguments(action: str, args: list[str]) -> dict[str, str]:
@@ -220,7 +233,8 @@ def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Res
     if doc.pci_nics:
         logger.info("VM {}: PCI NIC {} not handled (a passthrough device has no tap to filter)", doc.vm,
                     ", ".join(doc.pci_nics))
-    nics = list(doc.hotplug(cfg.vn_mads) if action in HOTPLUG_ACTIONS else doc.handled(cfg.vn_mads))
+    nics = [with_settings(n, cfg)
+            for n in (doc.hotplug(cfg.vn_mads) if action in HOTPLUG_ACTIONS else doc.handled(cfg.vn_mads))]
     logger.debug("{} VM {} {}: NICs [{}] of [{}], ATTACH on {}", action, doc.vm, named, _which([n.spec for n in nics]),
                  ", ".join(f"{n.spec.nic}:{n.vn_mad or '?'}" for n in doc.nics), doc.hotplug_of or "nothing")
     if not nics:

@@ -30,6 +30,13 @@ MAX_RULE_BLOCKS = 128  # CIDR blocks of one rule's peer range (any IPv4 range ne
 MAX_IPSET_MEMBERS = 65536  # members of all the ipsets of one NIC
 MAX_ADDRESSES = 1024  # a NIC's own addresses, its aliases' included
 
+#: Conntrack entries one NIC may hold (its zone, IPv4 and IPv6 together), when nothing else is asked; README.md,
+#: "Conntrack cap", justifies it (memory per entry x NICs per host, and what a busy VM needs).
+DEFAULT_CONNTRACK_MAX = 8192
+#: Bounds of a NIC's conntrack cap: at least one entry per IP family; at most 4x the kernel's own default for a
+#: whole host (262,144), which already caps every namespace on its own.
+CONNTRACK_MAX_RANGE = (2, 1 << 20)
+
 #: A rule whose peer range needs more CIDR blocks than this is matched with one ipset instead of one line per block.
 #: Four keeps the common cases (a host, a subnet, an unaligned /30-ish range) readable in iptables-save.
 IPSET_THRESHOLD = 4
@@ -169,6 +176,7 @@ class NicSpec:
     rules: tuple[Rule, ...] | None = None  # None: security group 0, allow everything (stateful)
     sg_ids: tuple[int, ...] = field(default=())  # the NIC's security groups, for display
     bandwidth: Bandwidth | None = None  # limits to enforce (None: none)
+    conntrack_max: int = DEFAULT_CONNTRACK_MAX  # cap on the NIC's conntrack entries (render.cap_shares splits it)
 
     def __post_init__(self) -> None:
         if not (_is_int(self.vm) and _is_int(self.nic)):
@@ -193,6 +201,7 @@ class NicSpec:
             raise InputError(f"bandwidth {self.bandwidth!r} is not a set of limits")
         if self.bandwidth == Bandwidth():
             object.__setattr__(self, "bandwidth", None)
+        self._check_conntrack_max()
 
     def _check_identity(self) -> None:
         """The MAC and the addresses, canonical; no zone ids; within MAX_ADDRESSES."""
@@ -225,6 +234,12 @@ class NicSpec:
         if members > MAX_IPSET_MEMBERS:
             raise InputError(f"the rules' peer ranges need {members} ipset members, more than {MAX_IPSET_MEMBERS} "
                              "(netfw's cap per NIC)")
+
+
+    def _check_conntrack_max(self) -> None:
+        low, high = CONNTRACK_MAX_RANGE
+        if not (_is_int(self.conntrack_max) and low <= self.conntrack_max <= high):
+            raise InputError(f"conntrack cap {self.conntrack_max!r} is not an integer in {low}..{high}")
 
 
 def check_rule_count(count: int) -> None:

@@ -101,6 +101,13 @@ def ipset(vm: int, nic: int, direction: str, index: int, family: int, temporary:
     return name
 
 
+def limit_name(vm: int, nic: int) -> str:
+    """The hashlimit table that rate-limits the NIC's logging (one bucket per NIC and family); at most 15
+    characters, the kernel's limit (`l9999999999-999`)."""
+    check_ids(vm, nic)
+    return f"l{vm}-{nic}"
+
+
 def alias(vm: int, nic: int, role: str) -> str:
     """The ifalias that tags a link netfw created: which VM, NIC and role it serves."""
     return f"{ALIAS_PREFIX} vm={vm} nic={nic} role={role}"

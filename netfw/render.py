@@ -6,14 +6,22 @@ live rules with a plain equality, and lets a repeated attach see that nothing ne
 `-p udp --sport` gains `-m udp`, `-p icmp --icmp-type` gains `-m icmp`, ICMPv6 is `-p ipv6-icmp -m icmp6`, conntrack
 states print as `RELATED,ESTABLISHED`, MACs print lower-case with two digits per byte, and multiport refuses `p:p`.
 
-Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), plus `-s` (the NIC's own
-source addresses) when IP spoofing is filtered, and in IPv6 `-t` and `-l` (ND targets and link-layer options); for
-ebtables `-e` (the ethertypes that may cross the tap, always) and `-a` (ARP and Ethernet anti-spoofing).
+Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), `-c` (the conntrack cap,
+which every new flow a security-group rule accepts goes through), plus `-s` (the NIC's own source addresses) when IP
+spoofing is filtered, in IPv6 `-t` and `-l` (ND targets and link-layer options), and `-d` (log and drop what
+anti-spoofing refuses) with any spoofing filter; for ebtables `-e` (the ethertypes that may cross the tap, always),
+`-a` (ARP and Ethernet anti-spoofing) and `-d`.
+
+Observability (netfw status, metrics, log) reads this layout back: each security-group rule's lines carry the
+comment `sg <SG> rule <n>` (n counts the NIC's rules from 1), every DROP has one reason (the final DROP of `-i`/`-o`:
+no rule matched; `-c`: the conntrack cap; `-d`: anti-spoofing; ebtables `-e`: ethertype; `--ctstate INVALID`), and
+right before each reason's DROP an NFLOG rule, rate-limited in the kernel, logs to the NIC's group (see `drop`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from . import names, script, values
@@ -40,7 +48,18 @@ ND_OUTBOUND = (133, 135, 136)
 
 _PROTO = {"ALL": "", "TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPV6": "ipv6-icmp", "IPSEC": "esp"}
 #: Security group 0: everything allowed (statefully) both ways.
-SG0 = (Rule("ALL", "INBOUND"), Rule("ALL", "OUTBOUND"))
+SG0 = (Rule("ALL", "INBOUND", sg_id=0), Rule("ALL", "OUTBOUND", sg_id=0))
+
+#: Logging of dropped packets: per NIC and family (iptables, ip6tables: one hashlimit bucket shared by all the NIC's
+#: log rules; ebtables: each log rule) at most LOG_RATE packets a second after a burst of LOG_BURST, so that logging
+#: cannot become a denial-of-service vector itself. Only packets on their way to a DROP meet a log rule. A hashlimit
+#: table keeps the settings of the first rule that made it while any rule names it: every log rule of a NIC uses
+#: the same ones.
+LOG_RATE = 10
+LOG_BURST = 10
+#: Why a packet was dropped, as log prefixes and status name it.
+NO_RULE, SPOOFING, CAP, ETHERTYPE = "no-rule", "spoofing", "cap", "ethertype"
+_PREFIX_RE = re.compile(r"netfw nic=(\d{1,3}) dir=(in|out) why=(no-rule|spoofing|cap|ethertype)")
 
 
 @dataclass(frozen=True)
@@ -101,8 +120,9 @@ def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
 
 
 def chain_name(spec: NicSpec, role: str) -> str:
-    """A per-NIC chain: 'i', 'o' (names.chain), 's' (own sources), 't' (ND targets), 'l' (ND link-layer
-    options), 'e' or 'a' (ebtables: ethertypes, anti-spoofing); at most 20 characters."""
+    """A per-NIC chain: 'i', 'o' (names.chain), 'c' (conntrack cap), 'd' (anti-spoofing drops), 's' (own
+    sources), 't' (ND targets), 'l' (ND link-layer options), 'e' or 'a' (ebtables: ethertypes, anti-spoofing);
+    at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role
@@ -123,23 +143,91 @@ def jumps(spec: NicSpec) -> tuple[str, ...]:
 def _family(spec: NicSpec, family: str, ipsets: list[IpsetSpec]) -> FamilyRules:
     """The i/o (and s, t, l) chains of one IP family; appends the ipsets its rules need."""
     version = VERSION[family]
-    i, o = chain_name(spec, "i"), chain_name(spec, "o")
+    i, o, c, d = (chain_name(spec, role) for role in "iocd")
     inbound = [*_discovery(i, version, ND_INBOUND)]
     outbound = [*_guards(spec, o, version)]
     chains = {i: inbound, o: outbound}
     for chain in (i, o):
         chains[chain] += _stateful(chain)
-    for index, rule in enumerate(SG0 if spec.rules is None else spec.rules, start=1):
+    for index, rule in enumerate(security_rules(spec), start=1):
         chain = i if rule.direction == "INBOUND" else o
         chains[chain] += _rule_lines(spec, chain, version, index, rule, ipsets)
-    for chain in (i, o):
-        chains[chain].append(f"-A {chain} -j DROP")
+    for chain, direction in ((i, "in"), (o, "out")):
+        chains[chain] += drop(spec, family, chain, direction, NO_RULE)
+    chains[c] = _cap(spec, family, c)
     if spec.filter_ip:
         s = chain_name(spec, "s")
-        chains[s] = [*(f"-A {s} -s {a} -j RETURN" for a in own_addresses(spec, version)), f"-A {s} -j DROP"]
+        chains[s] = [*(f"-A {s} -s {a} -j RETURN" for a in own_addresses(spec, version)), f"-A {s} -j {d}"]
     if version == 6:
         chains.update(_nd_chains(spec))
+    if spec.filter_mac or spec.filter_ip:
+        # Last: an update that drops the spoofing filters deletes stale chains in this order, and `d` can only be
+        # deleted once no chain jumps to it.
+        chains[d] = drop(spec, family, d, "out", SPOOFING)
     return FamilyRules(family, {name: tuple(lines) for name, lines in chains.items()}, jumps(spec))
+
+
+def security_rules(spec: NicSpec) -> tuple[Rule, ...]:
+    """The NIC's security-group rules as rendered: its own, or security group 0's. Rule n (from 1) is the n-th."""
+    return SG0 if spec.rules is None else spec.rules
+
+
+def log_group(spec: NicSpec) -> int:
+    """The NIC's NFLOG group in its VM namespace (groups are per namespace): one reader per NIC."""
+    return spec.nic + 1
+
+
+def log_prefix(nic: int, direction: str, reason: str) -> str:
+    """The NFLOG prefix of the NIC's log rules: which NIC, which way ('in': to the VM), why it was dropped."""
+    return f"netfw nic={nic} dir={direction} why={reason}"
+
+
+def parse_log_prefix(text: str) -> tuple[int, str, str] | None:
+    """(nic, direction, reason) from a prefix log_prefix() wrote, else None. Pure."""
+    m = _PREFIX_RE.fullmatch(text)
+    return (int(m[1]), m[2], m[3]) if m else None
+
+
+def drop(spec: NicSpec, family: str, chain: str, direction: str, reason: str, match: str = "") -> list[str]:
+    """A DROP for one reason, with the rate-limited NFLOG rule right before it (`match`: the condition of both).
+
+    Only packets on their way to this DROP meet the log rule, so accepted traffic never pays for it; with no reader
+    bound to the group the kernel discards the logged copy at its first lookup. iptables: one hashlimit bucket
+    shared by the NIC's log rules of the family (hashlimit tables are per name, namespace and family).
+    """
+    prefix, group = log_prefix(spec.nic, direction, reason), log_group(spec)
+    if family == EB:
+        return [f"-A {chain}{match} --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} --nflog-prefix \"{prefix}\""
+                f" --nflog-group {group} -j CONTINUE", f"-A {chain}{match} -j DROP"]
+    limit = (f"-m hashlimit --hashlimit-upto {LOG_RATE}/sec --hashlimit-burst {LOG_BURST} "
+             f"--hashlimit-name {names.limit_name(spec.vm, spec.nic)}")
+    return [f"-A {chain}{match} {limit} -j NFLOG --nflog-prefix \"{prefix}\" --nflog-group {group}",
+            f"-A {chain}{match} -j DROP"]
+
+
+def cap_shares(spec: NicSpec) -> dict[str, int]:
+    """The NIC's conntrack cap split between IPv4 and IPv6, which the kernel counts apart (one connlimit rule per
+    family, counting the NIC's zone): together never more than the cap."""
+    return {"ip": (spec.conntrack_max + 1) // 2, "ip6": spec.conntrack_max // 2}
+
+
+def _cap(spec: NicSpec, family: str, c: str) -> list[str]:
+    """The conntrack cap: a flow a security-group rule accepts is counted on its first packet, and dropped (before
+    its entry is confirmed, so it takes no room) while the NIC's zone holds its share of the cap.
+
+    One chain for both directions, so that one connlimit rule (one count) sees the NIC's every new flow. Only a
+    flow's first packet is counted: with `--ctstate NEW` alone, every packet of an unreplied UDP flow would walk the
+    zone's list of flows (measured 10 kpps instead of 136: docs/benchmarks/conntrack_cap.md). Flows the security
+    group drops never get here, so they cannot fill the count. Its drops are logged with their direction.
+    """
+    into = f" -m physdev --physdev-out {spec.tap} --physdev-is-bridged"
+    return [
+        f"-A {c} -m conntrack --ctstatus CONFIRMED -j ACCEPT",
+        f"-A {c} -m connlimit --connlimit-upto {cap_shares(spec)[family]} --connlimit-mask 0 --connlimit-saddr"
+        " -j ACCEPT",
+        *drop(spec, family, c, "in", CAP, into),
+        *drop(spec, family, c, "out", CAP),
+    ]
 
 
 def _discovery(chain: str, version: int, types: tuple[int, ...]) -> list[str]:
@@ -157,9 +245,9 @@ def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
     """The outbound chain's head: foreign MAC, DAD probes, rogue DHCP/RA server, foreign source address, and the
     neighbour discovery IPv6 needs, accepted only once what it claims is checked (else ND poisons neighbour caches
     as forged ARP would: the legacy driver accepted ND first)."""
-    lines = []
+    lines, d = [], chain_name(spec, "d")
     if spec.filter_mac:
-        lines.append(f"-A {o} -m mac ! --mac-source {mac_address(spec)} -j DROP")
+        lines.append(f"-A {o} -m mac ! --mac-source {mac_address(spec)} -j {d}")
     if spec.filter_ip and version == 6:  # duplicate address detection: from ::, only for an address of the NIC
         lines.append(_icmp6(o, 135, f"-j {chain_name(spec, 't')}").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
         lines.append(_icmp6(o, 135, "-j ACCEPT").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
@@ -168,10 +256,10 @@ def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
             lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
         if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
             if version == 4:
-                lines.append(f"-A {o} -p udp -m udp --sport 67 -j DROP")
+                lines.append(f"-A {o} -p udp -m udp --sport 67 -j {d}")
             else:
-                lines.append(f"-A {o} -p udp -m udp --sport 547 -j DROP")
-                lines.append(_icmp6(o, 134, "-j DROP"))
+                lines.append(f"-A {o} -p udp -m udp --sport 547 -j {d}")
+                lines.append(_icmp6(o, 134, f"-j {d}"))
         lines.append(f"-A {o} -j {chain_name(spec, 's')}")
     if version == 6:
         if spec.filter_ip:  # an advertisement only for the NIC's own addresses
@@ -198,27 +286,27 @@ def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
     ND whose IPv6 header is not followed by the ICMPv6 message itself (ND carries none in practice; RFC 6980
     forbids fragmenting it).
     """
-    chains = {}
+    chains, d = {}, chain_name(spec, "d")
     if spec.filter_ip:
         t = chain_name(spec, "t")
         own = [ipaddress.ip_network(a).network_address.packed for a in own_addresses(spec, 6)]
-        chains[t] = [_shifted(t), *(f'-A {t} -m u32 --u32 "{_u32_words(a, 48)}" -j RETURN' for a in own),
-                     f"-A {t} -j DROP"]
+        chains[t] = [_shifted(t, d), *(f'-A {t} -m u32 --u32 "{_u32_words(a, 48)}" -j RETURN' for a in own),
+                     f"-A {t} -j {d}"]
     if spec.filter_mac:
         l, mac = chain_name(spec, "l"), bytes.fromhex(mac_address(spec).replace(":", ""))
-        lines = [_shifted(l)]
+        lines = [_shifted(l, d)]
         # RS: options right after its 8 bytes (offset 48); NS/NA: after the 16-byte target (offset 64).
         for kind, start, bare in ((133, 48, 8), (135, 64, 24), (136, 64, 24)):
             lines.append(_icmp6(l, kind, f'-m u32 --u32 "0x4>>0x10=0x{bare:x}" -j RETURN'))  # no option at all
             head = f"0x{start:x}&0xffff=0x{int.from_bytes(mac[:2], 'big'):x}"
             lines.append(_icmp6(l, kind, f'-m u32 --u32 "{head}&&{_u32_words(mac[2:], start + 4)}" -j RETURN'))
-        chains[l] = [*lines, f"-A {l} -j DROP"]
+        chains[l] = [*lines, f"-A {l} -j {d}"]
     return chains
 
 
-def _shifted(chain: str) -> str:
+def _shifted(chain: str, d: str) -> str:
     """Drop an ND message behind an extension header: the offsets of the chain's checks would miss it."""
-    return f'-A {chain} -m u32 ! --u32 "{_ND_BARE}" -j DROP'
+    return f'-A {chain} -m u32 ! --u32 "{_ND_BARE}" -j {d}'
 
 
 def _stateful(chain: str) -> list[str]:
@@ -231,19 +319,39 @@ def _stateful(chain: str) -> list[str]:
 def _rule_lines(
     spec: NicSpec, chain: str, version: int, index: int, rule: Rule, ipsets: list[IpsetSpec]
 ) -> list[str]:
-    """The lines of security-group rule number `index` in this family (none if it cannot match here)."""
+    """The lines of security-group rule number `index` in this family (none if it cannot match here); each carries
+    the rule's comment (rule_comment) and goes to the conntrack cap, which accepts."""
     if matches_nothing(rule) or not _applies(rule, version):
         return []
     blocks = peers(rule)  # within the caps: NicSpec counted them (Rule.blocks) before anything was expanded
     inbound = rule.direction == "INBOUND"
     proto = f" -p {_PROTO[rule.protocol]}" if _PROTO[rule.protocol] else ""
-    tail = f"{_match(rule)} -j ACCEPT"
+    tail = f'{_match(rule)} -m comment --comment "{rule_comment(index, rule)}" -j {chain_name(spec, "c")}'
     if len(blocks) > IPSET_THRESHOLD:
         ipset = _ipset(spec, "i" if inbound else "o", index, version, blocks)
         ipsets.append(ipset)
         return [f"-A {chain}{proto} -m set --match-set {ipset.name} {'src' if inbound else 'dst'}{tail}"]
     side = "-s" if inbound else "-d"
     return [f"-A {chain} {side} {block}{proto}{tail}" for block in blocks] or [f"-A {chain}{proto}{tail}"]
+
+
+def rule_comment(index: int, rule: Rule) -> str:
+    """The comment on the lines of the NIC's rule number `index`: `sg 100 rule 3` (`rule 3` without a group).
+
+    It lets status and metrics find each rule's counters in `iptables-save -c`, whatever number of lines (one per
+    peer block, one ipset line, none) the rule became, and shows in `iptables -L`. Free at run time with the nft
+    backend (comments are rule metadata); one always-true match with legacy, met only by a flow's first packets.
+    """
+    return f"rule {index}" if rule.sg_id is None else f"sg {rule.sg_id} rule {index}"
+
+
+_COMMENT_RE = re.compile(r'-m comment --comment "(?:sg \d+ )?rule (\d+)"')
+
+
+def rule_index(line: str) -> int | None:
+    """The rule number of a line carrying rule_comment()'s comment, else None. Pure."""
+    m = _COMMENT_RE.search(line)
+    return int(m[1]) if m else None
 
 
 def _applies(rule: Rule, version: int) -> bool:
@@ -312,16 +420,17 @@ def _ebtables(spec: NicSpec) -> FamilyRules:
     """Frames to and from the VM: only untagged IPv4, IPv6 and ARP cross the tap (chain `e`, whatever the spoofing
     flags); with spoofing filters, frames from the VM then go through `a`."""
     e, tap = chain_name(spec, "e"), spec.tap
-    chains = {e: _ethertypes(e)}
+    chains = {e: _ethertypes(spec, e)}
     jumps = [f"-A FORWARD -i {tap} -j {e}", f"-A FORWARD -o {tap} -j {e}"]
     if spec.filter_mac or spec.filter_ip:
-        a = chain_name(spec, "a")
+        a, d = chain_name(spec, "a"), chain_name(spec, "d")
         chains[a] = _spoofing(spec, a)
+        chains[d] = tuple(drop(spec, EB, d, "out", SPOOFING))
         jumps.append(f"-A FORWARD -i {tap} -j {a}")
     return FamilyRules(EB, chains, tuple(jumps))
 
 
-def _ethertypes(e: str) -> tuple[str, ...]:
+def _ethertypes(spec: NicSpec, e: str) -> tuple[str, ...]:
     """Only untagged IPv4, IPv6 and ARP go on: br_netfilter hands iptables untagged IPv4 and IPv6 only (by
     default), so a tagged (802.1Q, 802.1ad), PPPoE, 802.3 or other frame would cross the firewall bridge past every
     rule (issue 8); ARP goes on to `a` when spoofing is filtered. ebtables names a tagged frame's ethertype 802_1Q
@@ -330,22 +439,24 @@ def _ethertypes(e: str) -> tuple[str, ...]:
 
     A VM has no business tagging frames on its VN (the VN does the tagging), and dropping them rather than having
     iptables filter them (the bridge-nf-filter-* sysctls, which stop at one tag) keeps a tagged frame from ever
-    reaching another VLAN. The chain is jumped to for both directions: another VM may send such frames too.
+    reaching another VLAN. The chain is jumped to for both directions: another VM may send such frames too; the
+    drops are logged and counted per direction (`-i` the tap: from the VM).
     """
-    return (*(f"-A {e} -p {ethertype} -j RETURN" for ethertype in ETHERTYPES), f"-A {e} -j DROP")
+    return (*(f"-A {e} -p {ethertype} -j RETURN" for ethertype in ETHERTYPES),
+            *drop(spec, EB, e, "out", ETHERTYPE, f" -i {spec.tap}"), *drop(spec, EB, e, "in", ETHERTYPE))
 
 
 def _spoofing(spec: NicSpec, a: str) -> tuple[str, ...]:
     """Frames from the VM: foreign source MAC dropped; ARP whose sender MAC or IP is not the NIC's dropped."""
-    lines = []
+    lines, d = [], chain_name(spec, "d")
     if spec.filter_mac:
         mac = mac_address(spec)
-        lines += [f"-A {a} -s ! {mac} -j DROP", f"-A {a} -p ARP --arp-mac-src ! {mac} -j DROP"]
+        lines += [f"-A {a} -s ! {mac} -j {d}", f"-A {a} -p ARP --arp-mac-src ! {mac} -j {d}"]
     if spec.filter_ip:
         own = (block.removesuffix("/32") for block in own_addresses(spec, 4))
         # 0.0.0.0: the RFC 5227 probe a client sends before it uses an address.
         lines += [f"-A {a} -p ARP --arp-ip-src {ip} -j RETURN" for ip in (*own, "0.0.0.0")]
-        lines.append(f"-A {a} -p ARP -j DROP")
+        lines.append(f"-A {a} -p ARP -j {d}")
     return tuple(lines)
 
 

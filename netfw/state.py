@@ -28,6 +28,7 @@ _RECORD_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.json")
 _INTENT_NAME = re.compile(r"nic-(0|[1-9][0-9]{0,9})\.intent\.json")
 #: What an interrupted operation was doing (the journal, netfw.state.StateDir.intent).
 OPS = ("attach", "update", "detach")
+_VM_DIR_NAME = re.compile(r"vm-(0|[1-9][0-9]{0,9})")
 
 
 def state_dir(explicit: str | Path | None = None) -> Path:
@@ -180,6 +181,12 @@ class StateDir:
         text = self.read(vm, nic, intent=True)
         return None if text is None else parse_intent(text, vm, nic, str(self.intent_path(vm, nic)))
 
+    def vms(self) -> list[int]:
+        """The VM ids with a directory of records (a directory may hold none). Read-only."""
+        if self.fd is None:
+            return []
+        return sorted(int(m[1]) for m in map(_VM_DIR_NAME.fullmatch, statefs.names(self.fd)) if m)
+
     def nics(self, vm: int, intents: bool = False) -> list[int]:
         """The NIC ids with a record (intents: with a journal) for VM vm."""
         fd = self._vm_dir(vm, create=False)
@@ -191,13 +198,6 @@ class StateDir:
             os.close(fd)
         pattern = _INTENT_NAME if intents else _RECORD_NAME
         return sorted(int(m[1]) for m in map(pattern.fullmatch, found) if m)
-
-    def vms(self) -> list[int]:
-        """The VM ids with a directory in the state directory."""
-        if self.fd is None:
-            return []
-        return sorted(int(m[1]) for m in map(re.compile(r"vm-(0|[1-9][0-9]{0,9})").fullmatch,
-                                             statefs.names(self.fd)) if m)
 
     def write(self, vm: int, nic: int, text: str | None, intent: bool = False) -> None:
         """Replace the NIC's record (or journal) atomically with text, or remove it when text is None. Safe to

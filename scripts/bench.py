@@ -9,7 +9,9 @@ In one run, inside the unprivileged sandbox (traffic only between its own namesp
                 jumps last or first in `opennebula`);
   control plane attach/detach through the API and the CLI, processes spawned, the shell floor, the n-th attach on a
                 loaded host, applying n rules (netfw vs per-rule `iptables -A` vs one restore), nft vs legacy;
-  memory        kernel memory per attached VM, per legacy NIC and per 1,000 conntrack entries.
+  memory        kernel memory per attached VM, per legacy NIC and per 1,000 conntrack entries;
+  observability at K = 0, the measured pair with netfw's rules as attached and without counting and logging
+                (rule comments, conntrack cap chain, NFLOG rules), interleaved: small packets, connects, drops.
 Writes results.json, README.md (tables and target verdicts) and PNG plots (when matplotlib is installed) to --out,
 and prints the tables. Every traffic run is bounded; the whole run stops by itself (alarm) and cleans up.
 """
@@ -30,9 +32,9 @@ sys.path.insert(0, str(HERE))
 MODES = {
     # K values, traffic seconds, connects, control rounds, rule counts, per-rule sample, conntrack flows, alarm
     "quick": dict(ks=[0, 5], seconds=1, connects=50, rounds=2, rule_counts=[10, 100], sample=100, flows=2000,
-                  alarm=180),
+                  alarm=240, observe_rounds=1),
     "full": dict(ks=[0, 100, 500, 1000], seconds=2, connects=300, rounds=5, rule_counts=[10, 100, 1000, 10000],
-                 sample=1000, flows=20000, alarm=1200),
+                 sample=1000, flows=20000, alarm=1500, observe_rounds=5),
 }
 
 
@@ -69,6 +71,7 @@ def main() -> int:
 
     import bench_control as ctl
     import bench_lab as lab
+    import bench_observe as observe
     import bench_report as report
     import bench_traffic as traffic
     from netfw import api
@@ -124,6 +127,17 @@ def main() -> int:
                 c = r["control"][str(k)]
                 say(f"K={k}: attach api {c['api_attach']} ms (floor {c['floor_attach']}), cli {c['cli_sg0_attach']} ms")
             r["dataplane"][str(k)] = dataplane(k, cfg, guests, background, rules20, r, lab, traffic, api, state_dir)
+            if k == 0:
+                say("K=0: counting and logging vs without (interleaved) ...")
+                r["observability"] = observe.measure([lab.spec(vm, rules20) for vm in (1, 2)], guests[1][0],
+                                                     guests[2][0], guests[2][1], cfg["observe_rounds"],
+                                                     cfg["seconds"], cfg["connects"], state_dir, traffic)
+                o = r["observability"]
+                say(f"K=0: small packets {o['with']['udp_kpps']['median']} kpps with counting and logging, "
+                    f"{o['without']['udp_kpps']['median']} without: ratio {o['ratio'].get('udp_kpps')} "
+                    f"(per CPU s: {o['ratio'].get('est_kpps_cpu')}); "
+                    f"dropped flood {o['ratio'].get('drop_kpps_cpu')}, with a reader "
+                    f"{o['ratio'].get('drop_kpps_cpu_reader')}; connect latency {o['ratio'].get('connect_us')}")
         r["background_vms"] = len(background)
         r["build_s"] = round(build_s, 1)
     except Timeout as e:

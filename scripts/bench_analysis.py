@@ -52,6 +52,13 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
   restore in the VM namespace), one `iptables -A` process per rule in the hypervisor namespace (the legacy driver's
   way; at 10,000 the last 1,000 calls are timed after preloading the others, and scaled), and one restore in the
   hypervisor namespace; each with iptables-nft and iptables-legacy.
+- **Cost of counting and logging** (issue 11). At K = 0, the measured pair with netfw's rules as attach loads them
+  (rule comments, the conntrack cap chain, a rate-limited NFLOG rule before every DROP) and with the same rules
+  without them (`bench_observe.plain`), in interleaved rounds (`observe_rounds`): iperf3 64-byte UDP, small packets
+  of an answered UDP flow per CPU second of the sender (steadier than wall-clock rates on a shared machine), TCP
+  connect latency (every SYN is a new flow through the cap), and a flood dropped by no rule, without and with
+  `netfw log`'s reader bound. `scripts/bench_observe.py` runs it alone; `--cap-cost` measures the cap under a
+  new-flow flood by cap size.
 - **Memory.** /proc/meminfo and /proc/slabinfo before and after attaching the largest step of background VMs (their
   taps made before the first snapshot), and before and after loading the K = max legacy table; conntrack: 20,000 UDP
   flows into one namespace that tracks them.

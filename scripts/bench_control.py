@@ -4,6 +4,7 @@ application (netfw vs one `iptables -A` per rule vs one restore in the hyperviso
 from __future__ import annotations
 
 import os
+import shlex
 import statistics
 import subprocess
 import tempfile
@@ -266,7 +267,7 @@ def per_rule(n: int, backend: str, budget_s: float, sample: int) -> dict:
     tool = f"iptables-{backend}"
     t, done = time.perf_counter(), 0
     for line in timed:
-        sh(tool, *line.split())
+        sh(tool, *shlex.split(line))  # quoted arguments (rule comments) stay whole
         done += 1
         if time.perf_counter() - t > budget_s:
             break

@@ -180,6 +180,15 @@ def targets(r: dict) -> list[dict]:
         over = round(c["cli_sg0_attach"] - c["floor_sg0_attach"], 1)
         add(f"CLI attach − shell floor (SG 0, K={k})", over, "≤ 150 ms", over <= 150,
             f"{c['cli_sg0_attach']} vs {c['floor_sg0_attach']} ms")
+    obs = r.get("observability")
+    if obs:
+        v = obs["ratio"].get("udp_kpps")
+        add(f"small packets at K={k0} with counting and logging / without", v, "≥ 0.95", bool(v and v >= 0.95),
+            f"{obs['with']['udp_kpps']['median']} vs {obs['without']['udp_kpps']['median']} kpps")
+        v = obs["ratio"].get("est_kpps_cpu")
+        add(f"small packets per CPU s at K={k0} with counting and logging / without", v, "≥ 0.95",
+            bool(v and v >= 0.95),
+            f"{obs['with']['est_kpps_cpu']['median']} vs {obs['without']['est_kpps_cpu']['median']} kpps per CPU s")
     times = r["attach_series"]
     if times:
         n = min(1000, len(times))
@@ -200,6 +209,11 @@ def target_table(r: dict) -> list[str]:
     return _table(["target", "measured", "goal", "", "numbers"], rows) + [""]
 
 
+def observe_table(r: dict) -> list[str]:
+    from bench_observe import table
+    return table(r)
+
+
 def markdown(r: dict) -> str:
     mch = r["machine"]
     lines = [f"Machine: {mch['cpu']}, {mch['nproc']} CPUs, {mch['mem_gib']} GiB; {mch['distro']}, kernel "
@@ -207,7 +221,7 @@ def markdown(r: dict) -> str:
              f"Python {mch['python']}; netfw at {mch.get('netfw_commit')}{' + uncommitted changes' if mch.get('netfw_dirty') else ''}. Run {mch['date']}, mode `{r['mode']}`, {r['duration_s']} s in all "
              f"(building {r['background_vms']} background VMs took {r['build_s']} s).", "",
              "### Targets", "", *target_table(r),
-             "### Data plane", "", *dataplane_tables(r),
+             "### Data plane", "", *dataplane_tables(r), *observe_table(r),
              "### Control plane", "", *control_tables(r), *rules_tables(r),
              "### Memory", "", *memory_tables(r)]
     return "\n".join(lines)

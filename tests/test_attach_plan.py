@@ -64,8 +64,11 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     # one per family (filter + raw), and ebtables for the ethertypes every tap lets through
     assert [a[2] for a in restores] == ["iptables-restore", "ip6tables-restore", "ebtables-restore"]
     eb = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["ebtables-restore"])
+    log = '--limit 10/sec --limit-burst 10 --nflog-prefix "netfw nic=0 dir={} why=ethertype" --nflog-group 1'
     assert eb == ("*filter\n:one-7-0-e RETURN\n-A one-7-0-e -p IPv4 -j RETURN\n-A one-7-0-e -p IPv6 -j RETURN\n"
-                  "-A one-7-0-e -p ARP -j RETURN\n-A one-7-0-e -j DROP\n-A FORWARD -i one-7-0 -j one-7-0-e\n"
+                  f"-A one-7-0-e -p ARP -j RETURN\n-A one-7-0-e -i one-7-0 {log.format('out')} -j CONTINUE\n"
+                  f"-A one-7-0-e -i one-7-0 -j DROP\n-A one-7-0-e {log.format('in')} -j CONTINUE\n"
+                  "-A one-7-0-e -j DROP\n-A FORWARD -i one-7-0 -j one-7-0-e\n"
                   "-A FORWARD -o one-7-0 -j one-7-0-e\nCOMMIT\n")
     ip4 = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["iptables-restore"])
     assert ip4.startswith("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:one-7-0-i - [0:0]\n")
@@ -134,5 +137,21 @@ def test_an_update_that_turns_spoofing_filters_off_deletes_the_jump_before_the_c
     assert FamilyRuleset("one-7", new, stale=tuple(old.chains)).apply()
     (stdin,) = [stdin for argv, stdin in fake.calls if "ebtables-restore" in argv]
     body = stdin.splitlines()[1:-1]
-    assert body[-3:] == ["-D FORWARD -i one-7-0 -j one-7-0-a", ":one-7-0-a RETURN", "-X one-7-0-a"]
+    # `a` goes first (its jump before it), then `d`, which `a` jumped to: no chain is deleted while named
+    assert body[-5:] == ["-D FORWARD -i one-7-0 -j one-7-0-a", ":one-7-0-a RETURN", "-X one-7-0-a",
+                         ":one-7-0-d RETURN", "-X one-7-0-d"]
     assert ":one-7-0-e RETURN" in body and "-A FORWARD -i one-7-0 -j one-7-0-e" not in body  # kept, not re-added
+
+
+def test_an_update_that_turns_ip_spoofing_off_deletes_the_anti_spoofing_drop_chain_last(mocker):
+    """`-d` is jumped to from `-s`, `-t` and `-l`: deleted before them, the restore would fail (EBUSY)."""
+    spoofing = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:01", ips=("2001:db8::1",), filter_mac=True, filter_ip=True)
+    old, new = render(spoofing).family("ip6"), render(NicSpec(7, 0, "vnbr0")).family("ip6")
+    live = "\n".join(["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+                      *(f":{chain} - [0:0]" for chain in old.chains), *(r for rs in old.chains.values() for r in rs),
+                      *old.jumps, "COMMIT", ""])
+    fake = FakeHost(mocker, saves={("one-7", "ip6", "filter"): live}, netns={"one-7"})
+    assert FamilyRuleset("one-7", new, stale=tuple(old.chains)).apply()
+    (stdin,) = [stdin for argv, stdin in fake.calls if "ip6tables-restore" in argv]
+    deleted = [line.split()[1] for line in stdin.splitlines() if line.startswith("-X ")]
+    assert deleted == ["one-7-0-s", "one-7-0-t", "one-7-0-l", "one-7-0-d"]

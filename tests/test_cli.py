@@ -280,3 +280,40 @@ def test_rolled_back_is_said_on_the_error_line_before_the_failing_input_lines(cl
     context = lines[lines.index(errors[0]) + 1:]
     assert context and any(line.startswith(">    3: ") for line in context), lines
     assert "(rolled back)" not in "\n".join(context)
+
+
+# --- the conntrack cap (issue 11) -----------------------------------------------------------------------------------
+
+
+def _restores(fake) -> dict[str, str]:
+    return {argv[2]: stdin for argv, stdin in fake.calls if argv[0] == "nsenter" and argv[2].endswith("-restore")}
+
+
+def test_attach_conntrack_max_is_split_between_the_families(cli):
+    result = cli("attach", "7", "0", "--bridge", "vnbr0", "--conntrack-max", "1001")
+    assert result.exit_code == 0, result.output
+    restores = _restores(cli.fake)
+    assert "-m connlimit --connlimit-upto 501 --connlimit-mask 0 --connlimit-saddr -j ACCEPT" in \
+        restores["iptables-restore"]
+    assert "--connlimit-upto 500 " in restores["ip6tables-restore"]
+
+
+@pytest.mark.parametrize("value", ["1", "0", "-5", "2000000", "many"])
+def test_a_bad_conntrack_max_exits_2_and_runs_nothing(cli, value):
+    result = cli("attach", "7", "0", "--bridge", "vnbr0", "--conntrack-max", value)
+    assert result.exit_code == 2, result.output
+    assert _changed(cli.fake) == []
+
+
+def test_update_conntrack_max_alone_changes_only_the_cap(cli, tmp_path):
+    import json
+
+    assert cli("attach", "7", "0", "--bridge", "vnbr0", "--conntrack-max", "1000").exit_code == 0
+    record = tmp_path / "vm-7" / "nic-0.json"
+    assert json.loads(record.read_text())["spec"]["conntrack_max"] == 1000
+    cli.fake.netns.add("one-7")
+    result = cli("update", "7", "0", "--conntrack-max", "3000")
+    assert result.exit_code == 0, result.output
+    assert json.loads(record.read_text())["spec"]["conntrack_max"] == 3000
+    result = cli("update", "7", "0", "--router")
+    assert result.exit_code == 0 and json.loads(record.read_text())["spec"]["conntrack_max"] == 3000  # kept

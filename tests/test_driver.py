@@ -101,6 +101,18 @@ def test_post_attaches_the_handled_nics_in_one_call(monkeypatch):
     assert out == ""
 
 
+def test_conntrack_max_of_the_driver_reaches_every_nic(monkeypatch):
+    """A document carries no conntrack cap: `netfw one --conntrack-max` (NETFW_CONNTRACK_MAX) sets it for each NIC."""
+    fake = FakeApi(monkeypatch)
+    assert one("--conntrack-max", "5000", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
+    assert one("post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
+    assert one("update_sg", "one-42", "--conntrack-max", "7000", stdin=b64("two_nics.xml"))[0] == 0
+    caps = [[s.conntrack_max for s in args[0]] for _, args, _ in fake.calls]
+    assert caps == [[5000] * 3, [8192] * 3, [7000] * 3]  # NICs 0, 1 and 3 (ovswitch)
+    code, _, err = one("--conntrack-max", "1", "post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert code == 2 and errors(err) == ["ERROR: conntrack cap 1 is not an integer in 2..1048576"]
+
+
 def test_vn_mads_option_and_environment_choose_the_nics(monkeypatch):
     fake = FakeApi(monkeypatch)
     assert one("--vn-mads", "802.1Q", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0  # before ACTION

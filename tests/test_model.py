@@ -39,6 +39,11 @@ GOOD = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:07", ips=("10.0.0.7", "2001:db
     ({"filter_ip": "yes"}, "filter_ip 'yes' is not true or false"),
     ({"router": 1}, "router 1 is not true or false"),
     ({"sg_ids": (-1,)}, "security groups (-1,) are not a list of non-negative integers"),
+    ({"conntrack_max": 1}, "conntrack cap 1 is not an integer in 2..1048576"),
+    ({"conntrack_max": 1048577}, "conntrack cap 1048577 is not an integer in 2..1048576"),
+    ({"conntrack_max": "1000"}, "conntrack cap '1000' is not an integer in 2..1048576"),
+    ({"conntrack_max": True}, "conntrack cap True is not an integer in 2..1048576"),
+    ({"conntrack_max": 1000.0}, "conntrack cap 1000.0 is not an integer in 2..1048576"),
     ({"rules": [Rule("ALL", "INBOUND")]}, "rules are not a list of rules"),
     ({"rules": ({"protocol": "ALL"},)}, "rules are not a list of rules"),
     ({"rules": (Rule("ALL", "INBOUND"),) * 16385}, "16385 security-group rules, more than 16384 (netfw's cap per NIC)"),
@@ -96,6 +101,15 @@ def test_rule_counts_its_blocks_without_expanding_them():
 def test_a_record_round_trips():
     assert spec_from_dict(spec_to_dict(GOOD)) == GOOD
     assert spec_from_dict(spec_to_dict(NicSpec(7, 1, ""))) == NicSpec(7, 1, "")
+    capped = dataclasses.replace(GOOD, conntrack_max=1000)
+    assert spec_from_dict(spec_to_dict(capped)).conntrack_max == 1000
+
+
+def test_a_record_from_before_the_conntrack_cap_gets_the_default():
+    """Records written before the field existed lack the key: the NIC gets the default cap on its next attach."""
+    old = spec_to_dict(GOOD)
+    del old["conntrack_max"]
+    assert spec_from_dict(old).conntrack_max == model.DEFAULT_CONNTRACK_MAX == 8192
 
 
 def _record(**changes) -> dict:

@@ -88,10 +88,14 @@ def test_every_nic_lets_only_untagged_ipv4_ipv6_and_arp_cross_its_tap(case):
     spec = CASES[case]
     eb = render(spec).family("eb")
     e = "one-12-3-e" if spec.vm == 12 else "one-7-0-e"
-    assert eb.chains[e] == (f"-A {e} -p IPv4 -j RETURN", f"-A {e} -p IPv6 -j RETURN", f"-A {e} -p ARP -j RETURN",
-                            f"-A {e} -j DROP")
+    returns = tuple(line for line in eb.chains[e] if not line.endswith(("-j DROP", "-j CONTINUE")))
+    assert returns == (f"-A {e} -p IPv4 -j RETURN", f"-A {e} -p IPv6 -j RETURN", f"-A {e} -p ARP -j RETURN")
+    assert eb.chains[e][:3] == returns and eb.chains[e][-1] == f"-A {e} -j DROP"
+    assert [line for line in eb.chains[e] if line.endswith("-j DROP")] == [f"-A {e} -i {spec.tap} -j DROP",
+                                                                          f"-A {e} -j DROP"]
     assert eb.jumps[:2] == (f"-A FORWARD -i {spec.tap} -j {e}", f"-A FORWARD -o {spec.tap} -j {e}")
-    assert list(eb.chains) == [e, *([e[:-1] + "a"] if spec.filter_mac or spec.filter_ip else [])]
+    spoofing = [e[:-1] + "a", e[:-1] + "d"] if spec.filter_mac or spec.filter_ip else []
+    assert list(eb.chains) == [e, *spoofing]
 
 
 @pytest.mark.parametrize("case", ["sg0-spoofing", "sg0-mac-only", "sg0-ip-only-no-mac"])
@@ -101,8 +105,9 @@ def test_nd_checks_first_drop_nd_behind_an_extension_header(case):
     checked = [c for c in ("one-7-0-t", "one-7-0-l") if c in chains]
     assert checked
     for chain in checked:
-        assert chains[chain][0] == f'-A {chain} -m u32 ! --u32 "0x4&0xff00=0x3a00" -j DROP'
-        assert chains[chain][-1] == f"-A {chain} -j DROP"
+        assert chains[chain][0] == f'-A {chain} -m u32 ! --u32 "0x4&0xff00=0x3a00" -j one-7-0-d'
+        assert chains[chain][-1] == f"-A {chain} -j one-7-0-d"
+    assert chains["one-7-0-d"][-1] == "-A one-7-0-d -j DROP"
 
 
 @pytest.mark.parametrize("last", range(1, 40))
@@ -128,8 +133,8 @@ def test_ipset_names_and_temporary_text():
     )
     assert ipset_restore_text([ipset], temporary=True).splitlines()[:3] == [
         "create one-7-0-o1-4t hash:net family inet", "flush one-7-0-o1-4t", "add one-7-0-o1-4t 10.0.0.1/32"]
-    assert "-A one-7-0-o -p tcp -m set --match-set one-7-0-o1-4 dst -m multiport --dports 443 -j ACCEPT" in (
-        render(spec).family("ip").chains["one-7-0-o"])
+    assert ("-A one-7-0-o -p tcp -m set --match-set one-7-0-o1-4 dst -m multiport --dports 443 "
+            '-m comment --comment "rule 1" -j one-7-0-c') in render(spec).family("ip").chains["one-7-0-o"]
     assert ipset_restore_text([]) == ""
 
 
@@ -141,7 +146,7 @@ def test_ipset_names_fit_31_characters():
 
 def test_outbound_peer_is_destination_and_port_is_remote():
     spec = NicSpec(7, 0, "br0", rules=(Rule("TCP", "OUTBOUND", ports="25", ip="192.0.2.1", size=1),))
-    assert "-A one-7-0-o -d 192.0.2.1/32 -p tcp -m multiport --dports 25 -j ACCEPT" in (
+    assert '-A one-7-0-o -d 192.0.2.1/32 -p tcp -m multiport --dports 25 -m comment --comment "rule 1" -j one-7-0-c' in (
         render(spec).family("ip").chains["one-7-0-o"])
     assert not any("--dports" in r for r in render(spec).family("ip6").chains["one-7-0-o"])
 

@@ -103,3 +103,11 @@ def test_a_bad_netfw_sudo_setting_is_one_error_line(tmp_path):
     assert res.stderr.splitlines() == ["ERROR: netfw clean: NETFW_SUDO=yes is not auto, 1 or 0 "
                                        "(in /nonexistent or the environment)"]
     assert not (tmp_path / "log").exists()
+
+
+def test_settings_become_options(tmp_path):
+    path = fake_bin(tmp_path)
+    res = run(as_root([str(WRAPPERS / "update_sg"), "one-7"]), path, NETFW_CONNTRACK_MAX="5000",
+              NETFW_IPTABLES_BACKEND="legacy")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "log").read_text() == "netfw one --conntrack-max 5000 --backend legacy update_sg one-7\nDOC\n"

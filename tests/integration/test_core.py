@@ -170,7 +170,7 @@ def test_either_iptables_backend_filters_and_is_kept_by_the_nic(lab, monkeypatch
     only_ping = parse_rules([{"PROTOCOL": "ICMP", "RULE_TYPE": "inbound"}, {"PROTOCOL": "ALL", "RULE_TYPE": "outbound"}])
     api.attach(NicSpec(2, 0, "vnbr0", rules=only_ping))
     saved = sh("nsenter", "--net=/run/netns/one-2", f"iptables-{backend}-save", "-t", "filter").stdout
-    assert "-A one-2-0-i -p icmp -j ACCEPT" in saved
+    assert "-A one-2-0-i -p icmp -m comment --comment \"rule 1\" -j one-2-0-c" in saved
     assert ping(g1, "10.9.0.2")
     monkeypatch.setenv("NETFW_IPTABLES_BACKEND", "nft" if backend == "legacy" else "legacy")
     api.update(NicSpec(2, 0, "vnbr0", rules=parse_rules([{"PROTOCOL": "TCP", "RULE_TYPE": "inbound"}])))

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from netfw import runner
+from netfw.backend import tool
 from netfw.render import EB, Ruleset, ipset_restore_text, render, restore_text
 from tests.test_render import CASES  # every expected render file is proven canonical here
 
@@ -34,27 +35,28 @@ def _in(ns: str, *argv: str, stdin: str | None = None) -> str:
     return runner.run(["nsenter", f"--net=/run/netns/{ns}", *argv], stdin=stdin).stdout
 
 
-def _saved(ns: str, family: str) -> dict[str, list[str]]:
+def _saved(ns: str, family: str, backend: str = "auto") -> dict[str, list[str]]:
     """`<family>tables-save` of the filter table: chain -> its '-A' lines, in order."""
     chains: dict[str, list[str]] = {}
-    for line in _in(ns, f"{family}tables-save").splitlines():
+    for line in _in(ns, tool(family, "save", backend)).splitlines():
         if line.startswith("-A "):
             chains.setdefault(line.split()[1], []).append(line)
     return chains
 
 
-def _load(ns: str, ruleset: Ruleset) -> None:
+def _load(ns: str, ruleset: Ruleset, backend: str = "auto") -> None:
     _in(ns, "ipset", "restore", stdin=ipset_restore_text(ruleset.ipsets))
     for rules in ruleset.families:
-        _in(ns, f"{rules.family}tables-restore", "--noflush", stdin=restore_text(rules))
+        _in(ns, tool(rules.family, "restore", backend), "--noflush", stdin=restore_text(rules))
 
 
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_save_output_equals_rendering(netns, case):
+def test_save_output_equals_rendering(netns, case, backend):
     ruleset = render(CASES[case])
-    _load(netns, ruleset)
+    _load(netns, ruleset, backend)
     for rules in ruleset.families:
-        saved = _saved(netns, rules.family)
+        saved = _saved(netns, rules.family, backend)
         for chain, lines in rules.chains.items():
             assert saved.get(chain, []) == list(lines), f"{rules.family} {chain}"
         assert saved.get("FORWARD", []) == list(rules.jumps), rules.family

@@ -1,0 +1,148 @@
+"""The health of every VM NIC netfw knows: from its state records and from the kernel objects that carry netfw's
+alias (`netfw vm=<VM> nic=<NIC> role=...`), wherever they are, and the namespaces named `one-<VM>`.
+
+| health   | what it means                                                                   | what to do            |
+|----------|---------------------------------------------------------------------------------|-----------------------|
+| attached | a record, and `netfw verify` finds everything as attach made it                 | nothing               |
+| drift    | a record and kernel objects, but verify finds differences (listed)              | attach again, detach  |
+| stale    | a record, and no kernel object of the NIC (after a reboot; a VM that vanished)  | attach again, detach  |
+| orphan   | kernel objects (or a namespace one-<VM>) that no record accounts for            | detach                |
+| error    | the record cannot be read, or a check failed (the message says which)           | see the message       |
+
+Objects are found by their alias, not by name: names of the hypervisor-side links may change, an alias does not.
+Read-only; safe to call at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import api, names, probe, runner, state
+from .errors import InputError
+from .state import Applied, StateError
+
+HEALTHS = ("attached", "drift", "stale", "orphan", "error")
+_NETNS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
+
+
+@dataclass
+class Health:
+    """One VM NIC (or, nic None, a namespace one-<VM> without any NIC in it) and its health."""
+
+    vm: int
+    nic: int | None
+    health: str
+    problems: list[str] = field(default_factory=list)
+    applied: Applied | None = None  # the record, when it could be read
+
+    def as_dict(self) -> dict:
+        return {"vm": self.vm, "nic": self.nic, "health": self.health, "problems": self.problems}
+
+
+@dataclass
+class Objects:
+    """netfw's kernel objects: links by (vm, nic), and the namespaces one-<VM> that hold none of them."""
+
+    links: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (vm, nic) -> "where/name (role)"
+    namespaces: dict[int, list[str]] = field(default_factory=dict)  # vm -> names of the links in one-<vm>
+    bare: set[int] = field(default_factory=set)  # VMs whose namespace holds no netfw link
+
+
+def namespaces() -> list[int]:
+    """The VM ids of the usable namespaces named `one-<VM>` (ip netns add's bind mounts)."""
+    try:
+        entries = os.listdir(probe.NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    found = (_NETNS.fullmatch(e) for e in entries)
+    return sorted(int(m[1]) for m in found if m and probe.netns_exists(m[0]))
+
+
+def _tagged(links: dict[str, dict], where: str, out: Objects, vm: int | None) -> int:
+    """Add the links that carry netfw's alias (of VM vm, or any) to out; how many there were."""
+    count = 0
+    for name, link in links.items():
+        tag = names.parse_alias(link.get("ifalias"))
+        if tag and (vm is None or tag[0] == vm):
+            out.links.setdefault(tag[:2], []).append(f"{where}{name} ({tag[2]})")
+            count += 1
+    return count
+
+
+def objects(vm: int | None = None) -> Objects:
+    """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
+    out = Objects()
+    _tagged(probe.links(None), "", out, vm)
+    for found in namespaces():
+        if vm is not None and found != vm:
+            continue
+        ns = names.netns(found)
+        links = probe.links(ns)
+        out.namespaces[found] = list(links)
+        if not _tagged(links, f"{ns}/", out, None):
+            out.bare.add(found)
+    return out
+
+
+def _records(records: state.StateDir, vms: list[int]) -> dict[tuple[int, int], Applied | StateError]:
+    """Every record of the VMs, each read and validated (a bad one as its error)."""
+    found: dict[tuple[int, int], Applied | StateError] = {}
+    for vm in vms:
+        for nic in records.nics(vm):
+            try:
+                found[(vm, nic)] = records.load(vm, nic)
+            except (StateError, InputError) as e:
+                found[(vm, nic)] = StateError(str(e))
+    return found
+
+
+def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None) -> Health:
+    vm, nic = key
+    tap_inside = applied.spec.tap in seen.namespaces.get(vm, [])
+    if key not in seen.links and not tap_inside:
+        return Health(vm, nic, "stale", [f"no kernel object of VM {vm} NIC {nic} is left (after a reboot, or the "
+                                         f"VM is gone): netfw attach repairs it, netfw detach {vm} {nic} forgets it"],
+                      applied)
+    try:
+        drift = api.verify(vm, nic, state_dir=state_dir)[nic]
+    except runner.CommandError as e:
+        return Health(vm, nic, "error", [f"could not check it: {e}"], applied)
+    return Health(vm, nic, "drift" if drift else "attached", drift, applied)
+
+
+def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None) -> list[Health]:
+    """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
+
+    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object)."""
+    if vm is not None:
+        names.check_ids(vm, nic or 0)
+    with state.opened(state_dir, create=False) as records:
+        recorded = _records(records, [vm] if vm is not None else records.vms())
+    seen = objects(vm)
+    out: list[Health] = []
+    for key in sorted(set(recorded) | set(seen.links)):
+        if nic is not None and key[1] != nic:
+            continue
+        applied = recorded.get(key)
+        if isinstance(applied, StateError):
+            out.append(Health(*key, "error", [str(applied)]))
+        elif applied is None:
+            out.append(Health(*key, "orphan", [f"no state record; netfw's links: {', '.join(seen.links[key])}"]))
+        else:
+            out.append(_recorded(key, applied, seen, state_dir))
+    for bare in sorted(seen.bare):
+        if nic is None and not any(k[0] == bare for k in recorded):
+            held = ", ".join(n for n in seen.namespaces[bare] if n != "lo") or "nothing but lo"
+            out.append(Health(bare, None, "orphan", [f"namespace {names.netns(bare)} holds {held} and no NIC "
+                                                     "netfw has a record of"]))
+    if vm is not None and not out:
+        what = f"VM {vm}" + (f" NIC {nic}" if nic is not None else "")
+        raise InputError(f"netfw knows nothing of {what}: no state record, no namespace, no link with its alias")
+    return sorted(out, key=lambda h: (h.vm, -1 if h.nic is None else h.nic))
+
+
+def all_attached(healths: list[Health]) -> bool:
+    return all(h.health == "attached" for h in healths)
