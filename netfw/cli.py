@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
 import typer
-from loguru import logger
 
 from . import __version__
+
+# Imports are placed where they are needed: OpenNebula starts netfw once per driver action, and `--help`, usage
+# errors and bad input need neither loguru (~30 ms, it imports asyncio) nor the kernel-facing modules (sh).
 
 app = typer.Typer(
     help="Per-VM firewall layer for KVM hypervisors: one network namespace per VM, one firewall bridge per NIC.",
@@ -24,6 +25,8 @@ STATE_HELP = "Where netfw keeps what it applied (env NETFW_STATE_DIR)."
 
 
 def _logging(verbose: bool) -> None:
+    from loguru import logger
+
     logger.remove()
     # "LEVEL: message" is also what OpenNebula expects of a driver's stderr (INFO:, ERROR:, DEBUG:).
     logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format="{level}: {message}", colorize=False)
@@ -54,6 +57,8 @@ def main(
 
 def fail(code: int, message: str) -> None:
     """One line on stderr, then exit with code."""
+    from loguru import logger
+
     logger.error("{}", message.splitlines()[0] if code == 2 else message)
     raise typer.Exit(code)
 
@@ -79,6 +84,8 @@ def guarded(fn):
 
 def emit(outcome, as_json: bool) -> None:
     if as_json:
+        import json
+
         typer.echo(json.dumps(outcome.as_dict(), indent=1))
     elif outcome.commands:
         typer.echo("\n".join(outcome.commands))
@@ -276,6 +283,8 @@ def verify(
     report = guarded(go)
     ok = not any(report.values())
     if as_json:
+        import json
+
         typer.echo(json.dumps({"vm": vm, "ok": ok, "nics": {str(n): {"ok": not d, "drift": d}
                                                              for n, d in report.items()}}, indent=1))
     else:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-import sh
 from loguru import logger
 
+# `sh` is imported by the first command that starts a process (_execute), not here: it costs ~20 ms (it reads its own
+# package metadata and imports asyncio), and a call that stops at bad input (exit 2) never starts a process.
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,14 @@ def failing_input_line(stderr: str, stdin: str | None, context: int = 5) -> str:
     return "\n".join(f"{'>' if i == n else ' '}{i:5d}: {lines[i - 1]}" for i in range(lo, hi + 1))
 
 
-_commands: dict[str, sh.Command] = {}
+_commands: dict[str, "sh.Command"] = {}
 
 
 def _execute(argv: list[str], stdin: str | None, timeout: float | None) -> Result:
     """Run one process through sh and return its result whatever its exit code (the mock point of unit tests)."""
     # No `_timeout` unless asked: sh implements it by polling, which costs ~100 ms per command.
+    import sh
+
     extra = {"_timeout": timeout} if timeout else {}
     cmd = _commands.get(argv[0])
     if cmd is None:
@@ -92,6 +95,8 @@ def run(
     argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,), timeout: float | None = None
 ) -> Result:
     """Run argv (with optional standard input); raise CommandError unless its exit code is in `ok`."""
+    import sh
+
     logger.debug("run: {}{}", shlex.join(argv), " <<stdin" if stdin else "")
     try:
         result = _execute(list(argv), stdin, timeout)

@@ -70,6 +70,7 @@ def main() -> int:
     import bench_control as ctl
     import bench_lab as lab
     import bench_report as report
+    import bench_startup as startup
     import bench_traffic as traffic
     from netfw import api
 
@@ -92,6 +93,8 @@ def main() -> int:
         lab.reset()
         say(f"netfw bench ({mode}) on {r['machine']['cpu']} x{r['machine']['nproc']}, kernel {r['machine']['kernel']}")
         r["process_cost"] = ctl.process_cost()
+        say("CLI start-up ...")
+        r["startup"] = startup.measure(cfg["rounds"])
         say("rule application ...")
         r["rules"] = ctl.rule_application(cfg["rule_counts"], budget_s=20, sample=cfg["sample"])
         say("conntrack memory ...")
