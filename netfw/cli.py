@@ -40,6 +40,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command with its full argv (DEBUG)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     backend: Optional[str] = typer.Option(
@@ -50,7 +51,8 @@ def main(
     """netfw: per-VM firewall namespaces for OpenNebula-style clouds."""
     import os
 
-    _logging(verbose)
+    if ctx.invoked_subcommand != "one":  # `one` sets up the driver's own (a loguru handler costs ~10 ms to add)
+        _logging(verbose)
     if backend:
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
 

@@ -7,6 +7,7 @@ typer and click alone take ~30 ms to import. Everything but a bare `--version` g
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 
@@ -17,6 +18,9 @@ def run() -> None:
 
         print(f"netfw {__version__}")
         sys.exit(0)
+    # loguru's import would add a default stderr handler that the CLI replaces at once; every handler costs ~10 ms
+    # (loguru's exception formatter expands sysconfig's install paths), so this one is never made.
+    os.environ.setdefault("LOGURU_AUTOINIT", "False")
     from .cli import run as cli
 
     try:
