@@ -48,6 +48,24 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
   Two *what-if* rows run netfw's unchanged code with `runner._execute` replaced by plain `subprocess.run`, and with
   iptables-legacy as the backend (a PATH entry whose `iptables-restore` etc. are the legacy tools); netfw itself is
   not modified. The n-th attach is taken from the K background attaches, in order.
+- **Per-packet cost at K = 0, hop by hop** (`scripts/bench_hop.py`, also on its own). The same two guests send
+  64-byte UDP (iperf3, no rate limit) while the path between them is built up piece by piece: one bridge without
+  netfilter, with bridge netfilter in the hypervisor, the legacy rules; then netfw's veth pair per VM (joined to the
+  tap by tc redirects, then by the second bridge), bridge netfilter in the hypervisor, in the VM namespaces,
+  conntrack there; netfw as attached, without its ebtables chain or raw-table zone rule (breakdown only); and the
+  remedies (hypervisor `bridge-nf-call-iptables 0`, a hypervisor that uses conntrack itself, with a raw `CT
+  --notrack` for the VN bridge or `nf_call_iptables 0` on it, veth GRO, `--backend legacy`, `nf_conntrack_checksum 0`
+  in the VM namespaces). Each row is built and torn down in turn, the rows rotate between runs, median of the runs.
+  The main measure is the **sender's CPU time per packet** (iperf3's own CPU use over the packets it sent): every
+  hop up to the receiving socket runs in the sending task's softirq and is charged to it on this kernel (no IRQ time
+  accounting), so it is the path's cost, and it hardly moves when other work takes CPU from the sender, which kpps
+  does. *legacy / row* is the packet rate the path allows relative to legacy on a CPU of its own.
+- **CLI start-up** (`scripts/bench_startup.py`, also on its own). `python -S -c pass`, `python -c pass`, `netfw
+  --version`, `netfw --help`, `netfw attach --help` (wall time of the process), each import in a fresh interpreter
+  (timed inside it), and attach/detach with security group 0 on a fresh tap: the shell floor (timed inside bash),
+  `netfw attach/detach` from the CLI (wall time of the process, as OpenNebula runs it) and the Python API; median of
+  the control rounds, rows rotating between rounds. `make bench` compiles netfw's byte-code first, as a pip install
+  does.
 - **Rule application.** n = 10 … 10,000 distinct rules in one NIC's chain: netfw's ruleset step (save, then one
   restore in the VM namespace), one `iptables -A` process per rule in the hypervisor namespace (the legacy driver's
   way; at 10,000 the last 1,000 calls are timed after preloading the others, and scaled), and one restore in the

@@ -2,6 +2,7 @@
 """Per-packet cost of netfw's path at K = 0, hop by hop, and the measured effect of each remedy.
 
     scripts/bench_hop.py [--runs 3] [--seconds 2] [--rows a,b,...] [--json FILE]   (re-runs itself in the sandbox)
+    scripts/bench_hop.py --pairs 10 [--seconds 1] [--rows p_...]                    (one setting at a time, paired)
 
 Two simulated VMs (guest namespaces g1, g2; their "taps" one-1-0, one-2-0 are veths on the VN bridge bnvn0) send
 64-byte UDP datagrams (iperf3 -u -l 64 -b 0, received kpps) while the path between them is built up one piece at a
@@ -142,6 +143,39 @@ def _legacy_backend(fn) -> None:
         del os.environ["NETFW_IPTABLES_BACKEND"]
 
 
+def hop_brnf(on: bool) -> None:
+    """Bridge netfilter in the hand-built hop's namespaces (sysctl and the bridge's own flag)."""
+    for vm in PAIR:
+        sysctl(f"hx{vm}", bridge_nf_call_iptables=int(on), bridge_nf_call_ip6tables=int(on))
+        sh("ip", "-n", f"hx{vm}", "link", "set", f"hxbr{vm}", "type", "bridge", "nf_call_iptables", str(int(on)),
+           "nf_call_ip6tables", str(int(on)))
+
+
+def hop_rules(lines: list[str]) -> None:
+    """The hand-built hop's filter table, replaced whole (no rules: conntrack is no longer used there)."""
+    for vm in PAIR:
+        sh(*in_ns(f"hx{vm}", "iptables-restore"), stdin="*filter\n:FORWARD ACCEPT [0:0]\n" +
+           "".join(l + "\n" for l in lines) + "COMMIT\n")
+
+
+class NetfwTables:
+    """Take netfw's raw table or ebtables out of the VM namespaces and put them back exactly (breakdown only)."""
+
+    def __init__(self):
+        self.saved = {vm: {"raw": sh(*in_ns(netfw_links(vm)[0], "iptables-save", "-t", "raw")).stdout,
+                           "eb": sh(*in_ns(netfw_links(vm)[0], "ebtables-save")).stdout} for vm in PAIR}
+
+    def off(self, which: str) -> None:
+        for vm in PAIR:
+            argv = ("iptables", "-t", "raw", "-F") if which == "raw" else ("ebtables", "-t", "filter", "-F", "FORWARD")
+            sh(*in_ns(netfw_links(vm)[0], *argv))
+
+    def on(self, which: str) -> None:
+        for vm in PAIR:
+            argv = ("iptables-restore", "-T", "raw") if which == "raw" else ("ebtables-restore",)
+            sh(*in_ns(netfw_links(vm)[0], *argv), stdin=self.saved[vm][which])
+
+
 def vm_flush(table: str, tool: str = "iptables") -> None:
     """Empty one table in the VM namespaces (breakdown only: what that table's rules cost per packet)."""
     for vm in PAIR:
@@ -211,6 +245,105 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
     }
 
 
+# -- paired A/B: one setting toggled on a path that stays built ----------------------------------------------------
+def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, callable]]:
+    """key: (label, build, setting A, setting B, teardown). A pair's two runs follow each other, so a load drift on
+    this shared machine moves both alike: the median of the per-pair differences resolves ~0.3 µs, the rows above
+    ~1 µs."""
+    legacy = legacy_table(list(PAIR), [], RULES, pair_first=False)
+    hop = lambda: [hop_build(vm, "bridge", False) for vm in PAIR]  # noqa: E731
+    unhop = lambda: ([hop_remove(vm) for vm in PAIR], host_clean())  # noqa: E731
+    attach, detach = (lambda: netfw_attach(state_dir)), (lambda: (netfw_detach(state_dir), host_clean()))
+    tables: list[NetfwTables] = []
+
+    def attach_saving():
+        attach()
+        tables[:] = [NetfwTables()]
+
+    def backend(name):
+        return lambda: (netfw_detach(state_dir), _legacy_backend(attach) if name == "legacy" else attach())
+
+    def gro(on):
+        return lambda: veth_offload(["gro", "on" if on else "off"])
+
+    return {
+        "p_direct_hbrnf": ("one bridge: hypervisor bridge netfilter 0 → 1 (no rules)", lambda: None,
+                           lambda: host_brnf(False), lambda: host_brnf(True), host_clean),
+        "p_legacy_rules": ("one bridge, bridge netfilter on: no rules → the legacy rules", lambda: None,
+                           lambda: host_tables(), lambda: host_tables(legacy), host_clean),
+        "p_hop_vbrnf": ("netfw's path: VM namespaces' bridge netfilter 0 → 1 (no rules; hypervisor 0)",
+                        lambda: (hop(), host_brnf(False)), lambda: hop_brnf(False), lambda: hop_brnf(True), unhop),
+        "p_hop_ct": ("netfw's path, VM bridge netfilter on: no rules → conntrack (2 rules; hypervisor 0)",
+                     lambda: (hop(), host_brnf(False), hop_brnf(True)), lambda: hop_rules([]),
+                     lambda: hop_rules(VM_CONNTRACK), unhop),
+        "p_hop_hbrnf": ("netfw's path, VM bridge netfilter and conntrack: hypervisor bridge netfilter 0 → 1",
+                        lambda: (hop(), hop_brnf(True), hop_rules(VM_CONNTRACK)), lambda: host_brnf(False),
+                        lambda: host_brnf(True), unhop),
+        "p_netfw_eb": ("netfw: its ebtables chain off → on", attach_saving, lambda: tables[0].off("eb"),
+                       lambda: tables[0].on("eb"), detach),
+        "p_netfw_raw": ("netfw: its raw-table conntrack-zone rule off → on", attach_saving,
+                        lambda: tables[0].off("raw"), lambda: tables[0].on("raw"), detach),
+        "p_netfw_hoff": ("netfw: hypervisor bridge-nf-call-iptables 1 → 0", attach, lambda: host_brnf(True),
+                         lambda: host_brnf(False), detach),
+        "p_netfw_hct_hoff": ("netfw, hypervisor uses conntrack: bridge-nf-call-iptables 1 → 0",
+                             lambda: (attach(), host_tables(HOST_CONNTRACK)), lambda: host_brnf(True),
+                             lambda: host_brnf(False), detach),
+        "p_netfw_hct_notrack": ("netfw, hypervisor uses conntrack: no raw rule → raw `CT --notrack` for the VN bridge",
+                                lambda: (attach(), host_tables(HOST_CONNTRACK)), lambda: host_tables(HOST_CONNTRACK),
+                                lambda: host_tables(HOST_CONNTRACK, HOST_NOTRACK), detach),
+        "p_netfw_backend": ("netfw: --backend nft → legacy (iptables in the VM namespaces)", attach, backend("nft"),
+                            backend("legacy"), detach),
+        "p_netfw_csum": ("netfw: nf_conntrack_checksum 1 → 0 in the VM namespaces", attach,
+                         lambda: vm_sysctl("net.netfilter.nf_conntrack_checksum=1"),
+                         lambda: vm_sysctl("net.netfilter.nf_conntrack_checksum=0"), detach),
+        "p_netfw_gro": ("netfw: GRO on the veth pairs off → on", attach, gro(False), gro(True), detach),
+    }
+
+
+def measure_pairs(n: int, seconds: float, only: list[str] | None = None) -> dict:
+    """{pair: {"label", "a": [...], "b": [...], "diff_us" (median of b − a), "ratio" (median of b / a)}}: n pairs each,
+    in alternating order (A first, then B first)."""
+    import bench_lab as lab
+    import bench_traffic as traffic
+    from bench_control import workdir
+    from loguru import logger
+
+    logger.remove()
+    lab.reset()
+    lab.vn_bridge()
+    guests = {vm: lab.guest(vm, vm) for vm in PAIR}
+    lab.static_neighbours(guests)
+    (g1, _), (g2, a2) = guests[1], guests[2]
+    out = {}
+    for key, (label, build, a, b, teardown) in pairs(str(workdir() / "state")).items():
+        if only and key not in only:
+            continue
+        row = out[key] = {"label": label, "a": [], "b": []}
+        build()
+        try:
+            for i in range(n):
+                for side, setting in ((("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a))):
+                    setting()
+                    lab.wait_arp(g1, a2)
+                    row[side].append(traffic.udp_cost(g1, g2, a2, seconds)["cpu_us"])
+        finally:
+            teardown()
+        row["diff_us"] = round(statistics.median(y - x for x, y in zip(row["a"], row["b"])), 2)
+        row["ratio"] = round(statistics.median(y / x for x, y in zip(row["a"], row["b"])), 3)
+        print(f"  {key}: {row['diff_us']:+} µs ({row['ratio']})", flush=True)
+    lab.reset()
+    return out
+
+
+def pairs_table(r: dict, n: int) -> str:
+    out = [f"**One setting at a time, paired** (sender CPU µs per 64-byte packet; {n} pairs, the two runs of a pair "
+           "back to back in alternating order; median of the per-pair differences and ratios)", "",
+           "| A → B | A (median) | B (median) | B − A (µs) | B / A |", "|---|---|---|---|---|"]
+    out += [f"| {row['label']} | {statistics.median(row['a']):.2f} | {statistics.median(row['b']):.2f} | "
+            f"{row['diff_us']:+.2f} | {row['ratio']} |" for row in r.values()]
+    return "\n".join(out)
+
+
 def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
     """{row: {"label", "kpps": [...], "cpu_us": [...], medians and ratios to legacy}}; each row's runs are spread over
     the whole run."""
@@ -268,25 +401,67 @@ def table(r: dict, runs: int) -> str:
             "| path | CPU µs/packet | runs | − legacy (µs) | legacy / row | kpps | kpps / legacy |",
             "|---|---|---|---|---|---|---|"]
     fmt = lambda xs: ", ".join("–" if x is None else f"{x:g}" for x in xs)  # noqa: E731
-    return "\n".join(head + [f"| {row['label']} | {row['cpu_us_median']} | {fmt(row['cpu_us'])} | {row['extra_us']} | "
-                             f"{row['cost_vs_legacy']} | {row['kpps_median']} | {row['kpps_vs_legacy']} |"
-                             for row in r.values()])
+    rows = [f"| {row['label']} (`{key}`) | {row['cpu_us_median']} | {fmt(row['cpu_us'])} | {row['extra_us']} | "
+            f"{row['cost_vs_legacy']} | {row['kpps_median']} | {row['kpps_vs_legacy']} |" for key, row in r.items()]
+    return "\n".join(head + rows + ["", "**What each piece costs** (difference of the medians above; single pieces "
+                                     "below about 0.7 µs are within this machine's run-to-run spread)", "", pieces(r)])
+
+
+#: What each piece costs: (piece, the row without it, the row with it); CPU µs per packet, the difference of medians.
+PIECES = (
+    ("bridge netfilter in the hypervisor, legacy path (no rules)", "direct", "direct_brnf"),
+    ("the legacy rules and conntrack in the hypervisor", "direct_brnf", "legacy"),
+    ("a veth pair per VM (joined to the tap by tc)", "direct", "tc_hop"),
+    ("a veth pair and a second bridge per VM (netfw's path)", "direct", "hop"),
+    ("bridge netfilter in the hypervisor, netfw's path (no rules)", "hop", "hop_hbrnf"),
+    ("bridge netfilter in the VM namespaces (no rules)", "hop", "hop_vbrnf"),
+    ("conntrack in the VM namespaces (2 rules)", "hop_vbrnf", "hop_vbrnf_ct"),
+    ("netfw's rules over those 2 (security group, physdev jumps, ebtables, raw zone)", "hop_both_ct", "netfw"),
+    ("of which netfw's ebtables ethertype chain", "netfw_no_eb", "netfw"),
+    ("of which netfw's raw-table conntrack-zone rule", "netfw_no_raw", "netfw"),
+    ("remedy: hypervisor bridge-nf-call-iptables 0", "netfw", "netfw_hoff"),
+    ("a hypervisor that uses conntrack itself", "netfw", "netfw_hct"),
+    ("remedy there: raw CT --notrack for the VN bridge", "netfw_hct", "netfw_hct_notrack"),
+    ("remedy there: bridge-nf-call-iptables 0", "netfw_hct", "netfw_hct_hoff"),
+    ("remedy there: nf_call_iptables 0 on the VN bridge only", "netfw_hct", "netfw_hct_vnbr"),
+    ("remedy: GRO on the veth pairs", "netfw", "netfw_gro"),
+    ("remedy: GRO + rx-udp-gro-forwarding on the veth pairs", "netfw", "netfw_gro_udp"),
+    ("remedy: --backend legacy", "netfw", "netfw_xt"),
+    ("remedy: nf_conntrack_checksum 0 in the VM namespaces", "netfw", "netfw_nocsum"),
+)
+
+
+def pieces(r: dict) -> str:
+    """The breakdown as differences between rows (only pieces whose two rows were measured)."""
+    out = ["| piece | CPU µs per packet | rows compared |", "|---|---|---|"]
+    for what, without, with_ in PIECES:
+        a, b = r.get(without, {}).get("cpu_us_median"), r.get(with_, {}).get("cpu_us_median")
+        if a is not None and b is not None:
+            out.append(f"| {what} | {b - a:+.2f} | {with_} − {without} |")
+    return "\n".join(out)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=2)
+    p.add_argument("--seconds", type=int, default=2, help="per iperf3 run (whole seconds: iperf3 reads 0.5 as 0, i.e. forever)")
     p.add_argument("--rows", help="comma-separated row keys (legacy is always measured)")
     p.add_argument("--json", help="write the results here too")
+    p.add_argument("--pairs", type=int, metavar="N", help="instead: each paired A/B N times (--rows: pair keys)")
     args = p.parse_args()
     if os.environ.get("NETFW_IN_SANDBOX") != "1":
         os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
     t = time.perf_counter()
-    r = measure(args.runs, args.seconds, args.rows.split(",") if args.rows else None)
+    only = args.rows.split(",") if args.rows else None
+    if args.pairs:
+        r = measure_pairs(args.pairs, args.seconds, only)
+        text = pairs_table(r, args.pairs)
+    else:
+        r = measure(args.runs, args.seconds, only)
+        text = table(r, args.runs)
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
-    print(table(r, args.runs))
+    print(text)
     print(f"\n{time.perf_counter() - t:.0f} s")
     return 0
 
