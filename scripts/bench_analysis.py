@@ -106,6 +106,11 @@ layout's cost, not the backend's.
   *What would meet it reliably:* measuring on a host whose sender is not sharing 2 vCPUs with everything else, to
   tell the fixed hop cost from noise; a cheaper hop (one veth pair instead of a pair plus the firewall bridge, e.g.
   tc/nft ingress filtering on the tap) would change the design and is not proposed.
+  *Since then* the hop-by-hop table above (`scripts/bench_hop.py`; preliminary runs and their reading:
+  docs/benchmarks/hop.md) measures the sender's CPU per packet, which a busy machine does not move the way it moves
+  kpps: netfw ~12 µs against legacy ~7.7-8 (0.59-0.66×). The extra goes to a veth pair per VM, bridge netfilter and
+  conntrack in two VM namespaces where legacy has one pass of each, and netfw's rules; the hypervisor's
+  `bridge-nf-call-iptables=0` (the operator's choice, docs/opennebula.md) saves 0.25-1.4 µs.
 - **Attach in-process: 2.35× the shell floor with 20 rules, 1.44× with security group 0 (goal ≤ 1.3×).** netfw now
   runs 12 processes (the floor 7; netfw started at 22: the raw-table zone rules ride in the filter restore, a
   namespace created by this run is not probed, the cut-over probes only the side the tap is on) and detaches with 8
@@ -119,6 +124,10 @@ layout's cost, not the backend's.
   without rich and pydantic), which took a whole `netfw attach` from 373 to 285 ms. Running attach adds `sh` (about
   15 ms of imports) and the in-process attach. *What would meet it:* the runner change above (about 50 ms) and
   lazy imports of loguru; or a resident driver process.
+  *Since then* (the start-up table above, `scripts/bench_startup.py`): `--version` answered before typer is
+  imported, loguru and `sh` imported where needed, one loguru handler, `gc.freeze` before teardown, a plain `.pth`
+  editable install and compiled byte-code: `--version` 171 → 26 ms, `--help` 136 → 78 ms, CLI attach −95 ms in an
+  A/B on a busy machine.
 - **The 1,000th attach: 1.81× the 1st in this run (1.14× and 1.18× in the two runs before; goal ≤ 1.2×).** The shell
   floor itself slows down on the loaded host (54 to 73 ms, 1.34×): every NIC adds a port to the one VN bridge (port
   add and MTU/promiscuity recalculation walk all ports) and a bind mount under /run/netns. netfw's own work per
