@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
 import typer
-from loguru import logger
 
 from . import __version__
+
+# Imports are placed where they are needed: OpenNebula starts netfw once per driver action, and `--help`, usage
+# errors and bad input need neither loguru (~30 ms, it imports asyncio) nor the kernel-facing modules (sh).
 
 app = typer.Typer(
     help="Per-VM firewall layer for KVM hypervisors: one network namespace per VM, one firewall bridge per NIC.",
@@ -24,6 +25,8 @@ STATE_HELP = "Where netfw keeps what it applied (env NETFW_STATE_DIR)."
 
 
 def _logging(verbose: bool) -> None:
+    from loguru import logger
+
     logger.remove()
     # "LEVEL: message" is also what OpenNebula expects of a driver's stderr (INFO:, ERROR:, DEBUG:).
     logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format="{level}: {message}", colorize=False)
@@ -37,6 +40,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command with its full argv (DEBUG)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     backend: Optional[str] = typer.Option(
@@ -47,13 +51,16 @@ def main(
     """netfw: per-VM firewall namespaces for OpenNebula-style clouds."""
     import os
 
-    _logging(verbose)
+    if ctx.invoked_subcommand != "one":  # `one` sets up the driver's own (a loguru handler costs ~10 ms to add)
+        _logging(verbose)
     if backend:
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
 
 
 def fail(code: int, message: str) -> None:
     """One line on stderr, then exit with code."""
+    from loguru import logger
+
     logger.error("{}", message.splitlines()[0] if code == 2 else message)
     raise typer.Exit(code)
 
@@ -81,6 +88,8 @@ def guarded(fn):
 
 def emit(outcome, as_json: bool) -> None:
     if as_json:
+        import json
+
         typer.echo(json.dumps(outcome.as_dict(), indent=1))
     elif outcome.commands:
         typer.echo("\n".join(outcome.commands))
@@ -341,6 +350,8 @@ def verify(
     report = guarded(go)
     ok = not any(report.values())
     if as_json:
+        import json
+
         typer.echo(json.dumps({"vm": vm, "ok": ok, "nics": {str(n): {"ok": not d, "drift": d}
                                                              for n, d in report.items()}}, indent=1))
     else:
@@ -361,6 +372,8 @@ def status(
 ) -> None:
     """Health of every VM NIC netfw knows (attached, drift, stale, orphan, error), or one VM's traffic counters,
     drops, rule counters and conntrack table; exit 0 when all are attached and clean, 1 otherwise."""
+    import json
+
     from . import health
     from . import status as view
 
@@ -386,6 +399,8 @@ def metrics(
 ) -> None:
     """Prometheus text exposition of every attached VM: packets and bytes accepted and dropped, drops by reason,
     rule counters, conntrack entries and cap, NIC health. Exit 1 when something could not be read."""
+    from loguru import logger
+
     from . import metrics as exposition
 
     text, errors = guarded(lambda: exposition.collect(state_dir))
@@ -408,6 +423,10 @@ def log(
 ) -> None:
     """Stream the VM's dropped packets as they happen, one per line: time, NIC, direction, protocol, addresses,
     ports, why (no rule matched, anti-spoofing, conntrack cap, ethertype). Rate-limited in the kernel per NIC."""
+    import json
+
+    from loguru import logger
+
     from . import logcmd
     from .nflog import NflogError
 

@@ -6,9 +6,10 @@ import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import sh
 from loguru import logger
 
+# `sh` is imported by the first command that starts a process (_execute), not here: it costs ~20 ms (it reads its own
+# package metadata and imports asyncio), and a call that stops at bad input (exit 2) never starts a process.
 
 @dataclass(frozen=True)
 class Result:
@@ -66,12 +67,14 @@ def failing_input_line(stderr: str, stdin: str | None, context: int = 5) -> str:
     return "\n".join(f"{'>' if i == n else ' '}{i:5d}: {lines[i - 1]}" for i in range(lo, hi + 1))
 
 
-_commands: dict[str, sh.Command] = {}
+_commands: dict[str, object] = {}  # sh.Command per program, made once
 
 
 def _execute(argv: list[str], stdin: str | None, timeout: float | None) -> Result:
     """Run one process through sh and return its result whatever its exit code (the mock point of unit tests)."""
     # No `_timeout` unless asked: sh implements it by polling, which costs ~100 ms per command.
+    import sh
+
     extra = {"_timeout": timeout} if timeout else {}
     cmd = _commands.get(argv[0])
     if cmd is None:
@@ -119,6 +122,8 @@ def dry() -> bool:
 
 
 def _start(argv: list[str], stdin: str | None, ok: tuple[int, ...], timeout: float | None) -> Result:
+    import sh  # here, not at the top: `netfw --help` and bad input start no process and need not pay for it
+
     try:
         result = _execute(list(argv), stdin, timeout)
     except sh.CommandNotFound:

@@ -30,11 +30,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 MODES = {
-    # K values, traffic seconds, connects, control rounds, rule counts, per-rule sample, conntrack flows, alarm
+    # K values, traffic seconds, connects, control rounds (and start-up rounds), rule counts, per-rule sample,
+    # conntrack flows, runs and rows of the hop-by-hop breakdown (None: all), alarm
     "quick": dict(ks=[0, 5], seconds=1, connects=50, rounds=2, rule_counts=[10, 100], sample=100, flows=2000,
-                  alarm=240, observe_rounds=1),
+                  alarm=300, observe_rounds=1, hop_runs=1, hop_rows=["direct", "legacy", "hop", "netfw", "netfw_hoff"]),
     "full": dict(ks=[0, 100, 500, 1000], seconds=2, connects=300, rounds=5, rule_counts=[10, 100, 1000, 10000],
-                 sample=1000, flows=20000, alarm=1500, observe_rounds=5),
+                 sample=1000, flows=20000, alarm=2400, observe_rounds=5, hop_runs=3, hop_rows=None),
 }
 
 
@@ -70,9 +71,11 @@ def main() -> int:
     logger.remove()  # netfw logs every step; a library caller would configure this, and logging is not measured
 
     import bench_control as ctl
+    import bench_hop as hop
     import bench_lab as lab
     import bench_observe as observe
     import bench_report as report
+    import bench_startup as startup
     import bench_traffic as traffic
     from netfw import api
 
@@ -95,10 +98,15 @@ def main() -> int:
         lab.reset()
         say(f"netfw bench ({mode}) on {r['machine']['cpu']} x{r['machine']['nproc']}, kernel {r['machine']['kernel']}")
         r["process_cost"] = ctl.process_cost()
+        say("CLI start-up ...")
+        r["startup"] = startup.measure(cfg["rounds"])
         say("rule application ...")
         r["rules"] = ctl.rule_application(cfg["rule_counts"], budget_s=20, sample=cfg["sample"])
         say("conntrack memory ...")
         r["memory"]["conntrack"] = ctl.conntrack_memory(cfg["flows"])
+        say("per-packet cost at K = 0, hop by hop ...")
+        r["hop"] = hop.measure(cfg["hop_runs"], cfg["seconds"], cfg["hop_rows"])
+        r["hop_runs"] = cfg["hop_runs"]
 
         say("lab: VN bridge, two measured pairs (netfw VMs 1-2, legacy VMs 3-4)")
         lab.vn_bridge()

@@ -48,6 +48,24 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
   Two *what-if* rows run netfw's unchanged code with `runner._execute` replaced by plain `subprocess.run`, and with
   iptables-legacy as the backend (a PATH entry whose `iptables-restore` etc. are the legacy tools); netfw itself is
   not modified. The n-th attach is taken from the K background attaches, in order.
+- **Per-packet cost at K = 0, hop by hop** (`scripts/bench_hop.py`, also on its own). The same two guests send
+  64-byte UDP (iperf3, no rate limit) while the path between them is built up piece by piece: one bridge without
+  netfilter, with bridge netfilter in the hypervisor, the legacy rules; then netfw's veth pair per VM (joined to the
+  tap by tc redirects, then by the second bridge), bridge netfilter in the hypervisor, in the VM namespaces,
+  conntrack there; netfw as attached, without its ebtables chain or raw-table zone rule (breakdown only); and the
+  remedies (hypervisor `bridge-nf-call-iptables 0`, a hypervisor that uses conntrack itself, with a raw `CT
+  --notrack` for the VN bridge or `nf_call_iptables 0` on it, veth GRO, `--backend legacy`, `nf_conntrack_checksum 0`
+  in the VM namespaces). Each row is built and torn down in turn, the rows rotate between runs, median of the runs.
+  The main measure is the **sender's CPU time per packet** (iperf3's own CPU use over the packets it sent): every
+  hop up to the receiving socket runs in the sending task's softirq and is charged to it on this kernel (no IRQ time
+  accounting), so it is the path's cost, and it hardly moves when other work takes CPU from the sender, which kpps
+  does. *legacy / row* is the packet rate the path allows relative to legacy on a CPU of its own.
+- **CLI start-up** (`scripts/bench_startup.py`, also on its own). `python -S -c pass`, `python -c pass`, `netfw
+  --version`, `netfw --help`, `netfw attach --help` (wall time of the process), each import in a fresh interpreter
+  (timed inside it), and attach/detach with security group 0 on a fresh tap: the shell floor (timed inside bash),
+  `netfw attach/detach` from the CLI (wall time of the process, as OpenNebula runs it) and the Python API; median of
+  the control rounds, rows rotating between rounds. `make bench` compiles netfw's byte-code first, as a pip install
+  does.
 - **Rule application.** n = 10 … 10,000 distinct rules in one NIC's chain: netfw's ruleset step (save, then one
   restore in the VM namespace), one `iptables -A` process per rule in the hypervisor namespace (the legacy driver's
   way; at 10,000 the last 1,000 calls are timed after preloading the others, and scaled), and one restore in the
@@ -95,6 +113,11 @@ layout's cost, not the backend's.
   *What would meet it reliably:* measuring on a host whose sender is not sharing 2 vCPUs with everything else, to
   tell the fixed hop cost from noise; a cheaper hop (one veth pair instead of a pair plus the firewall bridge, e.g.
   tc/nft ingress filtering on the tap) would change the design and is not proposed.
+  *Since then* the hop-by-hop table above (`scripts/bench_hop.py`; preliminary runs and their reading:
+  docs/benchmarks/hop.md) measures the sender's CPU per packet, which a busy machine does not move the way it moves
+  kpps: netfw ~12 µs against legacy ~7.7-8 (0.59-0.66×). The extra goes to a veth pair per VM, bridge netfilter and
+  conntrack in two VM namespaces where legacy has one pass of each, and netfw's rules; the hypervisor's
+  `bridge-nf-call-iptables=0` (the operator's choice, docs/opennebula.md) saves 0.25-1.4 µs.
 - **Attach in-process: 2.35× the shell floor with 20 rules, 1.44× with security group 0 (goal ≤ 1.3×).** netfw now
   runs 12 processes (the floor 7; netfw started at 22: the raw-table zone rules ride in the filter restore, a
   namespace created by this run is not probed, the cut-over probes only the side the tap is on) and detaches with 8
@@ -108,6 +131,10 @@ layout's cost, not the backend's.
   without rich and pydantic), which took a whole `netfw attach` from 373 to 285 ms. Running attach adds `sh` (about
   15 ms of imports) and the in-process attach. *What would meet it:* the runner change above (about 50 ms) and
   lazy imports of loguru; or a resident driver process.
+  *Since then* (the start-up table above, `scripts/bench_startup.py`): `--version` answered before typer is
+  imported, loguru and `sh` imported where needed, one loguru handler, `gc.freeze` before teardown, a plain `.pth`
+  editable install and compiled byte-code: `--version` 171 → 26 ms, `--help` 136 → 78 ms, CLI attach −95 ms in an
+  A/B on a busy machine.
 - **The 1,000th attach: 1.81× the 1st in this run (1.14× and 1.18× in the two runs before; goal ≤ 1.2×).** The shell
   floor itself slows down on the loaded host (54 to 73 ms, 1.34×): every NIC adds a port to the one VN bridge (port
   add and MTU/promiscuity recalculation walk all ports) and a bind mount under /run/netns. netfw's own work per

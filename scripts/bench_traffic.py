@@ -49,6 +49,19 @@ def udp_rate(src: str, dst: str, dst_addr: str, seconds: float) -> float:
     return round((s["packets"] - s["lost_packets"]) / s["seconds"] / 1000, 1)
 
 
+def udp_cost(src: str, dst: str, dst_addr: str, seconds: float) -> dict:
+    """64-byte UDP as fast as one sender can: received kpps, and the sender's CPU time per datagram sent (µs).
+
+    The CPU time is the better measure on a shared machine: the whole path up to the receiving socket (every veth
+    hop, bridge, netfilter hook and rule) runs in the sending task's softirq and is charged to it (this kernel has
+    no IRQ time accounting), and it does not depend on how much CPU other work leaves the sender; kpps does.
+    """
+    data = _iperf(src, dst, dst_addr, seconds, ["-u", "-l", "64", "-b", "0"])
+    s, cpu = data["end"]["sum"], data["end"]["cpu_utilization_percent"]
+    return {"kpps": round((s["packets"] - s["lost_packets"]) / s["seconds"] / 1000, 1),
+            "cpu_us": round(cpu["host_total"] / 100 * s["seconds"] / max(s["packets"], 1) * 1e6, 2)}
+
+
 _SERVER = """
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from loguru import logger
 
 from .. import names, probe, runner, script
-from .base import ForwardOnly, Fresh, Step, remove, run_batch
+from .base import ForwardOnly, Fresh, Step, remove
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
 #: through iptables/ip6tables (br_netfilter's switches are per namespace since Linux 5.3), VLAN-tagged and PPPoE

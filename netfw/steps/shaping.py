@@ -8,7 +8,7 @@ from loguru import logger
 
 from .. import names, probe, runner, script, tc
 from ..model import Bandwidth
-from .base import ForwardOnly, Fresh, Step
+from .base import Fresh, Step
 
 
 def _batch(ns: str | None, lines: list[str], force: bool = False) -> None:
