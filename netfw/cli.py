@@ -391,6 +391,35 @@ def status(
 
 
 @app.command()
+def gc(
+    dry_run: bool = DRY_OPT,
+    as_json: bool = JSON_OPT,
+    state_dir: Optional[str] = STATE_OPT,
+) -> None:
+    """Remove stale records (no kernel object left: after a reboot), orphan objects (netfw's, without a record) and
+    what killed runs left (journals), each by a detach that puts the tap back on its VN bridge first; print what it
+    removes. Never touches a link without netfw's alias. Exit 1 when something had to be left."""
+    import json
+
+    from . import gc as collector
+
+    items = guarded(lambda: collector.collect(state_dir, dry_run=dry_run))
+    if as_json:
+        typer.echo(json.dumps({"dry_run": dry_run, "items": [i.as_dict() for i in items]}, indent=1))
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for i in items:
+            what = f"VM {i.vm}" + (f" NIC {i.nic}" if i.nic is not None else "") + f" ({i.health})"
+            if i.error:
+                typer.echo(f"{what}: left: {i.error}")
+            else:
+                typer.echo(f"{what}: {verb}" + "".join(f"\n  {line}" for line in i.done))
+        if not items:
+            typer.echo("nothing to collect")
+    raise typer.Exit(1 if any(i.error for i in items) else 0)
+
+
+@app.command()
 def metrics(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write to FILE atomically (for "
                                          "node_exporter's textfile collector: a *.prom file in its directory) "

@@ -120,17 +120,23 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with state.opened(state_dir, create=False) as records:
-        recorded = _records(records, [vm] if vm is not None else records.vms())
+        vms = [vm] if vm is not None else records.vms()
+        recorded = _records(records, vms)
+        journals = {(v, n) for v in vms for n in records.nics(v, intents=True)}
     seen = objects(vm)
     out: list[Health] = []
-    for key in sorted(set(recorded) | set(seen.links)):
+    for key in sorted(set(recorded) | set(seen.links) | journals):
         if nic is not None and key[1] != nic:
             continue
         applied = recorded.get(key)
         if isinstance(applied, StateError):
             out.append(Health(*key, "error", [str(applied)]))
+        elif applied is None and key not in seen.links:  # a journal only: a run killed before it changed anything
+            out.append(Health(*key, "stale", [f"only the journal of an interrupted run is left: netfw gc, or "
+                                              f"netfw detach {key[0]} {key[1]}"]))
         elif applied is None:
-            out.append(Health(*key, "orphan", [f"no state record; netfw's links: {', '.join(seen.links[key])}"]))
+            why = "an interrupted run left them (journal)" if key in journals else "no state record"
+            out.append(Health(*key, "orphan", [f"{why}; netfw's links: {', '.join(seen.links[key])}"]))
         else:
             out.append(_recorded(key, applied, seen, state_dir))
     for bare in sorted(seen.bare):

@@ -1,0 +1,80 @@
+"""`netfw gc`: forget what no longer has a VM, and take away what no record accounts for.
+
+After a host reboot the state directory describes namespaces that are gone (stale records); after a crash or an
+operator's mistake, kernel objects may be left without a record (orphans), and a killed run leaves a journal. gc
+detaches each of those NICs (netfw.api.detach: the tap, if it is still there, goes back to its VN bridge first, and
+a namespace that still holds a link netfw did not make is never deleted), and deletes a namespace `one-<VM>` that
+holds nothing but lo only when a journal of netfw's names that VM. It never touches a link without netfw's alias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import api, health, names, probe, runner, state
+from .errors import InputError
+from .transaction import TransactionError
+
+
+@dataclass
+class Item:
+    """One thing gc removed (or, in a dry run, would remove), or could not."""
+
+    vm: int
+    nic: int | None
+    health: str  # what survey() found: stale, orphan, or "interrupted" (a journal)
+    done: list[str] = field(default_factory=list)  # what was (would be) removed
+    error: str | None = None  # why it was left as it is
+
+    def as_dict(self) -> dict:
+        return {"vm": self.vm, "nic": self.nic, "health": self.health, "removed": self.done, "error": self.error}
+
+
+def _journals(state_dir: str | Path | None) -> set[tuple[int, int]]:
+    with state.opened(state_dir, create=False) as records:
+        return {(vm, nic) for vm in records.vms() for nic in records.nics(vm, intents=True)}
+
+
+def _detach(vm: int, nic: int, what: str, dry_run: bool, state_dir: str | Path | None) -> Item:
+    item = Item(vm, nic, what)
+    try:
+        outcome = api.detach(vm, nic, dry_run=dry_run, state_dir=state_dir)
+    except (InputError, runner.CommandError, TransactionError) as e:
+        item.error = str(e).splitlines()[0]
+        return item
+    item.done = outcome.commands if dry_run else outcome.changed
+    return item
+
+
+def _bare(vm: int, journaled: bool, dry_run: bool) -> Item | None:
+    """A namespace one-<VM> with no link of netfw's in it: deleted only when empty and netfw's journal names it."""
+    ns = names.netns(vm)
+    if not probe.netns_exists(ns):  # a detach above took it with the VM's last NIC
+        return None
+    item = Item(vm, None, "orphan")
+    held = [n for n in probe.links(ns) if n != "lo"]
+    if held:
+        item.error = f"{ns} holds {', '.join(sorted(held))}, links netfw did not make: left alone"
+    elif not journaled:
+        item.error = f"{ns} is empty, but no journal of netfw's names it: left alone (ip netns del {ns})"
+    else:
+        item.done = [f"ip netns del {ns}"]
+        if not dry_run:
+            runner.run(["ip", "netns", "del", ns])
+    return item
+
+
+def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[Item]:
+    """Detach every stale, orphan or interrupted NIC; delete netfw's empty namespaces. Returns what was done."""
+    journals = _journals(state_dir)
+    found = health.survey(state_dir)
+    keys = {(h.vm, h.nic): h.health for h in found if h.health in ("stale", "orphan") and h.nic is not None}
+    for key in journals:
+        keys.setdefault(key, "interrupted")
+    items = [_detach(vm, nic, what, dry_run, state_dir) for (vm, nic), what in sorted(keys.items())]
+    for h in found:
+        if h.nic is None and h.health == "orphan":
+            item = _bare(h.vm, any(vm == h.vm for vm, _ in journals), dry_run)
+            items += [item] if item else []
+    return items
