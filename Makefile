@@ -2,10 +2,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := iproute2 iptables ipset conntrack iputils-ping netcat-openbsd iperf3 util-linux procps
+DEB_PACKAGES := iproute2 iptables ipset conntrack iputils-ping netcat-openbsd iperf3 util-linux procps \
+                openvswitch-switch ethtool
 # The network tools live in /usr/sbin, which an ordinary user's PATH may lack.
 export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
-TOOLS := ip bridge iptables-restore ip6tables-restore ebtables-restore ipset conntrack ping nc iperf3 unshare nsenter sysctl
+TOOLS := ip bridge tc iptables-restore ip6tables-restore ebtables-restore ipset conntrack ping nc iperf3 unshare nsenter \
+         sysctl
+# Open vSwitch (its tests start a private one on the userspace datapath) and ethtool: installed as root; an ordinary
+# user without them gets the Open vSwitch tests skipped, each saying why.
+OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool
 
 .PHONY: all deps venv compile demo test unit integration bench bench-quick clean
 
@@ -14,6 +19,11 @@ all: test
 # Debian packages: installed when run as root, otherwise a clear message naming what is missing.
 deps:
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	optional=""; for t in $(OPTIONAL_TOOLS); do command -v $$t >/dev/null 2>&1 || optional="$$optional $$t"; done; \
+	if [ -n "$$optional" ] && [ -z "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then missing="$$optional"; \
+	  else echo "not installed:$$optional (the Open vSwitch tests will be skipped; as root: make deps)"; fi; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$(DEB_PACKAGES)"; \
