@@ -73,10 +73,10 @@ ovs_demo() {
     local d; d=$(mktemp -d)
     export OVS_RUNDIR=$d OVS_LOGDIR=$d OVS_DBDIR=$d OVS_SYSCONFDIR=$d
     ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-    ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" --log-file="$d/ovsdb.log" \
+    ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile --log-file="$d/ovsdb.log" \
         -vconsole:off &
     sleep 0.3; ovs-vsctl --no-wait init
-    ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --log-file="$d/vswitchd.log" --disable-system \
+    ovs-vswitchd unix:"$d/db.sock" --pidfile --log-file="$d/vswitchd.log" --disable-system \
         -vconsole:off &
     ovs-vsctl init  # returns once ovs-vswitchd has applied the database
     ovs-vsctl add-br ovsbr0 -- set bridge ovsbr0 datapath_type=netdev || return 1
