@@ -117,6 +117,18 @@ class Reverse(Step):
         return []
 
 
+def port_drift(label: str, link: dict, bridge: str) -> list[str]:
+    """What is wrong with a port of a firewall bridge (the tap, the veth end -f): on bridge, up, not learning."""
+    drift = []
+    if probe.master(link) != bridge:
+        drift.append(f"{label} is not on {bridge} (master: {probe.master(link)})")
+    if not probe.is_up(link):
+        drift.append(f"{label} is down")
+    if probe.slave_data(link).get("learning") is not False:
+        drift.append(f"{label} learns on {bridge} (learning should be off)")
+    return drift
+
+
 def remove(argv: list[str], devices: list[str] | tuple[str, ...] = (), ns: str | None = None) -> bool:
     """Run a delete command; the named devices (or namespace ns) being already gone is fine (False); any other
     failure raises."""

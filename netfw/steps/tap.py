@@ -30,7 +30,7 @@ from .. import names, ovs, probe, runner, script
 from ..model import Bandwidth
 from ..port import LINUX, Port
 from .shaping import shape_firewall, shape_tap
-from .base import Fresh, Step, run_batch
+from .base import Fresh, Step, port_drift, run_batch
 
 
 class CutOver(Step):
@@ -229,8 +229,9 @@ class CutOver(Step):
                 self._done = "out"
                 self._or_undo(lambda: self._move_out(None, veth, back=True))
                 return True
-            if self.resume and self.limits is not None and self._unshaped_tap():
-                shape_tap(self.tap, self.limits, self._unshaped_tap())  # killed before its limits were back
+            missing = self._unshaped_tap() if self.resume and self.limits is not None else frozenset()
+            if missing:  # a run killed after the tap was back, before its limits were
+                shape_tap(self.tap, self.limits, missing)
                 return True
             if veth == self.tap:  # cannot be: one name, one link
                 raise runner.refused("detach", f"two links named {self.tap}")
@@ -269,13 +270,7 @@ class CutOver(Step):
             return [f"tap {self.tap} is in the hypervisor namespace (on {probe.master(outside)}), not in {self.ns}"]
         if inside is None:
             return [f"tap {self.tap} is missing"]
-        drift = []
-        if probe.master(inside) != self.fwbr:
-            drift.append(f"tap {self.tap} is not on {self.fwbr} (master: {probe.master(inside)})")
-        if not probe.is_up(inside):
-            drift.append(f"tap {self.tap} is down")
-        if probe.slave_data(inside).get("learning") is not False:
-            drift.append(f"tap {self.tap} learns on {self.fwbr} (learning should be off)")
+        drift = port_drift(f"tap {self.tap}", inside, self.fwbr)
         if veth != self.tap:
             drift.append(f"the veth end does not hold the tap's name {self.tap} in the hypervisor namespace")
         elif self.port is not None:

@@ -9,7 +9,7 @@ replaces the tap. The cut-over renames it to the tap's name; it is found by its 
 from __future__ import annotations
 
 from .. import names, probe, runner
-from .base import Fresh, Step, quote, remove, run_batch
+from .base import Fresh, Step, port_drift, quote, remove, run_batch
 
 
 class VethPair(Step):
@@ -143,12 +143,7 @@ class VethPair(Step):
             if link.get("ifalias") != alias:
                 drift.append(f"veth end {label} has alias {link.get('ifalias')!r}, expected {alias!r}")
         if fw is not None:
-            if probe.master(fw) != self.bridge:
-                drift.append(f"veth end {self.ns}/{self.fw} is not on {self.bridge} (master: {probe.master(fw)})")
-            if not probe.is_up(fw):
-                drift.append(f"veth end {self.ns}/{self.fw} is down")
-            if probe.slave_data(fw).get("learning") is not False:
-                drift.append(f"veth end {self.ns}/{self.fw} learns on {self.bridge} (learning should be off)")
+            drift += port_drift(f"veth end {self.ns}/{self.fw}", fw, self.bridge)
         if host is not None and fw is not None and host.get("link_index") != fw.get("ifindex"):
             drift.append(f"{host['ifname']} and {self.ns}/{self.fw} are not peers")
         return drift
