@@ -26,11 +26,11 @@ NS_DEL_GONE = f'Cannot remove namespace file "/run/netns/{NS}": No such file or 
 NSENTER_GONE = f"nsenter: cannot open /run/netns/{NS}: No such file or directory"
 
 
-def error(stderr: str, code: int = 1, stdout: str = "", argv: tuple[str, ...] = ("ip", "link")) -> runner.CommandError:
+def error(stderr: str, code: int = 1, stdout: str = "", argv=("ip", "link")) -> runner.CommandError:
     return runner.CommandError(runner.Result(argv, code, stdout, stderr))
 
 
-# --- gone(): every exact message it accepts, about the object asked for ------------------------------------------------
+# --- gone(): every exact message it accepts, about the object asked for -----------------------------------------------
 
 ACCEPTED = {
     "ip link show": (SHOW_GONE + "\n", [DEV], None),
