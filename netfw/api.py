@@ -71,6 +71,9 @@ def resolve(spec: NicSpec, known: Port | None = None,
     if vn is None:  # an Open vSwitch bridge has a kernel link of its name too (its internal port)
         raise InputError(f"VN bridge {spec.bridge} does not exist")
     linux = probe.kind(vn) == "bridge"  # then OVSDB need not be asked (nor running)
+    other = probe.alias_of(tap)
+    if tap is not None and other is not None and not _ours(tap, spec):
+        raise InputError(f"{spec.tap} is netfw's own link of VM {other[0]} NIC {other[1]} ({other[2]}), not a tap")
     if tap is not None and not _ours(tap, spec):  # the tap, still in the hypervisor namespace
         on = probe.master(tap)
         port = None

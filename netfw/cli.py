@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Optional
 
+import click
 import typer
 
 from . import __version__
@@ -44,7 +46,7 @@ def main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command with its full argv (DEBUG)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     backend: Optional[str] = typer.Option(
-        None, "--backend", envvar="NETFW_IPTABLES_BACKEND",
+        None, "--backend", envvar="NETFW_IPTABLES_BACKEND", click_type=click.Choice(["auto", "nft", "legacy"]),
         help="iptables backend for new attachments: auto (the system's default), nft or legacy. "
              "A NIC keeps the backend it was attached with."),
 ) -> None:
@@ -99,8 +101,22 @@ def emit(outcome, as_json: bool) -> None:
         typer.echo(f"{outcome.action} VM {outcome.vm} {which}: {done}")
 
 
-VM_ARG = typer.Argument(..., min=0, help="VM id (non-negative integer).")
-NIC_ARG = typer.Argument(..., min=0, help="NIC id (non-negative integer).")
+class _Id(click.ParamType):
+    """A VM or NIC id: decimal digits only (Python's int() also takes '+1', ' 1', '1_0' and other scripts' digits)."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,10}", value):
+            self.fail(f"{value!r} is not an id (decimal digits, at most 10)", param, ctx)
+        return int(value)
+
+
+ID = _Id()
+VM_ARG = typer.Argument(..., click_type=ID, help="VM id (non-negative integer).")
+NIC_ARG = typer.Argument(..., click_type=ID, help="NIC id (non-negative integer).")
 RULES_OPT = typer.Option(None, "--rules", help="File of a JSON list of SECURITY_GROUP_RULE objects ('-': stdin; "
                                                "'[]': nothing allowed). Without it: security group 0, allow all.")
 MAC_OPT = typer.Option(None, "--mac", help="The NIC's MAC (MAC spoofing filter).")
@@ -329,7 +345,7 @@ def detach(
 @app.command()
 def verify(
     vm: int = VM_ARG,
-    nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC netfw attached)."),
+    nic: Optional[int] = typer.Argument(None, click_type=ID, help="NIC id (default: every NIC netfw attached)."),
     vm_xml: Optional[str] = typer.Option(None, "--vm-xml", help="Compare with this OpenNebula VM document "
                                                                 "instead of what was last applied."),
     as_json: bool = JSON_OPT,
@@ -364,9 +380,9 @@ def verify(
 
 @app.command()
 def status(
-    vm: Optional[int] = typer.Argument(None, min=0, help="VM id: its NICs' counters, rules and conntrack table "
+    vm: Optional[int] = typer.Argument(None, click_type=ID, help="VM id: its NICs' counters, rules and conntrack table "
                                                          "(default: every NIC netfw knows, with its health)."),
-    nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC of the VM)."),
+    nic: Optional[int] = typer.Argument(None, click_type=ID, help="NIC id (default: every NIC of the VM)."),
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
@@ -445,7 +461,7 @@ def metrics(
 @app.command()
 def log(
     vm: int = VM_ARG,
-    nic: Optional[int] = typer.Argument(None, min=0, help="NIC id (default: every NIC of the VM)."),
+    nic: Optional[int] = typer.Argument(None, click_type=ID, help="NIC id (default: every NIC of the VM)."),
     as_json: bool = JSON_OPT,
     count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Stop after N packets."),
     state_dir: Optional[str] = STATE_OPT,

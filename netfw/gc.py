@@ -67,6 +67,10 @@ def _bare(vm: int, journaled: bool, dry_run: bool) -> Item | None:
 
 def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[Item]:
     """Detach every stale, orphan or interrupted NIC; delete netfw's empty namespaces. Returns what was done."""
+    with state.opened(state_dir, create=False) as records:
+        if records.fd is None:  # a mistyped --state-dir: every attached NIC would look like an orphan
+            raise InputError(f"state directory {records.path} does not exist: without its records gc would take "
+                             "every VM's firewall for an orphan and remove it")
     journals = _journals(state_dir)
     found = health.survey(state_dir)
     keys = {(h.vm, h.nic): h.health for h in found if h.health in ("stale", "orphan") and h.nic is not None}

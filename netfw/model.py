@@ -210,6 +210,8 @@ class NicSpec:
                 object.__setattr__(self, "mac", values.mac(self.mac))
             except ValueError as e:
                 raise InputError(f"MAC {e}") from None
+            if int(self.mac[:2], 16) & 1 or self.mac == "00:00:00:00:00:00":  # a NIC's own MAC is unicast
+                raise InputError(f"MAC {self.mac} is a multicast or all-zero address, not a NIC's")
         elif self.filter_mac:
             raise InputError("the MAC spoofing filter needs the NIC's MAC")
         if not isinstance(self.ips, tuple):
@@ -220,6 +222,10 @@ class NicSpec:
             object.__setattr__(self, "ips", tuple(values.canonical_address(ip) for ip in self.ips))
         except ValueError as e:
             raise InputError(f"address {e}") from None
+        for ip in self.ips:  # a NIC's own addresses are unicast: they become the spoofing filter's sources
+            parsed = values.address(ip)
+            if parsed.is_multicast or parsed.is_unspecified:
+                raise InputError(f"address {ip} is a multicast or unspecified address, not a NIC's")
 
     def _check_rules(self) -> None:
         """Rules are Rules, within MAX_RULES and MAX_IPSET_MEMBERS (counted, not expanded); sg_ids are ids."""

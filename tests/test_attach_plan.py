@@ -155,3 +155,20 @@ def test_an_update_that_turns_ip_spoofing_off_deletes_the_anti_spoofing_drop_cha
     (stdin,) = [stdin for argv, stdin in fake.calls if "ip6tables-restore" in argv]
     deleted = [line.split()[1] for line in stdin.splitlines() if line.startswith("-X ")]
     assert deleted == ["one-7-0-s", "one-7-0-t", "one-7-0-l", "one-7-0-d"]
+
+
+def test_a_tap_named_after_another_nics_veth_end_is_refused(mocker, tmp_path):
+    """Since the veth end takes the tap's name, `--tap one-1-0` could name VM 1's veth end: refused, nothing run."""
+    veth = link("one-1-0", "veth", master="vnbr0", ifalias="netfw vm=1 nic=0 role=h")
+    fake = FakeHost(mocker, links={None: {"vnbr0": link("vnbr0", "bridge"), "one-1-0": veth}})
+    with pytest.raises(api.InputError, match="one-1-0 is netfw's own link of VM 1 NIC 0"):
+        api.attach(NicSpec(3, 0, "vnbr0", tap="one-1-0"), state_dir=tmp_path)
+    assert all(_reads(argv) for argv, _ in fake.calls)
+
+
+def test_gc_refuses_a_state_directory_that_does_not_exist(tmp_path):
+    """A mistyped --state-dir would make every attached NIC an orphan that gc removes: exit 2 instead."""
+    from netfw import gc
+
+    with pytest.raises(api.InputError, match="does not exist"):
+        gc.collect(tmp_path / "typo")

@@ -149,3 +149,12 @@ def test_long_messages_are_cut():
     with pytest.raises(InputError) as e:
         NicSpec(7, 0, "vnbr0", ips=("x" * 100_000,))
     assert len(str(e.value)) < 1100 and str(e.value).endswith("characters)")
+
+
+@pytest.mark.parametrize("fields", [{"mac": "01:00:5e:00:00:01"}, {"mac": "00:00:00:00:00:00"},
+                                    {"ips": ("224.0.0.1",)}, {"ips": ("ff02::1",)}, {"ips": ("0.0.0.0",)},
+                                    {"ips": ("::",)}])
+def test_a_nics_own_mac_and_addresses_are_unicast(fields):
+    """They become the spoofing filter's allowed sources: a multicast or unspecified one is nobody's own."""
+    with pytest.raises(InputError, match="multicast"):
+        NicSpec(7, 0, "vnbr0", **fields)

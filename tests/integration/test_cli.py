@@ -309,9 +309,11 @@ BAD_INPUT = {
                                             "run past the end of IPv4"),
     "rules on stdin that are not JSON": (["attach", "3", "0", "--bridge", "vnbr1", "--rules", "-"], "invalid JSON"),
     # ids
-    "negative VM id": (["attach", "--bridge", "vnbr1", "--", "-1", "0"], "'VM': -1 is not in the range"),
-    "VM id not a number": (["attach", "x", "0", "--bridge", "vnbr1"], "'x' is not a valid integer"),
-    "VM id of 11 digits": (["attach", "10000000000", "0", "--bridge", "vnbr1"], "VM id 10000000000 is out of range"),
+    "negative VM id": (["attach", "--bridge", "vnbr1", "--", "-1", "0"], "'VM': '-1' is not an id"),
+    "VM id not a number": (["attach", "x", "0", "--bridge", "vnbr1"], "'x' is not an id"),
+    "VM id of 11 digits": (["attach", "10000000000", "0", "--bridge", "vnbr1"], "'10000000000' is not an id"),
+    "VM id with a sign": (["attach", "+3", "0", "--bridge", "vnbr1"], "'+3' is not an id"),
+    "VM id in other digits": (["attach", "\u0663", "0", "--bridge", "vnbr1"], "is not an id"),
     "VM id of 5,000 digits": (["attach", "9" * 5000, "0", "--bridge", "vnbr1"], "Invalid value for 'VM'"),
     "NIC id 1000": (["attach", "3", "1000", "--bridge", "vnbr1"], "NIC id 1000 is out of range"),
     # names
