@@ -225,8 +225,9 @@ def lost_echoes(output: str) -> dict:
 
     A request is lost when its sequence number is below the last one answered and it got no reply; the last few
     requests may still be in flight when ping is stopped, so they count neither way. The silence is the outage's
-    length: while a reply is outstanding, ping sends one request per 10 ms instead of one per 2 ms (iputils sleeps
-    MIN_INTERVAL_MS when the next send is due within a jiffy), so lost requests times 2 ms understates it.
+    length: while a reply is outstanding, ping sends one request per 10 ms instead of one per 2 ms (when its next
+    send is due within a jiffy, iputils waits for a reply for its minimum interval, 10 ms), so lost requests times
+    2 ms understates it.
     """
     replies = {int(seq): float(t) for t, seq in re.findall(r"^\[(\d+\.\d+)\] .*icmp_seq=(\d+)", output, re.M)}
     sent = re.search(r"(\d+) packets transmitted", output)

@@ -35,7 +35,8 @@ done
 ip netns exec vm1 ping -c1 -W1 10.0.0.2 >/dev/null
 measure() {  # $1: the netfw command; prints the echo requests lost around it and the longest silence between replies
     # The silence is the outage: while a reply is outstanding, ping sends one request per 10 ms, not per 2 ms
-    # (iputils sleeps MIN_INTERVAL_MS when its next send is due within a jiffy), so lost x 2 ms understates it.
+    # (when its next send is due within a jiffy, iputils waits for a reply for its minimum interval, 10 ms), so
+    # lost x 2 ms understates it.
     ip netns exec vm1 ping -D -i 0.002 -c 750 -W 1 10.0.0.2 >"$NETFW_STATE_DIR/ping" 2>&1 &
     local pid=$!
     sleep 0.5; $1 >/dev/null 2>&1; wait $pid || true
