@@ -11,7 +11,9 @@ In one run, inside the unprivileged sandbox (traffic only between its own namesp
                 loaded host, applying n rules (netfw vs per-rule `iptables -A` vs one restore), nft vs legacy;
   memory        kernel memory per attached VM, per legacy NIC and per 1,000 conntrack entries;
   observability at K = 0, the measured pair with netfw's rules as attached and without counting and logging
-                (rule comments, conntrack cap chain, NFLOG rules), interleaved: small packets, connects, drops.
+                (rule comments, conntrack cap chain, NFLOG rules), interleaved: small packets, connects, drops;
+  Open vSwitch  (scripts/bench_ovs.py; --skip-ovs leaves it out) two VMs on an OVS bridge on the userspace datapath:
+                plain, netfw on one VM, on both; attach/detach and the cut-over outage on OVS and on a Linux bridge.
 Writes results.json, README.md (tables and target verdicts) and PNG plots (when matplotlib is installed) to --out,
 and prints the tables. Every traffic run is bounded; the whole run stops by itself (alarm) and cleans up.
 """
@@ -29,22 +31,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_ovs  # noqa: E402  (its modes are part of this script's; it imports netfw only when measuring)
+
 MODES = {
     # K values, traffic seconds, connects, control rounds (and start-up rounds), rule counts, per-rule sample,
     # conntrack flows, runs and rows of the hop-by-hop breakdown (None: all), alarm
     "quick": dict(ks=[0, 5], seconds=1, connects=50, rounds=2, rule_counts=[10, 100], sample=100, flows=2000,
-                  alarm=300, observe_rounds=1, hop_runs=1, hop_rows=["direct", "legacy", "hop", "netfw", "netfw_hoff"]),
+                  alarm=300, observe_rounds=1, hop_runs=1, hop_rows=["direct", "legacy", "hop", "netfw", "netfw_hoff"],
+                  ovs=bench_ovs.MODES["quick"]),
     "full": dict(ks=[0, 100, 500, 1000], seconds=2, connects=300, rounds=5, rule_counts=[10, 100, 1000, 10000],
-                 sample=1000, flows=20000, alarm=2400, observe_rounds=5, hop_runs=3, hop_rows=None),
+                 sample=1000, flows=20000, alarm=2700, observe_rounds=5, hop_runs=3, hop_rows=None,
+                 ovs=bench_ovs.MODES["full"]),
 }
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny K and few rule counts: a smoke run (< 60 s)")
+    p.add_argument("--quick", action="store_true", help="tiny K and few rule counts: a smoke run (about 1.5 min)")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "benchmarks"), help="where results go")
     p.add_argument("--ks", help="override K values, comma-separated (e.g. 0,100)")
     p.add_argument("--report-only", action="store_true", help="only rewrite README.md and plots from results.json")
+    p.add_argument("--skip-ovs", action="store_true", help="leave out the Open vSwitch rows (scripts/bench_ovs.py)")
     return p.parse_args()
 
 
@@ -107,6 +114,7 @@ def main() -> int:
         say("per-packet cost at K = 0, hop by hop ...")
         r["hop"] = hop.measure(cfg["hop_runs"], cfg["seconds"], cfg["hop_rows"])
         r["hop_runs"] = cfg["hop_runs"]
+        r["ovs"] = open_vswitch(args.skip_ovs, cfg["ovs"], rules20, str(work / "state-ovs"), say)
 
         say("lab: VN bridge, two measured pairs (netfw VMs 1-2, legacy VMs 3-4)")
         lab.vn_bridge()
@@ -160,6 +168,32 @@ def main() -> int:
     r["duration_s"] = round(time.perf_counter() - start, 1)
     (out / "results.json").write_text(json.dumps(r, indent=1) + "\n")
     return write_report(out, r)
+
+
+def open_vswitch(skip: bool, cfg: dict, rules, state_dir: str, say) -> dict:
+    """The Open vSwitch rows (bench_ovs.measure), {"skipped": why}, or {"error": ...} when they failed: the rest of
+    the run goes on and the report shows the failure. Leaves nothing behind."""
+    import bench_lab as lab
+    if skip:
+        return {"skipped": "left out with --skip-ovs"}
+    say("Open vSwitch (userspace datapath): plain, netfw on one VM, on both; attach/detach, cut-over vs Linux ...")
+    lab.reset()
+    try:
+        o = bench_ovs.measure(cfg, rules, state_dir)
+    except Timeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported in results.json and the report, never hidden
+        o = {"error": f"{type(e).__name__}: {e}"[:1000]}
+    if "dataplane" in o:
+        dp, cut = o["dataplane"], o["cutover"]
+        say("Open vSwitch: TCP " + ", ".join(f"{k} {dp[k]['tcp_gbps']}" for k in bench_ovs.LAYOUTS) + " Gbit/s; "
+            "UDP " + ", ".join(f"{k} {dp[k]['udp_kpps']}" for k in bench_ovs.LAYOUTS) + " kpps; cut-over silence "
+            "attach/detach " + ", ".join(f"{k} {cut[k]['attach']['silence_ms_median']}/"
+                                         f"{cut[k]['detach']['silence_ms_median']} ms" for k in ("ovs", "linux"))
+            + f" ({o['duration_s']} s)")
+    else:
+        say(f"Open vSwitch: {o.get('skipped') or o.get('error')}")
+    return o
 
 
 def write_report(out: Path, r: dict) -> int:

@@ -13,7 +13,9 @@ are generated; the analysis at the end was written for the run committed here.
 ```
 pip install -e '.[bench]'          # matplotlib, for the PNG plots (optional: without it only the plots are skipped)
 make bench                         # = scripts/sandbox .venv/bin/python scripts/bench.py
-scripts/bench.py --quick --out /tmp/b   # smoke run, < 60 s (tests/test_bench_smoke.py runs it once)
+scripts/bench.py --quick --out /tmp/b   # smoke run, about 1.5 min (tests/test_bench_smoke.py runs it once)
+scripts/bench.py --skip-ovs             # without the Open vSwitch rows
+scripts/bench_ovs.py [--quick]          # only the Open vSwitch rows (prints the section)
 ```
 
 The script re-runs itself inside `scripts/sandbox` (unprivileged user + network namespace) when started outside it.
@@ -77,6 +79,24 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
   connect latency (every SYN is a new flow through the cap), and a flood dropped by no rule, without and with
   `netfw log`'s reader bound. `scripts/bench_observe.py` runs it alone; `--cap-cost` measures the cap under a
   new-flow flood by cap size.
+- **Open vSwitch** (`scripts/bench_ovs.py`, also on its own). A private Open vSwitch (`tests/integration/ovs.py`:
+  `ovsdb-server` and `ovs-vswitchd` as children of the run, state in a temporary directory) on the **userspace
+  datapath** (`datapath_type=netdev`): this kernel has no `openvswitch` module, so ovs-vswitchd forwards every
+  packet itself, a process sharing the 2 vCPUs with iperf3; absolute rates are far below the kernel datapath's, and
+  only the ratios within the run carry over. Two simulated VMs (11 and 12, 10.79.0.0/24) on the OVS bridge `bnovs0`,
+  their guests with `ethtool -K eth0 tx off` (KERNEL.md: the userspace datapath completes no checksum offload), and
+  two (21, 22) on a Linux bridge for reference. Per round, in rotating order: iperf3 TCP one stream and 64-byte UDP
+  from VM 11 to VM 12 with plain OVS, with netfw on VM 12 and on both (the 20-rule group), median of the rounds;
+  attach/detach of one NIC on a tap without a guest on OVS and on the Linux bridge, through `netfw.api` (20 rules,
+  processes counted) and the CLI (security group 0), one warm-up round first; and the cut-over: a 2 ms ping stream
+  from VM 11 to VM 12 (`ping -D -i 0.002`, as `scripts/cutover.sh`) while VM 12's NIC is attached, then detached
+  (`netfw.api`), and while another VM's NIC is (the bystander rows: the measurement's floor, and on OVS its
+  reconfiguration stall). Reported: requests lost (below the last one answered) and the longest silence between two
+  replies, which is the outage: while a reply is outstanding, iputils ping sends one request per 10 ms instead of
+  one per 2 ms (measured: a link down for 200 ms loses 20 requests, not 100), so lost × 2 ms understates it.
+  Neighbours are pinned (permanent ARP entries), so no ARP retry adds to the outage. When Open vSwitch cannot start
+  here (not installed, no `/dev/net/tun` for the netdev datapath, no ethtool), the section says why and the run goes
+  on.
 - **Memory.** /proc/meminfo and /proc/slabinfo before and after attaching the largest step of background VMs (their
   taps made before the first snapshot), and before and after loading the K = max legacy table; conntrack: 20,000 UDP
   flows into one namespace that tracks them.

@@ -121,6 +121,14 @@ def startup_tables(r: dict) -> list[str]:
     return [table(r["startup"]), ""]
 
 
+def ovs_tables(r: dict) -> list[str]:
+    """scripts/bench_ovs.py's section: measured, skipped with its reason, or failed (older results have none)."""
+    if "ovs" not in r:
+        return []
+    from bench_ovs import table
+    return [table(r["ovs"])]
+
+
 def rules_tables(r: dict) -> list[str]:
     out = []
     for backend, by_n in r["rules"].items():
@@ -253,7 +261,7 @@ def markdown(r: dict) -> str:
              "### Targets", "", *target_table(r),
              "### Data plane", "", *dataplane_tables(r), *hop_tables(r), *observe_table(r),
              "### Control plane", "", *startup_tables(r), *control_tables(r), *rules_tables(r),
-             "### Memory", "", *memory_tables(r)]
+             *ovs_tables(r), "### Memory", "", *memory_tables(r)]
     return "\n".join(lines)
 
 

@@ -29,3 +29,18 @@ def test_quick_benchmark_writes_its_tables(tmp_path):
         assert heading in readme
     assert "| K other VMs | netfw |" in readme
     assert "### Targets" in run.stdout  # the tables are printed too
+
+    # Open vSwitch: measured on the userspace datapath, or skipped with the reason (never failed, never silent).
+    ovs = results["ovs"]
+    assert "error" not in ovs, ovs.get("error")
+    assert "### Open vSwitch (userspace datapath)" in readme
+    if "skipped" in ovs:
+        assert ovs["skipped"].strip() and f"Not measured in this run: {ovs['skipped'].splitlines()[0]}" in readme
+        return
+    for layout in ("plain", "one", "both"):  # traffic crossed the OVS bridge with netfw on none, one, both VMs
+        assert ovs["dataplane"][layout]["tcp_gbps"] and ovs["dataplane"][layout]["udp_kpps"], ovs["dataplane"]
+    assert "errors" not in ovs["dataplane"]
+    for kind in ("ovs", "linux"):
+        assert ovs["control"][f"{kind}_api_attach"] > 0 and ovs["control"][f"{kind}_cli_detach"] > 0
+        assert len(ovs["cutover"][kind]["attach"]["lost"]) == ovs["cutover"]["rounds"]
+    assert "| netfw on both VMs |" in readme and "userspace datapath: ovs-vswitchd forwards every packet" in readme
