@@ -117,8 +117,10 @@ def netfw_detach(state_dir: str) -> None:
 
 
 def netfw_links(vm: int) -> tuple[str, str, str, str]:
+    """(namespace, firewall bridge, hypervisor end, firewall end) of an attached NIC; after the cut-over the
+    hypervisor end of the veth pair carries the tap's name (names.veth_host is only its name while staged)."""
     from netfw import names
-    return names.netns(vm), names.bridge(vm, 0), names.veth_host(vm, 0), names.veth_fw(vm, 0)
+    return names.netns(vm), names.bridge(vm, 0), names.tap(vm, 0), names.veth_fw(vm, 0)
 
 
 def veth_offload(features: list[str]) -> None:

@@ -24,8 +24,9 @@ from netfw.render import chain_name, render  # noqa: E402
 VN_BRIDGE = "bnvn0"
 SUBNET = "10.77"
 #: Chunk size for iptables-nft-restore inside a user namespace: larger batches fail with "Message too long"
-#: (KERNEL.md: ~900 rules; 800 chain declarations already fail, 400 lines always pass).
-NFT_USERNS_CHUNK = 400
+#: (KERNEL.md: ~900 rules; 800 chain declarations already fail; since rules carry their `sg X rule n` comment, 400
+#: rule lines fail too, 200 pass).
+NFT_USERNS_CHUNK = 200
 
 #: iptables-legacy tools under the names netfw calls; a PATH entry that switches netfw's backend without touching it.
 SHIM_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"netfw-bench-legacy-{os.getpid()}"
