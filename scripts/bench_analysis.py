@@ -36,7 +36,7 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
     `-I` puts it on top), per-NIC chains `one-<VM>-<NIC>-i/-o` with the same rules (state match first, allowed rules
     `-j RETURN`, then DROP) and `-A opennebula -j ACCEPT` last. IPv4 only (the traffic is IPv4). The measured pair's
     jumps are placed last (attached before the K others) or first (attached after them). Loaded with
-    `iptables-nft-restore` (the system default) in batches of at most 400 lines: inside a user namespace a larger
+    `iptables-nft-restore` (the system default) in batches of at most 200 lines: inside a user namespace a larger
     nft batch fails with "Message too long" (KERNEL.md). A third column loads the same table with
     `iptables-legacy-restore` (one call) to separate the layout's cost from the backend's.
   - The K background VMs have no guest namespace: their "tap" is a veth whose peer stays up in the hypervisor
@@ -106,81 +106,97 @@ single numbers move by ±10-20 % between runs (compare ratios of the same run). 
 Other people's work in this tree may change netfw between runs: the commit measured is printed below."""
 
 ANALYSIS = """\
-## Analysis of the committed run (2 vCPUs, netfw at 8abb528)
+## Analysis of the committed run (2 vCPUs, netfw at fad3eca)
 
-Three full runs were made on this machine today; the committed one is the last. Single figures moved a lot between
-runs (2 vCPUs shared by iperf3's sender, receiver and all softirq work): netfw/legacy small packets at K = 0 read
-0.80, 1.05 and 0.51; the 1,000th attach read 1.14, 1.18 and 1.81 times the 1st. The shapes did not move.
+This run (2026-12-02) is the first full one since issues 8 to 11 added the ethertype chain, rule comments, the
+conntrack cap chain and NFLOG rules, and issue 9 the Open vSwitch rows; the code measured is the one on `main`
+(fad3eca changed only the benchmark's own scripts). The machine was idle during the run but is about three times
+slower than on the earlier runs (a lone TCP stream between two guests: 11 Gbit/s against 30-35): absolute figures
+are not comparable with the earlier runs, ratios within this run are.
 
 **A packet costs the same with 1 or 1,000 VMs under netfw; under the legacy layout it does not.** From K = 0 to
-K = 1,000, netfw keeps 30-35 Gbit/s, 220-265 kpps and 15 µs connect latency. The legacy layout falls to 9-12 Gbit/s,
-38 kpps and 90-145 µs: every packet walks 2 physdev matches per NIC of the host in `opennebula` (about 2,000 at
-K = 1,000). Where the pair sits (first or last) barely matters, because the allowed rules RETURN and every packet
-walks the whole `opennebula` chain down to its final ACCEPT. The iptables-legacy column shows that this is the
-layout's cost, not the backend's.
+K = 1,000 netfw keeps 10-11.4 Gbit/s, 75-86 kpps and 45-72 µs connect latency; the legacy layout falls to
+1.5-1.7 Gbit/s, 5.1-5.4 kpps and 485-590 µs (every packet walks two physdev matches per NIC of the host). At
+K = 1,000 netfw carries 6.4-7.4 times legacy's TCP (goal 5: met), 15.7-16.6 times its small packets (goal 20:
+missed) and connects 7.1-8.7 times faster. The iptables-legacy column shows that this is the layout's cost, not the
+backend's.
 
 ### Targets missed, and why
 
-- **Data plane at K = 1,000: TCP 2.7-3.3× (goal 5×; 4.7-5.4× in the previous run), small packets 6.8-6.9× (goal
-  20×).** netfw stays flat; the ratio is capped by the measuring machine. One iperf3 sender of 64-byte datagrams on
-  2 vCPUs reaches about 250-440 kpps with no firewall in the way, so 20× over legacy's 38 kpps (760 kpps) cannot be
-  produced here. TCP uses GSO/GRO: the rules run once per 64 KB super-packet, which spreads legacy's rule walk over
-  about 45 segments. *What would meet it:* a load generator that is not the limit (more cores, `iperf3 -P 4`,
-  pktgen) on a larger host, or K beyond 1,000. Nothing in netfw needs to change for this.
-- **Small packets at K = 0: 0.51× (goal 0.8×; 0.80× and 1.05× in the two runs before).** A packet between two netfw
-  VMs crosses two more veth pairs and two more bridges, each bridge with br_netfilter and conntrack in the VM's
-  namespace; with nothing else on the host, legacy's single bridge is cheaper per packet. TCP at K = 0 is 0.94-1.0×.
-  *What would meet it reliably:* measuring on a host whose sender is not sharing 2 vCPUs with everything else, to
-  tell the fixed hop cost from noise; a cheaper hop (one veth pair instead of a pair plus the firewall bridge, e.g.
-  tc/nft ingress filtering on the tap) would change the design and is not proposed.
-  *Since then* the hop-by-hop table above (`scripts/bench_hop.py`; preliminary runs and their reading:
-  docs/benchmarks/hop.md) measures the sender's CPU per packet, which a busy machine does not move the way it moves
-  kpps: netfw ~12 µs against legacy ~7.7-8 (0.59-0.66×). The extra goes to a veth pair per VM, bridge netfilter and
-  conntrack in two VM namespaces where legacy has one pass of each, and netfw's rules; the hypervisor's
-  `bridge-nf-call-iptables=0` (the operator's choice, docs/opennebula.md) saves 0.25-1.4 µs.
-- **Attach in-process: 2.35× the shell floor with 20 rules, 1.44× with security group 0 (goal ≤ 1.3×).** netfw now
-  runs 12 processes (the floor 7; netfw started at 22: the raw-table zone rules ride in the filter restore, a
-  namespace created by this run is not probed, the cut-over probes only the side the tap is on) and detaches with 8
-  (from 17; the floor 3). What is left is `sh`: one short process costs 3.96 ms through `sh` against 1.09 ms through
-  `subprocess.run` in this run, about 35 ms over 12 processes. The what-if rows run the same code with
-  `subprocess.run`: 1.41× (K = 0), and 1.13× with iptables-legacy, which is now a setting (`--backend legacy`).
-  *What would meet it:* a process runner without `sh`'s per-call threads (the design card prescribes `sh`, so this is
-  the user's call), plus the legacy backend.
-- **CLI: 288 ms above the floor (goal ≤ 150 ms).** `netfw --version` costs 120-160 ms: the interpreter, loguru
-  (about 45 ms, it imports asyncio), typer/click (about 50 ms) and netfw. typer now comes as `typer-slim` (click
-  without rich and pydantic), which took a whole `netfw attach` from 373 to 285 ms. Running attach adds `sh` (about
-  15 ms of imports) and the in-process attach. *What would meet it:* the runner change above (about 50 ms) and
-  lazy imports of loguru; or a resident driver process.
-  *Since then* (the start-up table above, `scripts/bench_startup.py`): `--version` answered before typer is
-  imported, loguru and `sh` imported where needed, one loguru handler, `gc.freeze` before teardown, a plain `.pth`
-  editable install and compiled byte-code: `--version` 171 → 26 ms, `--help` 136 → 78 ms, CLI attach −95 ms in an
-  A/B on a busy machine.
-- **The 1,000th attach: 1.81× the 1st in this run (1.14× and 1.18× in the two runs before; goal ≤ 1.2×).** The shell
-  floor itself slows down on the loaded host (54 to 73 ms, 1.34×): every NIC adds a port to the one VN bridge (port
-  add and MTU/promiscuity recalculation walk all ports) and a bind mount under /run/netns. netfw's own work per
-  attach does not depend on K (it looks up links by name, never lists them). This run's jump is within what this
-  machine's noise did elsewhere; a quieter host is needed to pin it down.
-- **1,000 rules, per-rule calls against netfw, with iptables-nft: no number.** netfw's single restore of 1,000 rules
-  fails inside a user namespace ("Message too long", the ~900-rule nft batch limit in KERNEL.md); as real root on a
-  real host it loads. With iptables-legacy netfw takes 12 ms against 1.4 s per rule (113×, met). Splitting netfw's
-  restore into batches would give up the atomic swap; the backend setting is the answer.
+- **Small packets at K = 1,000: 15.7-16.6x (goal 20x).** netfw stays flat (75-86 kpps); 20x would need 108 kpps
+  through netfw's path while one iperf3 sender on this machine reaches 160 kpps with no firewall and no second hop
+  at all (`direct` in the hop table). The ratio is capped by the sender and by netfw's own per-packet cost (next
+  item), not by K.
+- **Small packets at K = 0: 0.65-0.67x legacy (goal 0.8x); by the sender's CPU per packet 0.57x (14.0 against
+  7.9 µs).** The hop table breaks the difference down (single pieces move by about 1 µs between runs, see each
+  row's runs). The two simulated VMs are on one host, so a packet crosses **two** VM namespaces, each with a veth
+  pair, a bridge, bridge netfilter, conntrack and rules, where legacy has one bridge and one pass of each:
+  - a veth pair and a second bridge per VM: +2.1 µs over one bridge (`hop` − `direct`), which by itself is no
+    slower than legacy (`hop` is 0.97x legacy);
+  - bridge netfilter: +1.5 in the hypervisor, +1.7 in the two VM namespaces (no rules);
+  - conntrack in the two VM namespaces: +0.9;
+  - netfw's rules over those: +1.8, most of it the ethertype chain that issue 8 added (flushing it saves 1.7 µs:
+    ebtables' bridge hook in each VM namespace; the frames it refuses, VLAN-tagged, PPPoE or other ethertypes, would
+    otherwise pass around every iptables rule, so it stays).
+  The best built path with bridge netfilter and conntrack in the VM namespaces and none in the hypervisor
+  (`hop_vbrnf_ct`), before any rule, is already 0.74x legacy: with two VM namespaces per packet, the design's
+  stateful filtering in each VM's own namespace costs more than legacy's single pass, and no setting found here
+  brings netfw's full path to 0.8x on this machine.
+  *Remedies measured* (each a row of the hop table): the hypervisor's `bridge-nf-call-iptables 0`, the operator's
+  choice once every NIC of the host is behind netfw (docs/opennebula.md), saves 1.2 µs (0.57x to 0.62x; 1.95 µs
+  on a hypervisor that uses conntrack itself); `--backend legacy` 2.4 µs (0.68x) and `nf_conntrack_checksum 0` in
+  the VM namespaces 1.5 µs, both within the spread of their own runs (10.7-14.3 and 12.3-14.8 µs); veth GRO 1.05 µs
+  alone and nothing with `rx-udp-gro-forwarding`; a raw `CT --notrack` for the VN bridge and `nf_call_iptables 0`
+  on the VN bridge alone nothing. TCP at K = 0 is 1.15-1.33x legacy (met): with GSO/GRO the rules run once per
+  super-packet.
+  Not measured here: traffic between a netfw VM and a host outside, which crosses one VM namespace instead of two.
+- **Attach in-process: 3.2x the shell floor with 20 rules, 2.2x with security group 0 (goal 1.3x).** netfw runs 13
+  processes (the floor 8) and detaches with 9 (the floor 3). One short process costs 13.5 ms through `sh` against
+  3.3 ms through `subprocess.run` in this run (`ip -V`): the what-if rows run the same code with `subprocess.run`,
+  1.52x the floor (1.38x with iptables-legacy). *What would meet it:* a process runner without `sh`'s fork in
+  Python and per-call threads; the design card prescribes `sh`, so this is the user's call.
+- **CLI: attach 274-330 ms above the shell floor (goal 120 ms); `netfw --help` 107 ms (goal 80).** `netfw
+  --version` is 20 ms (met: it imports nothing). Importing what an attach needs takes 168 ms in a fresh interpreter
+  here: typer/click, loguru and `sh` (loguru and `sh` both import asyncio, `sh` reads its own package metadata);
+  then 13 processes through `sh`. The in-process attach alone is 100 ms above the floor. *What would meet it:* a
+  runner without `sh` (above) and a logger that is not imported for INFO lines; or a resident process that
+  OpenNebula's driver talks to. The design card keeps all three.
+- **1,000 rules, per-rule calls against netfw, with iptables-nft: no number.** netfw's single restore of 1,000
+  rules fails inside a user namespace ("Message too long", the nft batch limit of KERNEL.md, reached sooner now that
+  every rule carries its `sg X rule n` comment and jumps to the cap chain); as real root on a real host it loads.
+  With iptables-legacy netfw takes 34 ms against 4.5 s of per-rule calls (133x, met). Splitting netfw's restore
+  into batches would give up the atomic swap; the backend setting is the answer.
 
-Met: TCP at K = 0 (0.94-1.0×), 1,000 rules 113× faster than per-rule calls (legacy backend).
+Met: TCP at K = 1,000 (6.4-7.4x) and at K = 0 (1.15-1.33x); the 1,000th attach 1.2x the 1st (255 to 306 ms); 1,000
+rules 133x faster than per-rule calls (legacy backend); `netfw --version` 20 ms; counting and logging (issue 11)
+cost nothing measurable: with them / without 1.05 (kpps) and 1.04 (per CPU second), a dropped flood 0.98 and 1.01
+with `netfw log` reading, connect latency 1.07 (goal: at most 5 % below).
+
+### Open vSwitch
+
+On the userspace datapath (ovs-vswitchd forwards every packet in a process that shares the 2 vCPUs), netfw on the
+receiving VM keeps 0.74 of plain OVS's TCP and 0.78 of its small packets, on both VMs 0.52 and 0.73. Attach on OVS
+takes 1.41x the Linux-bridge attach through the API (17 processes against 13: reading the port's records, deleting
+the port and adding it back with them) and 1.2x from the CLI. The cut-over outage (longest silence between two
+replies of a 2 ms ping stream): 96 ms median (111 max, 9 requests lost) on OVS for attach and 94 ms for detach,
+43-45 ms (64 max, 4 lost) on a Linux bridge; a bystander sees 18-21 ms on OVS (ovs-vswitchd reconfiguring) and
+3-4 ms on Linux, the measurement's floor.
 
 ### iptables-nft or iptables-legacy in the VM namespace
 
-For the control plane legacy is clearly faster: netfw's ruleset step loads 10 rules in 8 ms against 23 ms, 1,000 in
-12 ms (nft cannot, in a user namespace), and a whole attach takes 111 against 128 ms (62 against 77 ms with the
-`subprocess` runner). For the data plane there is no clear difference. So netfw offers `--backend auto|nft|legacy`
-(`NETFW_IPTABLES_BACKEND`; auto = the system's `iptables` alternative, the default); each NIC records the backend it
-was attached with, so that its rules never end up split over both.
+For the control plane legacy is faster: netfw's ruleset step loads 10 rules in 24 ms against 34 ms, 1,000 in 34 ms
+(nft cannot, in a user namespace), and a whole attach takes 210 against 251 ms (107 against 119 ms with the
+`subprocess` runner). For the data plane there is no clear difference (76 against 76 kpps at K = 0, 78 against
+85 at K = 1,000). So netfw offers `--backend auto|nft|legacy` (`NETFW_IPTABLES_BACKEND`; auto = the system's
+`iptables` alternative, the default); each NIC records the backend it was attached with, so that its rules never
+end up split over both.
 
 ### Memory
 
-An attached VM costs about 750 KiB of kernel memory (slab, mostly the namespace itself: per-namespace sysctl
-tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take about 730 MiB. Legacy
-chains cost about 14 KiB per NIC. Conntrack costs about 250 KiB per 1,000 entries (about 250 B each, as KERNEL.md
-says), counted in every namespace that tracks the flow.
+An attached VM costs about 590 KiB of slab (840 KiB by meminfo; mostly the namespace itself: per-namespace sysctl
+tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take 0.6-0.8 GiB. Legacy chains
+cost about 14 KiB per NIC. Conntrack costs about 250 KiB per 1,000 entries (about 250 B each, as KERNEL.md says),
+counted in every namespace that tracks the flow; netfw's default cap (8,192 per NIC) bounds a flooded NIC at 2 MiB.
 
 ### A density limit found on the way
 

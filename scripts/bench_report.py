@@ -57,7 +57,7 @@ def dataplane_tables(r: dict) -> list[str]:
         out += ["**netfw with iptables-nft vs iptables-legacy in the VM namespaces**", "",
                 *_table(["K", "TCP nft", "TCP legacy", "kpps nft", "kpps legacy", "connect µs nft", "connect µs legacy"], rows), ""]
     loads = [[int(k), v["rules"], v["nft_ms"], v["nft_batches"], v.get("xt_ms")] for k, v in sorted(r["legacy_load"].items(), key=lambda kv: int(kv[0]))]
-    out += ["**Legacy layout: the hypervisor's table** (loaded once per K with iptables-nft-restore in ≤400-line batches, "
+    out += ["**Legacy layout: the hypervisor's table** (loaded once per K with iptables-nft-restore in ≤200-line batches, "
             "the user-namespace limit; and with one iptables-legacy-restore)", "",
             *_table(["K", "rules in the table", "load nft (ms)", "nft batches", "load legacy (ms)"], loads), ""]
     return out
