@@ -166,6 +166,31 @@ def _nd(src: str, dst: str, message: bytes, dest_opts: bytes | None) -> bytes:
     return ipv6(src, dst, PROTO_DSTOPTS, destination_options(PROTO_ICMP6, dest_opts) + message, hop_limit=255)
 
 
+# --- whole frames, source MAC first --------------------------------------------------------------------------------
+
+
+def udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, dport: int, payload: bytes, sport: int = 40000
+              ) -> bytes:
+    """An Ethernet frame carrying a UDP datagram (IPv4 or IPv6, by the addresses), checksums right."""
+    return ether(dst_mac, src_mac, *ip_udp(src, dst, dport, payload, sport))
+
+
+def arp_frame(src_mac: str, dst_mac: str, op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
+    """An Ethernet frame with an ARP request (op 1) or reply (op 2)."""
+    return ether(dst_mac, src_mac, ETH_ARP, arp(op, sha, spa, tha, tpa))
+
+
+def advert_frame(src_mac: str, dst_mac: str, src: str, dst: str, target: str, lladdr: str, tag: bytes) -> bytes:
+    """An Ethernet frame with a Neighbour Advertisement (override, solicited) saying `target` is at `lladdr`."""
+    return ether(dst_mac, src_mac, ETH_IP6, neighbour_advert(src, dst, target, lladdr, tag))
+
+
+def solicit_frame(src_mac: str, dst_mac: str, src: str, dst: str, target: str, lladdr: str, tag: bytes) -> bytes:
+    """An Ethernet frame with a Neighbour Solicitation from src (at `lladdr`, the source link-layer option) for
+    `target`."""
+    return ether(dst_mac, src_mac, ETH_IP6, neighbour_solicit(src, dst, target, lladdr, tag))
+
+
 # --- the sniffer ----------------------------------------------------------------------------------------------------
 
 SNIFFER = r"""

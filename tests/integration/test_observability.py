@@ -22,6 +22,7 @@ from netfw import api, render
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
+from . import frames as fr
 from . import traffic as t
 from .lab import sh
 
@@ -338,8 +339,8 @@ def test_layer2_drops_are_counted_and_logged(vms):
     reader = LogReader("1")
     try:
         # VLAN 100 carrying a non-IP ethertype: with IP inside, br_netfilter would judge (and drop) a malformed packet
-        tagged = t.ether("02:78:00:00:00:09", MAC1, 0x8100, bytes.fromhex("0064 88b5") + b"tagged")
-        arp = t.arp_frame(MAC1, "ff:ff:ff:ff:ff:ff", 2, MAC1, "10.78.0.50", MAC1, "10.78.0.50")
+        tagged = fr.ether("02:78:00:00:00:09", MAC1, 0x8100, bytes.fromhex("0064 88b5") + b"tagged")
+        arp = fr.arp_frame(MAC1, "ff:ff:ff:ff:ff:ff", 2, MAC1, "10.78.0.50", MAC1, "10.78.0.50")
         sh(*in_guest(vms[1], FRAMES, tagged.hex(), arp.hex()))
         vlan = reader.wait(lambda line: line["reason"] == "ethertype")
         spoofed = reader.wait(lambda line: line["family"] == "arp")

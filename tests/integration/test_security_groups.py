@@ -21,6 +21,7 @@ from netfw.rules import parse_rules
 from netfw.transaction import TransactionError
 
 from . import lab as lab_mod
+from . import frames as fr
 from . import traffic as t
 from .lab import sh
 
@@ -272,7 +273,7 @@ def test_forged_source_mac_is_dropped_real_one_passes(env):
     probes = []
     for f, a in FAMILIES.items():
         def build(mac, a=a):
-            return lambda tag: t.udp_frame(mac, MAC[PEER], a(1), a(2), 6000, tag)
+            return lambda tag: fr.udp_frame(mac, MAC[PEER], a(1), a(2), 6000, tag)
         probes += [
             t.frame(build(MAC[VM1]), True, f"IPv{f} frame from the real MAC"),
             t.frame(build(forged), False, f"IPv{f} frame from a forged MAC"),
@@ -303,7 +304,7 @@ def test_forged_arp_reply_is_dropped_real_one_passes(env):
         (fake_mac, fake_mac, real, False, "forged Ethernet source and sender MAC"),
     ]
     sh("ip", "-n", PEER, "neigh", "del", stolen, "dev", "eth0", check=False)
-    frames = [t.arp_frame(esrc, MAC[PEER], 2, sha, spa, MAC[PEER], a4(2)) for esrc, sha, spa, _, _ in cases]
+    frames = [fr.arp_frame(esrc, MAC[PEER], 2, sha, spa, MAC[PEER], a4(2)) for esrc, sha, spa, _, _ in cases]
     start = len(rx.events)
     t.send(VM1, [t.Probe("frame", "-", True, "arp", frame=fr) for fr in frames], rx)
     arrived = rx.events[start:]
@@ -329,10 +330,10 @@ def test_forged_neighbour_advertisement_or_solicitation_is_dropped_real_one_pass
     rx, me, victim, fake_mac = env[PEER], a6(1), a6(130), "02:77:00:00:00:98"
 
     def na(src, target, lladdr):
-        return lambda tag: t.neighbour_advert(MAC[VM1], MAC[PEER], src, a6(2), target, lladdr, tag)
+        return lambda tag: fr.advert_frame(MAC[VM1], MAC[PEER], src, a6(2), target, lladdr, tag)
 
     def ns(src, lladdr):
-        return lambda tag: t.neighbour_solicit(MAC[VM1], MAC[PEER], src, a6(2), a6(2), lladdr, tag)
+        return lambda tag: fr.solicit_frame(MAC[VM1], MAC[PEER], src, a6(2), a6(2), lladdr, tag)
 
     probes = [
         t.frame(na(me, me, MAC[VM1]), True, "NA: the truth"),

@@ -8,16 +8,14 @@ send() runs a batch of probes concurrently in the source guest (one process): a 
 connection opens and echoes its tag back (SYN in, SYN-ACK out), any other probe when its tag reaches the receiver
 of the destination guest. A dropped probe costs one timeout for the whole batch, not one per probe.
 
-Packets are built by hand (struct); scapy is not needed. Every address used must be inside the lab.
+Packets are built by hand (struct; whole Ethernet frames in frames.py); scapy is not needed. Every address used must be inside the lab.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -532,78 +530,3 @@ class Flood:
         data = json.loads(out)
         data["ports"] = {int(port): c for port, c in data["ports"].items()}
         return data
-
-
-# --- frames built by hand -----------------------------------------------------------------------------------------
-
-
-def _mac(text: str) -> bytes:
-    return bytes(int(x, 16) for x in text.split(":"))
-
-
-def _csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def ether(dst_mac: str, src_mac: str, ethertype: int, payload: bytes) -> bytes:
-    frame_ = _mac(dst_mac) + _mac(src_mac) + struct.pack("!H", ethertype) + payload
-    return frame_.ljust(60, b"\0")
-
-
-def udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, dport: int, payload: bytes, sport: int = 40000
-              ) -> bytes:
-    """An Ethernet frame carrying a UDP datagram (IPv4 or IPv6, by the addresses), checksums right."""
-    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    length = 8 + len(payload)
-    if s.version == 4:
-        udp_ = struct.pack("!HHHH", sport, dport, length, 0) + payload  # checksum 0: none, valid in IPv4
-        head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0x4e46, 0x4000, 64, 17, 0, s.packed, d.packed)
-        head = head[:10] + struct.pack("!H", _csum(head)) + head[12:]
-        return ether(dst_mac, src_mac, 0x0800, head + udp_)
-    pseudo = s.packed + d.packed + struct.pack("!IxxxB", length, 17)
-    check = _csum(pseudo + struct.pack("!HHHH", sport, dport, length, 0) + payload) or 0xFFFF
-    udp_ = struct.pack("!HHHH", sport, dport, length, check) + payload
-    head = struct.pack("!IHBB16s16s", 6 << 28, length, 17, 64, s.packed, d.packed)
-    return ether(dst_mac, src_mac, 0x86DD, head + udp_)
-
-
-def arp_frame(src_mac: str, dst_mac: str, op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
-    """An Ethernet frame with an ARP request (op 1) or reply (op 2)."""
-    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, _mac(sha), ipaddress.IPv4Address(spa).packed,
-                      _mac(tha), ipaddress.IPv4Address(tpa).packed)
-    return ether(dst_mac, src_mac, 0x0806, arp)
-
-
-def icmp6_frame(src_mac: str, dst_mac: str, src: str, dst: str, icmp: bytes, hop_limit: int = 255) -> bytes:
-    """An Ethernet frame with an ICMPv6 message (its checksum, bytes 2-3 of icmp, filled in)."""
-    s, d = ipaddress.IPv6Address(src), ipaddress.IPv6Address(dst)
-    pseudo = s.packed + d.packed + struct.pack("!IxxxB", len(icmp), 58)
-    icmp = icmp[:2] + struct.pack("!H", _csum(pseudo + icmp[:2] + b"\0\0" + icmp[4:])) + icmp[4:]
-    head = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, hop_limit, s.packed, d.packed)
-    return ether(dst_mac, src_mac, 0x86DD, head + icmp)
-
-
-def _tag_option(tag: bytes) -> bytes:
-    """An ND option of an unassigned type (253) carrying the tag: receivers ignore it (RFC 4861 4.6)."""
-    body = tag.ljust(-(-(len(tag) + 2) // 8) * 8 - 2, b"\0")
-    return bytes([253, (len(body) + 2) // 8]) + body
-
-
-def neighbour_advert(src_mac: str, dst_mac: str, src: str, dst: str, target: str, lladdr: str, tag: bytes) -> bytes:
-    """A Neighbour Advertisement (override, solicited) saying `target` is at `lladdr`."""
-    icmp = (struct.pack("!BBHI", 136, 0, 0, 0x60000000) + ipaddress.IPv6Address(target).packed
-            + bytes([2, 1]) + _mac(lladdr) + _tag_option(tag))
-    return icmp6_frame(src_mac, dst_mac, src, dst, icmp)
-
-
-def neighbour_solicit(src_mac: str, dst_mac: str, src: str, dst: str, target: str, lladdr: str, tag: bytes
-                      ) -> bytes:
-    """A Neighbour Solicitation from src (at `lladdr`, the source link-layer option) for `target`."""
-    icmp = (struct.pack("!BBHI", 135, 0, 0, 0) + ipaddress.IPv6Address(target).packed
-            + bytes([1, 1]) + _mac(lladdr) + _tag_option(tag))
-    return icmp6_frame(src_mac, dst_mac, src, dst, icmp)
