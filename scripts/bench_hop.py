@@ -302,12 +302,10 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
     }
 
 
-def measure_pairs(n: int, seconds: float, only: list[str] | None = None) -> dict:
-    """{pair: {"label", "a": [...], "b": [...], "diff_us" (median of b − a), "ratio" (median of b / a)}}: n pairs each,
-    in alternating order (A first, then B first)."""
+def _guests() -> tuple[str, str, str]:
+    """A fresh lab with the measured pair's guests, neighbours pinned: (sender's namespace, receiver's namespace,
+    receiver's address). netfw's own log lines are not what is measured."""
     import bench_lab as lab
-    import bench_traffic as traffic
-    from bench_control import workdir
     from loguru import logger
 
     logger.remove()
@@ -316,6 +314,17 @@ def measure_pairs(n: int, seconds: float, only: list[str] | None = None) -> dict
     guests = {vm: lab.guest(vm, vm) for vm in PAIR}
     lab.static_neighbours(guests)
     (g1, _), (g2, a2) = guests[1], guests[2]
+    return g1, g2, a2
+
+
+def measure_pairs(n: int, seconds: float, only: list[str] | None = None) -> dict:
+    """{pair: {"label", "a": [...], "b": [...], "diff_us" (median of b − a), "ratio" (median of b / a)}}: n pairs each,
+    in alternating order (A first, then B first)."""
+    import bench_lab as lab
+    import bench_traffic as traffic
+    from bench_control import workdir
+
+    g1, g2, a2 = _guests()
     out = {}
     for key, (label, build, a, b, teardown) in pairs(str(workdir() / "state")).items():
         if only and key not in only:
@@ -352,14 +361,8 @@ def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
     import bench_lab as lab
     import bench_traffic as traffic
     from bench_control import workdir
-    from loguru import logger
 
-    logger.remove()
-    lab.reset()
-    lab.vn_bridge()
-    guests = {vm: lab.guest(vm, vm) for vm in PAIR}
-    lab.static_neighbours(guests)
-    (g1, _), (g2, a2) = guests[1], guests[2]
+    g1, g2, a2 = _guests()
     table = rows(str(workdir() / "state"))
     keys = [k for k in table if not only or k in only or k == "legacy"]
     out = {k: {"label": table[k][0], "kpps": [], "cpu_us": []} for k in keys}
