@@ -7,6 +7,8 @@ import json
 import subprocess
 import time
 
+from netfw.ovs import render  # OVSDB JSON values in ovs-vsctl's `column=value` syntax
+
 from . import lab as lab_mod
 from . import ovs as ovs_mod
 from .lab import ping, sh
@@ -169,25 +171,6 @@ AWKWARD = {"plain": "v", "k:ey": "va:l", "k=e y": "v=a l,ue", 'q"uote': "it's \"
            "true": "false", "uuid": "6f4c5a2e-0000-4000-8000-000000000000"}
 
 
-def literal(value) -> str:
-    """An OVSDB JSON value (as `ovs-vsctl --format=json` prints it) in ovs-vsctl's `column=value` syntax: strings
-    always double-quoted with JSON escapes, sets as [..], maps as {k=v, ..}, references as their bare uuid."""
-    def atom(a):
-        if isinstance(a, bool):
-            return "true" if a else "false"
-        if isinstance(a, int):
-            return str(a)
-        if isinstance(a, str):
-            return json.dumps(a)
-        assert a[0] == "uuid", a
-        return a[1]
-    if isinstance(value, list) and value[0] == "set":
-        return "[" + ", ".join(atom(a) for a in value[1]) + "]"
-    if isinstance(value, list) and value[0] == "map":
-        return "{" + ", ".join(f"{atom(k)}={atom(v)}" for k, v in value[1]) + "}"
-    return atom(value)
-
-
 PORT_COLUMNS = ["tag", "trunks", "vlan_mode", "cvlans", "other_config", "external_ids", "qos"]
 IFACE_COLUMNS = ["mtu_request", "ingress_policing_rate", "ingress_policing_burst", "ingress_policing_kpkts_rate",
                  "ingress_policing_kpkts_burst", "other_config", "external_ids", "ofport_request", "ofport"]
@@ -220,8 +203,8 @@ def test_port_and_interface_records_ofport_flows_and_qos_survive_the_replacement
     vsctl("del-port", "one-1-0")
     iface_cols = {col: val for col, val in iface.items() if col != "ofport"}
     vsctl("add-port", BR, "one-1-0",
-          "--", "set", "Port", "one-1-0", *(f"{col}={literal(val)}" for col, val in port.items()),
-          "--", "set", "Interface", "one-1-0", *(f"{col}={literal(val)}" for col, val in iface_cols.items()),
+          "--", "set", "Port", "one-1-0", *(f"{col}={render(val)}" for col, val in port.items()),
+          "--", "set", "Interface", "one-1-0", *(f"{col}={render(val)}" for col, val in iface_cols.items()),
           f"ofport={iface['ofport']}")  # a hint, not a request: the Interface record ends up as it was
 
     assert ovs_mod.snapshot() == before  # records, ofports, flows and the QoS/Queue rows
