@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -55,12 +54,6 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def in_sandbox() -> None:
-    """Re-run inside scripts/sandbox unless already there: nothing outside it is touched."""
-    if os.environ.get("NETFW_IN_SANDBOX") != "1":
-        os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
-
-
 class Timeout(Exception):
     pass
 
@@ -73,6 +66,8 @@ def main() -> int:
     args = parse()
     if args.report_only:
         return write_report(Path(args.out), json.loads((Path(args.out) / "results.json").read_text()))
+    from bench_lab import in_sandbox
+
     in_sandbox()
     from loguru import logger
     logger.remove()  # netfw logs every step; a library caller would configure this, and logging is not measured

@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_lab import VN_BRIDGE, in_ns, ip_batch, legacy_table, security_group, sh, spec  # noqa: E402
+from bench_lab import VN_BRIDGE, in_ns, in_sandbox, ip_batch, legacy_table, security_group, sh, spec  # noqa: E402
 
 PAIR = (1, 2)
 RULES = security_group(20)
@@ -454,8 +454,7 @@ def main() -> int:
     p.add_argument("--json", help="write the results here too")
     p.add_argument("--pairs", type=int, metavar="N", help="instead: each paired A/B N times (--rows: pair keys)")
     args = p.parse_args()
-    if os.environ.get("NETFW_IN_SANDBOX") != "1":
-        os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
+    in_sandbox()
     t = time.perf_counter()
     only = args.rows.split(",") if args.rows else None
     if args.pairs:

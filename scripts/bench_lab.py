@@ -21,6 +21,14 @@ sys.path.insert(0, str(ROOT))
 from netfw.model import NicSpec, Rule  # noqa: E402
 from netfw.render import chain_name, render  # noqa: E402
 
+
+def in_sandbox() -> None:
+    """Re-run the calling script inside scripts/sandbox unless already there: nothing outside it is touched."""
+    if os.environ.get("NETFW_IN_SANDBOX") != "1":
+        sandbox = str(ROOT / "scripts" / "sandbox")
+        os.execv(sandbox, [sandbox, sys.executable, *sys.argv])
+
+
 VN_BRIDGE = "bnvn0"
 SUBNET = "10.77"
 #: Chunk size for iptables-nft-restore inside a user namespace: larger batches fail with "Message too long"

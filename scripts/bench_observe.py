@@ -24,7 +24,7 @@ import sys
 import threading
 from dataclasses import replace
 
-from bench_lab import in_ns, sh  # also puts the repository on sys.path
+from bench_lab import in_ns, in_sandbox, sh  # also puts the repository on sys.path
 from netfw import api, names
 from netfw.model import NicSpec
 from netfw.nflog import open_reader
@@ -251,7 +251,6 @@ def main() -> int:
     """Only this measurement, on a lab of its own: `scripts/bench_observe.py [--rounds N] [--seconds S]`."""
     import argparse
     import json
-    import os
     import tempfile
 
     p = argparse.ArgumentParser(description="cost of counting and logging on the data plane (issue 11, 5)")
@@ -260,9 +259,7 @@ def main() -> int:
     p.add_argument("--connects", type=int, default=300)
     p.add_argument("--cap-cost", action="store_true", help="instead: the conntrack cap under a new-flow flood, by cap")
     args = p.parse_args()
-    if os.environ.get("NETFW_IN_SANDBOX") != "1":
-        here = os.path.dirname(os.path.abspath(__file__))
-        os.execv(os.path.join(here, "sandbox"), [os.path.join(here, "sandbox"), sys.executable, *sys.argv])
+    in_sandbox()
     from loguru import logger
 
     import bench_lab as lab

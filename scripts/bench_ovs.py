@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -421,8 +420,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="one round, 1 s traffic runs")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
-    if os.environ.get("NETFW_IN_SANDBOX") != "1":
-        os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
+    from bench_lab import in_sandbox
+
+    in_sandbox()
     import bench_control as ctl
     import bench_lab as lab
     from loguru import logger

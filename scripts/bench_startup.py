@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -131,8 +130,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", help="write the medians here too")
     args = p.parse_args()
-    if os.environ.get("NETFW_IN_SANDBOX") != "1":
-        os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
+    from bench_lab import in_sandbox
+
+    in_sandbox()
     r = measure(args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
