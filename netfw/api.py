@@ -189,18 +189,28 @@ def _assumed(vm: int, nic: int, bridge: str | None = None) -> state.Applied:
     return state.Applied(spec, (link or {}).get("mtu", 1500), 0, backend.configured(), port)
 
 
-def _now(applied: state.Applied) -> state.Applied:
-    """applied with the port as the link holding the tap's name carries it now (the connection layer may have
-    changed it since attach); unchanged when that link is not netfw's veth end or is on no bridge."""
-    link = probe.links(None, [applied.spec.tap]).get(applied.spec.tap)
-    if not _ours(link, applied.spec):
-        return applied
-    port = connection.capture(applied.spec.tap, link)
+def _now(applied: state.Applied) -> tuple[state.Applied, dict]:
+    """(applied with the port as the link holding the tap's name carries it now, the hypervisor namespace's links
+    named after the tap and the veth end's staging name as read for it). The connection layer may have changed the
+    port since attach; applied is unchanged when that link is not netfw's veth end or is on no bridge.
+
+    One probe: the Linux bridge the NIC was on is read with them (capture needs that bridge's options), and the
+    links go to the cut-over, whose teardown would otherwise read them again.
+    """
+    spec, was = applied.spec, applied.port
+    bridge = was.bridge if was is not None and was.kind == LINUX else None
+    staging = names.veth_host(spec.vm, spec.nic)
+    seen = probe.links(None, [spec.tap, staging, bridge] if bridge else [spec.tap, staging])
+    host = {name: link for name, link in seen.items() if name in (spec.tap, staging)}
+    link = seen.get(spec.tap)
+    if not _ours(link, spec):
+        return applied, host
+    port = connection.capture(spec.tap, link, bridges={name: l for name, l in seen.items() if name == bridge})
     if port is None:  # e.g. OpenNebula's ovswitch clean deleted the port already
-        return applied
+        return applied, host
     if applied.port is not None and port.mac is None:
         port = dataclasses.replace(port, mac=applied.port.mac)
-    return applied._replace(port=port)
+    return applied._replace(port=port), host
 
 
 def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | Path | None = None) -> Outcome:
@@ -248,7 +258,8 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
             applied = applied._replace(port=known)
         if applied.port is None and bridge:
             applied = applied._replace(port=_assumed(vm, nic, bridge).port)
-        steps = plan_detach(_now(applied), records, resume=intent is not None)
+        applied, host = _now(applied)
+        steps = plan_detach(applied, records, resume=intent is not None, host=host)
         return _execute("detach", [applied.spec], steps, dry_run)
 
 

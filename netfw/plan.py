@@ -70,11 +70,13 @@ def _families(ruleset: Ruleset) -> set[str]:
 
 def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None,
                 journal: bool = True, seen: dict | None = None, tap_tc: frozenset[str] = frozenset(),
-                resume: bool = False) -> list[Step]:
+                resume: bool = False, host: dict | None = None) -> list[Step]:
     """Journal, namespace, bridge, veth, rules, then the cut-over, then the record, then the journal goes.
 
     seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach);
-    tap_tc: the kinds of qdisc it carried there (a rolled-back attach gives it back what it can of them).
+    tap_tc: the kinds of qdisc it carried there (a rolled-back attach gives it back what it can of them);
+    host: the hypervisor namespace's links named after the tap and the veth's staging name, as detach's planning
+    read them (saves the cut-over's teardown its first probe).
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
@@ -85,7 +87,7 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         FirewallBridge(spec.vm, spec.nic, mtu, fresh),
         VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
-        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume),
+        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume, host),
         *_shaping(spec, previous, fresh),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]
@@ -123,12 +125,12 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
     ])
 
 
-def plan_detach(target: Applied, records: StateDir, resume: bool = False) -> list[Step]:
+def plan_detach(target: Applied, records: StateDir, resume: bool = False, host: dict | None = None) -> list[Step]:
     """The tap back onto its VN bridge first (the VM keeps its network, and its limits), the record, then the rest:
     the whole namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth,
     bridge, and the namespace if it is empty by then)."""
     spec = target.spec
-    attach = plan_attach(target, records, journal=False, resume=resume)
+    attach = plan_attach(target, records, journal=False, resume=resume, host=host)
     cut_over = next(s for s in attach if isinstance(s, CutOver))
     record = next(s for s in attach if isinstance(s, Record))
     objects = [s for s in attach if not isinstance(s, (CutOver, Record, Shaping))]

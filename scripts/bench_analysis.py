@@ -45,7 +45,7 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
 - **Control plane.** One NIC attached and detached on a fresh tap, 5 times each, with K = 0 and K = max other VMs:
   through the Python API (processes counted by wrapping `netfw.runner._execute`), through the CLI (a new process per
   call, as OpenNebula runs a driver), and the *shell floor*: a bash script with the fewest commands that make the same
-  kernel objects (7 processes: `ip netns add`, one `sysctl`, one `ip -n NS -batch` for lo, bridge and veth, one
+  kernel objects (7 processes: `ip netns add`, one `sysctl`, one `ip -n NS -batch` for the bridge and veth, one
   restore per family, one `ip -batch` in the hypervisor, one `ip -n NS link set` for the tap), timed inside bash.
   Two *what-if* rows run netfw's unchanged code with `runner._execute` replaced by plain `subprocess.run`, and with
   iptables-legacy as the backend (a PATH entry whose `iptables-restore` etc. are the legacy tools); netfw itself is

@@ -71,7 +71,6 @@ nsenter --net=/run/netns/"$NS" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net
     net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 \
     net.bridge.bridge-nf-filter-vlan-tagged=1 net.bridge.bridge-nf-filter-pppoe-tagged=1
 ip -n "$NS" -batch - <<EOF
-link set lo up
 link add $BR type bridge nf_call_iptables 1 nf_call_ip6tables 1
 link set $BR up
 link add $F type veth peer name $H netns $$

@@ -37,8 +37,9 @@ class VmNamespace(Step):
         return f"namespace {self.ns}"
 
     def _configure_cmds(self) -> list[list[str]]:
+        # No `lo up`: nothing in a namespace that only bridges talks to itself, and it would cost a process.
         settings = [f"{k}={v}" for k, v in SYSCTLS.items()]
-        return [probe.in_netns(self.ns, "sysctl", "-q", "-w", *settings), probe.ip(self.ns, "link", "set", "lo", "up")]
+        return [probe.in_netns(self.ns, "sysctl", "-q", "-w", *settings)]
 
     def commands(self):
         return [(["ip", "netns", "add", self.ns], None)] + [(c, None) for c in self._configure_cmds()]
@@ -54,7 +55,7 @@ class VmNamespace(Step):
             runner.run(argv)
 
     def apply(self) -> bool:
-        """Create and configure the namespace; an existing one gets its settings (sysctls, lo up) again."""
+        """Create and configure the namespace; an existing one gets its sysctls again."""
         self._created = self.fresh.created = False
         if probe.netns_exists(self.ns):
             # Writing the settings again costs less than reading them first and leaves them as attach wants.
@@ -101,9 +102,6 @@ class VmNamespace(Step):
         if not probe.netns_exists(self.ns):
             return [f"namespace {self.ns} is missing"]
         drift = []
-        lo = probe.links(self.ns, ["lo"]).get("lo")
-        if not probe.is_up(lo):
-            drift.append(f"{self.ns}: lo is down")
         for key, value in probe.sysctls(self.ns, list(SYSCTLS)).items():
             if value != SYSCTLS[key]:
                 drift.append(f"{self.ns}: sysctl {key} is {value}, expected {SYSCTLS[key]}")

@@ -36,9 +36,12 @@ from .base import Fresh, Step, port_drift, run_batch
 class CutOver(Step):
     def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
                  seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset(),
-                 resume: bool = False):
+                 resume: bool = False, host: dict | None = None):
         self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
         self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
+        # The hypervisor's links named tap and staging as detach's planning read them, under the VM's lock, just
+        # before: the first facts() uses them instead of a probe; every later one reads again.
+        self.host = host
         # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.tc), and an attach rolled
         # back puts back on the tap the parts of libvirt's set-up it had (tap_tc: the qdisc kinds it carried).
         self.limits, self.tap_tc = limits, tap_tc
@@ -63,7 +66,9 @@ class CutOver(Step):
         after the cut-over, its staging name before, None when there is none). Read-only."""
         if self.fresh.veth and self.seen is not None:  # this run made the veth and planning saw the tap outside:
             return self.seen, None, self.staging  # nothing else can be the case (and no process need ask)
-        host = probe.links(None, [self.tap, self.staging])
+        host, self.host = self.host, None
+        if host is None:
+            host = probe.links(None, [self.tap, self.staging])
         named = host.get(self.tap)
         veth = self.tap if self._ours(named) else self.staging if self._ours(host.get(self.staging)) else None
         if veth is None and self.fresh.veth:  # made by this very run (in a dry run it only was recorded)
