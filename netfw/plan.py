@@ -6,7 +6,7 @@ import dataclasses
 
 from . import names, state
 from .model import NicSpec
-from .render import Ruleset, render, zone, zones
+from .render import RETIRED_ZONE, Ruleset, render, zone, zones
 from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.record import Journal
@@ -121,7 +121,7 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
         *steps,
         *_shaping(spec, previous.spec),
         Record(records, spec.vm, spec.nic, state.document(target)),
-        FlushZone(names.netns(spec.vm), zone(spec), changed),
+        FlushZone(names.netns(spec.vm), zone(spec), changed, RETIRED_ZONE if spec.nic == 0 else None),
     ])
 
 

@@ -70,6 +70,8 @@ class FamilyRules:
     chains: dict[str, tuple[str, ...]]  # chain name -> its rules, each "-A <chain> ..."
     jumps: tuple[str, ...]  # "-A FORWARD ..." lines (PREROUTING for the raw table)
     table: str = "filter"
+    # Lines an earlier netfw put in the parent chain for this NIC and this one must take out (NIC 0's zone rule).
+    retired: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,21 +104,31 @@ def render(spec: NicSpec) -> Ruleset:
 
 
 def zone(spec: NicSpec) -> int:
-    """The NIC's conntrack zone in the VM namespace: its flows are tracked (and can be deleted) apart from others'."""
-    return spec.nic + 1
+    """The NIC's conntrack zone in the VM namespace: its flows are tracked (and can be deleted) apart from others'.
+
+    NIC 0 is in the namespace's default zone 0, which needs no rule: a VM's only NIC (the usual case) costs no raw
+    table, which would add a netfilter hook and a CT target to every packet in the namespace. NIC n > 0 is in zone
+    n + 1: zone 1 is where earlier netfw put NIC 0, so no two NICs share a zone while rules of both ages coexist.
+    """
+    return 0 if spec.nic == 0 else spec.nic + 1
+
+
+#: The zone NIC 0 had before it moved to the default zone; its rule goes at NIC 0's next update or detach.
+RETIRED_ZONE = 1
 
 
 def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
-    """raw-table rule that puts every packet crossing the NIC's firewall bridge (either way) in the NIC's zone.
+    """raw-table rule that puts every packet crossing the NIC's firewall bridge (either way) in the NIC's zone; none
+    for NIC 0 (zone 0), whose rule of an earlier netfw is retired instead.
 
     In PREROUTING br_netfilter shows a bridged packet as coming in on the bridge, and each NIC has its own bridge:
     one interface match per packet, no physdev match.
     """
     bridge = names.bridge(spec.vm, spec.nic)
-    return tuple(
-        FamilyRules(family, {}, (f"-A PREROUTING -i {bridge} -j CT --zone {zone(spec)}",), table="raw")
-        for family in FAMILIES
-    )
+    line = f"-A PREROUTING -i {bridge} -j CT --zone {{}}"
+    if spec.nic == 0:
+        return tuple(FamilyRules(f, {}, (), table="raw", retired=(line.format(RETIRED_ZONE),)) for f in FAMILIES)
+    return tuple(FamilyRules(f, {}, (line.format(zone(spec)),), table="raw") for f in FAMILIES)
 
 
 def chain_name(spec: NicSpec, role: str) -> str:

@@ -161,21 +161,29 @@ def hop_rules(lines: list[str]) -> None:
 
 
 class NetfwTables:
-    """Take netfw's raw table or ebtables out of the VM namespaces and put them back exactly (breakdown only)."""
+    """Take netfw's ebtables out of the VM namespaces and put them back exactly (breakdown only)."""
 
     def __init__(self):
-        self.saved = {vm: {"raw": sh(*in_ns(netfw_links(vm)[0], "iptables-save", "-t", "raw")).stdout,
-                           "eb": sh(*in_ns(netfw_links(vm)[0], "ebtables-save")).stdout} for vm in PAIR}
+        self.saved = {vm: sh(*in_ns(netfw_links(vm)[0], "ebtables-save")).stdout for vm in PAIR}
 
-    def off(self, which: str) -> None:
+    def off(self) -> None:
         for vm in PAIR:
-            argv = ("iptables", "-t", "raw", "-F") if which == "raw" else ("ebtables", "-t", "filter", "-F", "FORWARD")
-            sh(*in_ns(netfw_links(vm)[0], *argv))
+            sh(*in_ns(netfw_links(vm)[0], "ebtables", "-t", "filter", "-F", "FORWARD"))
 
-    def on(self, which: str) -> None:
+    def on(self) -> None:
         for vm in PAIR:
-            argv = ("iptables-restore", "-T", "raw") if which == "raw" else ("ebtables-restore",)
-            sh(*in_ns(netfw_links(vm)[0], *argv), stdin=self.saved[vm][which])
+            sh(*in_ns(netfw_links(vm)[0], "ebtables-restore"), stdin=self.saved[vm])
+
+
+def old_zone(on: bool) -> None:
+    """NIC 0 in a conntrack zone of its own, as netfw before 2026-12-02 loaded it (raw `-i <firewall bridge> -j CT
+    --zone 1`, both families), or the raw table empty again (netfw now: NIC 0 is in the default zone 0)."""
+    for vm in PAIR:
+        ns, br, _, _ = netfw_links(vm)
+        for tool in ("iptables", "ip6tables"):
+            sh(*in_ns(ns, tool, "-t", "raw", "-F"))
+            if on:
+                sh(*in_ns(ns, tool, "-t", "raw", "-A", "PREROUTING", "-i", br, "-j", "CT", "--zone", "1"))
 
 
 def vm_flush(table: str, tool: str = "iptables") -> None:
@@ -220,8 +228,8 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
                   seq(detach, host_clean)),
         "netfw_no_eb": ("netfw, ebtables FORWARD flushed in the VM namespaces (breakdown: the ethertype chain)",
                         seq(attach, lambda: vm_flush("filter", "ebtables")), seq(detach, host_clean)),
-        "netfw_no_raw": ("netfw, raw table flushed in the VM namespaces (breakdown: the conntrack-zone rule)",
-                         seq(attach, lambda: vm_flush("raw")), seq(detach, host_clean)),
+        "netfw_zone": ("netfw with NIC 0 in a conntrack zone of its own (the raw `CT --zone` rule netfw loaded "
+                       "before 2026-12-02)", seq(attach, lambda: old_zone(True)), seq(detach, host_clean)),
         # remedies
         "netfw_hoff": ("netfw, hypervisor bridge-nf-call-iptables 0 (every NIC behind netfw)",
                        seq(attach, lambda: host_brnf(False)), seq(detach, host_clean)),
@@ -281,10 +289,10 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
         "p_hop_hbrnf": ("netfw's path, VM bridge netfilter and conntrack: hypervisor bridge netfilter 0 → 1",
                         lambda: (hop(), hop_brnf(True), hop_rules(VM_CONNTRACK)), lambda: host_brnf(False),
                         lambda: host_brnf(True), unhop),
-        "p_netfw_eb": ("netfw: its ebtables chain off → on", attach_saving, lambda: tables[0].off("eb"),
-                       lambda: tables[0].on("eb"), detach),
-        "p_netfw_raw": ("netfw: its raw-table conntrack-zone rule off → on", attach_saving,
-                        lambda: tables[0].off("raw"), lambda: tables[0].on("raw"), detach),
+        "p_netfw_eb": ("netfw: its ebtables chain off → on", attach_saving, lambda: tables[0].off(),
+                       lambda: tables[0].on(), detach),
+        "p_netfw_zone": ("netfw: NIC 0 in the default conntrack zone → a zone of its own (raw `CT --zone`, as "
+                         "before 2026-12-02)", attach, lambda: old_zone(False), lambda: old_zone(True), detach),
         "p_netfw_hoff": ("netfw: hypervisor bridge-nf-call-iptables 1 → 0", attach, lambda: host_brnf(True),
                          lambda: host_brnf(False), detach),
         "p_netfw_hct_hoff": ("netfw, hypervisor uses conntrack: bridge-nf-call-iptables 1 → 0",
@@ -421,9 +429,9 @@ PIECES = (
     ("bridge netfilter in the hypervisor, netfw's path (no rules)", "hop", "hop_hbrnf"),
     ("bridge netfilter in the VM namespaces (no rules)", "hop", "hop_vbrnf"),
     ("conntrack in the VM namespaces (2 rules)", "hop_vbrnf", "hop_vbrnf_ct"),
-    ("netfw's rules over those 2 (security group, physdev jumps, ebtables, raw zone)", "hop_both_ct", "netfw"),
+    ("netfw's rules over those 2 (security group, physdev jumps, ebtables)", "hop_both_ct", "netfw"),
     ("of which netfw's ebtables ethertype chain", "netfw_no_eb", "netfw"),
-    ("of which netfw's raw-table conntrack-zone rule", "netfw_no_raw", "netfw"),
+    ("trimmed: NIC 0's raw-table zone rule of netfw before 2026-12-02", "netfw", "netfw_zone"),
     ("remedy: hypervisor bridge-nf-call-iptables 0", "netfw", "netfw_hoff"),
     ("a hypervisor that uses conntrack itself", "netfw", "netfw_hct"),
     ("remedy there: raw CT --notrack for the VN bridge", "netfw_hct", "netfw_hct_notrack"),

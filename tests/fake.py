@@ -51,6 +51,8 @@ class FakeHost:
             return runner.Result(tuple(argv), 0, "".join(json.dumps([f]) + "\n" for f in found), "")
         if argv[-3:-1] == ["link", "show"] or argv[-2:] == ["link", "show"]:
             return runner.Result(tuple(argv), 0, json.dumps(list(self.links.get(ns, {}).values())), "")
+        if argv[-1].endswith("tables-save"):  # every table (a NIC's filter and raw parts in one save)
+            return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-1][:-len("tables-save")], None), ""), "")
         if argv[-3].endswith("tables-save"):
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-3][:-len("tables-save")], argv[-1]), ""), "")
         if argv[-2:] == ["ipset", "save"]:

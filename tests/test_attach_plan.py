@@ -71,7 +71,7 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
                   "-A FORWARD -o one-7-0 -j one-7-0-e\nCOMMIT\n")
     ip4 = next(stdin for argv, stdin in fake.calls if argv[2:3] == ["iptables-restore"])
     assert ip4.startswith("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:one-7-0-i - [0:0]\n")
-    assert "*raw\n-A PREROUTING -i one-br-7-0 -j CT --zone 1\nCOMMIT\n" in ip4
+    assert "*raw" not in ip4  # NIC 0 is in the default conntrack zone: no raw table at all
     assert fake.calls[-2:] == CUT_OVER  # no probe in between: planning saw the tap, this run made the veth
     assert (tmp_path / "vm-7" / "nic-0.json").exists()
     assert not (tmp_path / "vm-7" / "nic-0.intent.json").exists()  # the journal is gone after a complete run
@@ -206,3 +206,38 @@ def test_detach_reads_the_hypervisor_side_once(mocker, tmp_path):
     assert "\n".join(fake.commands()).startswith(DETACH + "\nip -batch -\n  link set one-7-0 down\n")
     first_run = next(i for i, (argv, _) in enumerate(fake.calls) if "-j" not in argv)
     assert first_run == 2  # before: the tap, then its bridge, then the tap and staging name again, then inside
+
+
+#: What an earlier netfw left in the raw table for NIC 0: its own conntrack zone 1 (now the default zone 0).
+OLD_ZONE_RULE = "-A PREROUTING -i one-br-7-0 -j CT --zone 1"
+
+
+@pytest.mark.parametrize("raw, flushed", [([OLD_ZONE_RULE], ["0", "1"]), ([], ["0"])])
+def test_an_update_retires_nic_0s_zone_rule_and_flushes_its_old_zone_too(mocker, tmp_path, raw, flushed):
+    """NIC 0 now uses the namespace's default zone: an update takes out the zone-1 rule an earlier netfw loaded (in
+    the same restore as the new rules) and forgets the flows of both zones; without that rule, only zone 0."""
+    FakeHost(mocker, links=HOST)
+    api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    saves = {("one-7", fam, None): "\n".join(["*raw", ":PREROUTING ACCEPT [0:0]", *raw, "COMMIT", ""])
+             for fam in ("ip", "ip6")}
+    fake = FakeHost(mocker, links=ATTACHED, saves=saves, netns={"one-7"})
+    api.update(NicSpec(7, 0, "vnbr0", conntrack_max=1000), state_dir=tmp_path)
+    restores = {argv[2]: stdin for argv, stdin in fake.calls if "--noflush" in argv}
+    for tool in ("iptables-restore", "ip6tables-restore"):
+        assert ("*raw\n-D PREROUTING -i one-br-7-0 -j CT --zone 1\nCOMMIT\n" in restores[tool]) == bool(raw)
+        assert "-A PREROUTING" not in restores[tool]
+    assert [argv[-1] for argv, _ in fake.calls if argv[2:4] == ["conntrack", "-D"]] == flushed
+
+
+def test_verify_names_a_left_over_zone_rule_of_nic_0(mocker):
+    """The retired line is drift until an update takes it out."""
+    rules = render(NicSpec(7, 0, "vnbr0"))
+    filter_lines = ["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
+                    *(f":{c} - [0:0]" for c in rules.family("ip").chains),
+                    *(r for rs in rules.family("ip").chains.values() for r in rs), *rules.family("ip").jumps, "COMMIT"]
+    live = "\n".join(["*raw", ":PREROUTING ACCEPT [0:0]", OLD_ZONE_RULE, "COMMIT", *filter_lines, ""])
+    FakeHost(mocker, saves={("one-7", "ip", None): live}, netns={"one-7"})
+    from netfw.render import zones
+    step = FamilyRuleset("one-7", [rules.family("ip"), zones(NicSpec(7, 0, "vnbr0"))[0]])
+    assert step.check() == [f"one-7: iptables raw `{OLD_ZONE_RULE}` is left over from an earlier netfw (update "
+                            "removes it)"]

@@ -173,3 +173,15 @@ def test_bad_identity_is_refused_before_rendering(fields, message):
     with pytest.raises(InputError) as e:
         NicSpec(7, 0, "br0", **fields)
     assert str(e.value) == message
+
+
+def test_nic_0_is_in_the_default_conntrack_zone_and_the_others_in_zones_of_their_own():
+    """NIC 0 needs no raw rule (zone 0); NIC n > 0 gets zone n + 1, never 1 (earlier netfw's zone of NIC 0)."""
+    from netfw.render import zone, zones
+
+    nic0, nic1, nic3 = (zones(NicSpec(7, n, "vnbr0")) for n in (0, 1, 3))
+    assert [z.jumps for z in nic0] == [(), ()]
+    assert [z.retired for z in nic0] == [("-A PREROUTING -i one-br-7-0 -j CT --zone 1",)] * 2
+    assert [z.jumps for z in nic1] == [("-A PREROUTING -i one-br-7-1 -j CT --zone 2",)] * 2
+    assert [z.table for z in nic3] == ["raw", "raw"] and nic3[0].jumps == ("-A PREROUTING -i one-br-7-3 -j CT --zone 4",)
+    assert [zone(NicSpec(7, n, "vnbr0")) for n in range(4)] == [0, 2, 3, 4]

@@ -18,7 +18,7 @@ class _Part:
         self.stale = tuple(c for c in stale if c not in rules.chains)
         self.managed = (*rules.chains, *self.stale)
         # The built-in chain the jumps hang from (FORWARD; PREROUTING in raw), and the policies netfw owns there.
-        self.parent = rules.jumps[0].split(" ", 2)[1] if rules.jumps else "FORWARD"
+        self.parent = next((l.split(" ", 2)[1] for l in (*rules.jumps, *rules.retired)), "FORWARD")
         self.policies = tables.POLICIES if (self.table == "filter" and self.family != "eb") else {}
 
     def _policies(self, live: tables.Table | None = None) -> list[str]:
@@ -33,6 +33,7 @@ class _Part:
             body.extend(rules)
         body += [j for j in self.rules.jumps if live.count(j) == 0]
         body += [tables.delete_line(j) for j in self.rules.jumps for _ in range(live.count(j) - 1)]
+        body += [tables.delete_line(r) for r in self.rules.retired for _ in range(live.count(r))]
         for chain in self.stale:  # nothing names it once the NIC's chains are refilled in this same restore...
             if live.chain(chain) is not None:
                 # ... but a jump of the parent chain (ebtables `a` once spoofing filters are off, `e` staying)
@@ -43,7 +44,7 @@ class _Part:
     def jumps_in(self, live: tables.Table) -> list[str]:
         """Every rule of the parent chain that jumps to one of this NIC's chains (whatever tap it names), in order."""
         targets = tuple(f" -j {c}" for c in self.managed)
-        found = [r for r in live.rules.get(self.parent, []) if r.endswith(targets)]
+        found = [r for r in live.rules.get(self.parent, []) if r.endswith(targets) or r in self.rules.retired]
         return list(dict.fromkeys(found + list(self.rules.jumps)))
 
     def back_to(self, before: tables.Table, live: tables.Table) -> list[str]:
@@ -90,6 +91,9 @@ class _Part:
         for jump in self.rules.jumps:
             if live.count(jump) != 1:
                 drift.append(f"{ns}: {tool} jump `{jump}` occurs {live.count(jump)} times, expected once")
+        for line in self.rules.retired:
+            if live.count(line):
+                drift.append(f"{ns}: {tool} `{line}` is left over from an earlier netfw (update removes it)")
         for chain, policy in self.policies.items():
             if live.policies.get(chain) != policy:
                 drift.append(f"{ns}: {tool} {chain} policy is {live.policies.get(chain)}, expected {policy}")
@@ -113,6 +117,7 @@ class FamilyRuleset(Step):
         self.ns, self.family, self.backend, self.fresh = ns, parts[0].family, backend, fresh or Fresh()
         self.parts = [_Part(p, stale if p.table == "filter" else ()) for p in parts]
         self._before: Snapshot | None = None  # the tables before the last apply/teardown that changed them
+        self.retired_removed = False  # the last apply took out a retired line (FlushZone then flushes its zone too)
 
     def describe(self) -> str:
         chains = ", ".join(c for p in self.parts for c in p.rules.chains)
@@ -148,7 +153,7 @@ class FamilyRuleset(Step):
 
     def apply(self) -> bool:
         """Load the chains and jumps in one restore, unless they already hold exactly what is rendered."""
-        self._before = None
+        self._before, self.retired_removed = None, False
         if self.fresh.created:  # the namespace was made by this very run: its tables are empty
             live = {p.table: tables.Table() for p in self.parts}
         else:
@@ -157,6 +162,7 @@ class FamilyRuleset(Step):
             return False
         self._before = live  # set first: a restore that fails may still have loaded (undo turns it back)
         self._or_undo(lambda: self._load({p.table: p.want(live[p.table]) for p in self.parts}))
+        self.retired_removed = any(live[p.table].count(r) for p in self.parts for r in p.rules.retired)
         return True
 
     def _turn_back(self) -> None:

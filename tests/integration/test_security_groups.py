@@ -414,6 +414,45 @@ def test_update_keeps_allowed_established_flows_and_cuts_the_others(env):
     use(BASE)
 
 
+def _zones(ns: str) -> dict[int, int]:
+    """{conntrack zone: entries} in namespace ns (zone 0 is printed without `zone=`)."""
+    out = sh(*t.in_ns(ns, "conntrack", "-L"), check=False).stdout
+    found: dict[int, int] = {}
+    for line in out.splitlines():
+        zone = next((int(w[5:]) for w in line.split() if w.startswith("zone=")), 0)
+        found[zone] = found.get(zone, 0) + 1
+    return found
+
+
+def test_an_update_retires_nic_0s_zone_rule_of_an_earlier_netfw(env):
+    """Earlier netfw put NIC 0's flows in conntrack zone 1 with a raw-table rule; NIC 0 now uses the default zone 0
+    and loads no raw table. An update of a NIC attached the old way takes the rule out, forgets the flows of zone 1
+    too, and the flows the new rules forbid are cut; verify names the rule as drift until then."""
+    use(BASE)
+    ns, rule = "one-1", "PREROUTING -i one-br-1-0 -j CT --zone 1"
+    for tool in ("iptables", "ip6tables"):  # what the earlier netfw's attach loaded
+        sh(*t.in_ns(ns, tool, "-t", "raw", "-A", *rule.split()))
+    assert any("left over from an earlier netfw" in d for d in api.verify(1)[0])
+    sessions = {}
+    try:
+        for f, a in FAMILIES.items():
+            sessions[("in", f, 80)] = t.Session(PEER, a(1), 80)
+            sessions[("in", f, 443)] = t.Session(PEER, a(1), 443)
+        assert all(t.say_all(sessions).values())
+        assert _zones(ns).get(1, 0) >= 4  # the four sessions are tracked in zone 1
+        api.update(vm1_spec(in_tcp="80:90"))  # 443 no longer allowed
+        for tool in ("iptables-save", "ip6tables-save"):
+            assert "--zone" not in sh(*t.in_ns(ns, tool, "-t", "raw")).stdout
+        assert 1 not in _zones(ns)
+        alive = t.say_all(sessions)
+        assert alive == {key: key[2] == 80 for key in sessions}, alive
+        assert api.verify(1) == {0: []}
+    finally:
+        for s in sessions.values():
+            s.close()
+    use(BASE)
+
+
 def test_twenty_updates_let_nothing_through_to_a_forbidden_port(env):
     """A flood of TCP connection attempts and UDP datagrams to port 7777 (never allowed) while the rules change
     20 times, alternating two rule sets that differ in ports and in an ipset's members.
