@@ -26,12 +26,22 @@ app = typer.Typer(
 STATE_HELP = "Where netfw keeps what it applied (env NETFW_STATE_DIR)."
 
 
-def _logging(verbose: bool) -> None:
+_verbose: Optional[bool] = None  # --verbose as the group callback saw it; logging is set up on first use
+
+
+def _logger():
+    """loguru's logger with the CLI's one stderr handler, added when a command first needs it (it runs, or fails):
+    `netfw attach --help` and usage errors, which the group callback also precedes, need neither loguru (~30 ms,
+    it imports asyncio) nor its handler (~4 ms)."""
+    global _verbose
     from loguru import logger
 
-    logger.remove()
-    # "LEVEL: message" is also what OpenNebula expects of a driver's stderr (INFO:, ERROR:, DEBUG:).
-    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format="{level}: {message}", colorize=False)
+    if _verbose is not None:
+        logger.remove()
+        # "LEVEL: message" is also what OpenNebula expects of a driver's stderr (INFO:, ERROR:, DEBUG:).
+        logger.add(sys.stderr, level="DEBUG" if _verbose else "INFO", format="{level}: {message}", colorize=False)
+        _verbose = None
+    return logger
 
 
 def _version(value: bool) -> None:
@@ -53,17 +63,16 @@ def main(
     """netfw: per-VM firewall namespaces for OpenNebula-style clouds."""
     import os
 
-    if ctx.invoked_subcommand != "one":  # `one` sets up the driver's own (a loguru handler costs ~10 ms to add)
-        _logging(verbose)
+    global _verbose
+    if ctx.invoked_subcommand != "one":  # `one` sets up the driver's own (a loguru handler costs ~4 ms to add)
+        _verbose = verbose  # set up by _logger() when the command runs: this callback also precedes `attach --help`
     if backend:
         os.environ["NETFW_IPTABLES_BACKEND"] = backend
 
 
 def fail(code: int, message: str) -> None:
     """One line on stderr, then exit with code."""
-    from loguru import logger
-
-    logger.error("{}", message.splitlines()[0] if code == 2 else message)
+    _logger().error("{}", message.splitlines()[0] if code == 2 else message)
     raise typer.Exit(code)
 
 
@@ -74,6 +83,7 @@ def guarded(fn):
     from .runner import CommandError
     from .transaction import TransactionError
 
+    _logger()  # the INFO line of every step goes to stderr
     try:
         return fn()
     except InputError as e:
@@ -444,8 +454,6 @@ def metrics(
 ) -> None:
     """Prometheus text exposition of every attached VM: packets and bytes accepted and dropped, drops by reason,
     rule counters, conntrack entries and cap, NIC health. Exit 1 when something could not be read."""
-    from loguru import logger
-
     from . import metrics as exposition
 
     text, errors = guarded(lambda: exposition.collect(state_dir))
@@ -454,7 +462,7 @@ def metrics(
     else:
         typer.echo(text, nl=False)
     for error in errors:
-        logger.error("{}", error)
+        _logger().error("{}", error)
     raise typer.Exit(1 if errors else 0)
 
 
@@ -470,8 +478,6 @@ def log(
     ports, why (no rule matched, anti-spoofing, conntrack cap, ethertype). Rate-limited in the kernel per NIC."""
     import json
 
-    from loguru import logger
-
     from . import logcmd
     from .nflog import NflogError
 
@@ -481,7 +487,7 @@ def log(
     def go():
         try:
             return logcmd.stream(vm, nic, count=count, state_dir=state_dir, emit=emit,
-                                 ready=lambda: logger.info("listening for VM {}'s dropped packets", vm))
+                                 ready=lambda: _logger().info("listening for VM {}'s dropped packets", vm))
         except NflogError as e:
             fail(1, str(e))
 

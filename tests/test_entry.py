@@ -39,9 +39,11 @@ def test_version_imports_no_parser_no_logger_no_sh():
     assert imported == set()
 
 
-def test_help_imports_the_parser_only():
-    res, imported = entry("--help")
-    assert res.returncode == 0 and "attach" in res.stdout
+@pytest.mark.parametrize("args", [["--help"], ["attach", "--help"], ["-v", "detach", "--help"]])
+def test_help_imports_the_parser_only(args):
+    """A command's own --help too: the group callback runs before it, and sets up no logging (issue 12)."""
+    res, imported = entry(*args)
+    assert res.returncode == 0 and ("attach" in res.stdout or "Usage: netfw" in res.stdout)
     assert imported == {"typer", "click"}
 
 
@@ -60,5 +62,16 @@ def test_version_after_an_option_is_still_answered_by_the_cli():
 
 
 def test_usage_error_keeps_exit_2():
-    res, _ = entry("attach", "abc", "0")
+    res, imported = entry("attach", "abc", "0")
     assert res.returncode == 2 and "Invalid value" in res.stderr
+    assert "loguru" not in imported  # click reports it: no logger needed
+
+
+@pytest.mark.parametrize("verbose, debug", [([], False), (["-v"], True)])
+def test_a_command_that_runs_logs_at_the_level_asked(tmp_path, verbose, debug):
+    """The logger is set up when the command runs: INFO lines without -v, DEBUG lines (every command) with it."""
+    res, imported = entry(*verbose, "verify", "7", "--state-dir", str(tmp_path))
+    assert res.returncode == 2 and "loguru" in imported
+    assert res.stderr.startswith("ERROR: VM 7 has no attached NIC recorded")
+    res, _ = entry(*verbose, "detach", "7", "0", "--dry-run", "--state-dir", str(tmp_path / "s"), "--bridge", "nobr")
+    assert ("DEBUG: read: ip" in res.stderr) == debug
