@@ -106,95 +106,102 @@ single numbers move by ±10-20 % between runs (compare ratios of the same run). 
 Other people's work in this tree may change netfw between runs: the commit measured is printed below."""
 
 ANALYSIS = """\
-## Analysis of the committed run (2 vCPUs, netfw at fad3eca)
+## Analysis of the committed run (2 vCPUs, netfw at 6725bad)
 
-This run (2026-12-02) is the first full one since issues 8 to 11 added the ethertype chain, rule comments, the
-conntrack cap chain and NFLOG rules, and issue 9 the Open vSwitch rows; the code measured is the one on `main`
-(fad3eca changed only the benchmark's own scripts). The machine was idle during the run but is about three times
-slower than on the earlier runs (a lone TCP stream between two guests: 11 Gbit/s against 30-35): absolute figures
-are not comparable with the earlier runs, ratios within this run are.
+This run (2026-12-02, 03:48 UTC) measures the three changes of that morning for issue 12: attach and detach start
+fewer processes (12 and 7 instead of 13 and 9), NIC 0 is in the namespace's default conntrack zone (no raw table
+for a one-NIC VM), and the CLI sets up its logger only when a command runs. The machine was idle and faster than in
+the run of the night before (a lone TCP stream between two guests: 12.8 Gbit/s against 11): compare ratios within
+this run, not absolute figures between runs.
 
 **A packet costs the same with 1 or 1,000 VMs under netfw; under the legacy layout it does not.** From K = 0 to
-K = 1,000 netfw keeps 10-11.4 Gbit/s, 75-86 kpps and 45-72 µs connect latency; the legacy layout falls to
-1.5-1.7 Gbit/s, 5.1-5.4 kpps and 485-590 µs (every packet walks two physdev matches per NIC of the host). At
-K = 1,000 netfw carries 6.4-7.4 times legacy's TCP (goal 5: met), 15.7-16.6 times its small packets (goal 20:
-missed) and connects 7.1-8.7 times faster. The iptables-legacy column shows that this is the layout's cost, not the
-backend's.
+K = 1,000 netfw keeps 11-12.8 Gbit/s, 83-96 kpps and 45-53 µs connect latency; the legacy layout falls to
+1.7 Gbit/s, 6.2-6.3 kpps and 476-620 µs (every packet walks two physdev matches per NIC of the host). At K = 1,000
+netfw carries 7.2-7.5 times legacy's TCP (goal 5: met), 15.2-15.4 times its small packets (goal 20: missed) and
+connects 9-12 times faster. The iptables-legacy column shows that this is the layout's cost, not the backend's.
 
 ### Targets missed, and why
 
-- **Small packets at K = 1,000: 15.7-16.6x (goal 20x).** netfw stays flat (75-86 kpps); 20x would need 108 kpps
-  through netfw's path while one iperf3 sender on this machine reaches 160 kpps with no firewall and no second hop
-  at all (`direct` in the hop table). The ratio is capped by the sender and by netfw's own per-packet cost (next
-  item), not by K.
-- **Small packets at K = 0: 0.65-0.67x legacy (goal 0.8x); by the sender's CPU per packet 0.57x (14.0 against
-  7.9 µs).** The hop table breaks the difference down (single pieces move by about 1 µs between runs, see each
-  row's runs). The two simulated VMs are on one host, so a packet crosses **two** VM namespaces, each with a veth
-  pair, a bridge, bridge netfilter, conntrack and rules, where legacy has one bridge and one pass of each:
-  - a veth pair and a second bridge per VM: +2.1 µs over one bridge (`hop` − `direct`), which by itself is no
-    slower than legacy (`hop` is 0.97x legacy);
-  - bridge netfilter: +1.5 in the hypervisor, +1.7 in the two VM namespaces (no rules);
-  - conntrack in the two VM namespaces: +0.9;
-  - netfw's rules over those: +1.8, most of it the ethertype chain that issue 8 added (flushing it saves 1.7 µs:
-    ebtables' bridge hook in each VM namespace; the frames it refuses, VLAN-tagged, PPPoE or other ethertypes, would
-    otherwise pass around every iptables rule, so it stays).
+- **Small packets at K = 1,000: 15.2-15.4x (goal 20x).** netfw stays flat (83-96 kpps); 20x would need 125 kpps
+  through netfw's path, about what legacy reaches at K = 0 with one bridge and one pass of netfilter. The ratio is
+  capped by netfw's own per-packet cost (next item), not by K.
+- **Small packets at K = 0: 0.76x legacy by received kpps (94.2 against 123-124), 0.67x by the sender's CPU per
+  packet (10.76 against 7.17 µs); goal 0.8x.** The hop table breaks the difference down (single pieces move by
+  about 0.5-1 µs between runs, see each row's runs). The two simulated VMs are on one host, so a packet crosses
+  **two** VM namespaces, each with a veth pair, a bridge, bridge netfilter, conntrack and rules, where legacy has one
+  bridge and one pass of each:
+  - a veth pair and a second bridge per VM: +2.1 µs over one bridge (`hop` − `direct`), which by itself is as fast
+    as legacy (`hop` is 0.99x legacy);
+  - bridge netfilter: +1.1 in the hypervisor, +0.8 in the two VM namespaces (no rules);
+  - conntrack in the two VM namespaces: +2.0;
+  - netfw's rules over those: +0.5 (the ethertype chain of issue 8 is 0.5 of it: frames it refuses, VLAN-tagged,
+    PPPoE or other ethertypes, would otherwise pass around every iptables rule, so it stays).
+  *Trimmed in this run*: NIC 0's raw-table zone rule. Put back (`netfw_zone`), the path costs 0.60 µs more (11.36
+  µs, 0.63x); paired runs before the change gave +0.04 to +1.59 µs, +0.40 with 16 pairs.
   The best built path with bridge netfilter and conntrack in the VM namespaces and none in the hypervisor
-  (`hop_vbrnf_ct`), before any rule, is already 0.74x legacy: with two VM namespaces per packet, the design's
-  stateful filtering in each VM's own namespace costs more than legacy's single pass, and no setting found here
-  brings netfw's full path to 0.8x on this machine.
+  (`hop_vbrnf_ct`), before any rule, is 0.71x legacy: stateful filtering in each VM's own namespace, twice per
+  packet between two VMs of a host, costs more than legacy's single pass, and no setting found here brings netfw's
+  full path to 0.8x by CPU per packet. The kpps ratio (0.76) is closer because the receiver, not only the sender,
+  limits legacy's rate.
   *Remedies measured* (each a row of the hop table): the hypervisor's `bridge-nf-call-iptables 0`, the operator's
-  choice once every NIC of the host is behind netfw (docs/opennebula.md), saves 1.2 µs (0.57x to 0.62x; 1.95 µs
-  on a hypervisor that uses conntrack itself); `--backend legacy` 2.4 µs (0.68x) and `nf_conntrack_checksum 0` in
-  the VM namespaces 1.5 µs, both within the spread of their own runs (10.7-14.3 and 12.3-14.8 µs); veth GRO 1.05 µs
-  alone and nothing with `rx-udp-gro-forwarding`; a raw `CT --notrack` for the VN bridge and `nf_call_iptables 0`
-  on the VN bridge alone nothing. TCP at K = 0 is 1.15-1.33x legacy (met): with GSO/GRO the rules run once per
-  super-packet.
+  choice once every NIC of the host is behind netfw (docs/opennebula.md), saves 1.43 µs on a hypervisor that uses
+  conntrack itself (0.63x to 0.72x) and nothing measurable on one that does not (-0.13 µs); `--backend legacy`
+  0.67 µs (0.71x), within the spread of its own runs (10.1-13.1 µs); veth GRO, `rx-udp-gro-forwarding`,
+  `nf_conntrack_checksum 0`, a raw `CT --notrack` or `nf_call_iptables 0` on the VN bridge alone: nothing. TCP at
+  K = 0 is 0.95-1.09x legacy (met): with GSO/GRO the rules run once per super-packet.
   Not measured here: traffic between a netfw VM and a host outside, which crosses one VM namespace instead of two.
-- **Attach in-process: 3.2x the shell floor with 20 rules, 2.2x with security group 0 (goal 1.3x).** netfw runs 13
-  processes (the floor 8) and detaches with 9 (the floor 3). One short process costs 13.5 ms through `sh` against
-  3.3 ms through `subprocess.run` in this run (`ip -V`): the what-if rows run the same code with `subprocess.run`,
-  1.52x the floor (1.38x with iptables-legacy). *What would meet it:* a process runner without `sh`'s fork in
-  Python and per-call threads; the design card prescribes `sh`, so this is the user's call.
-- **CLI: attach 274-330 ms above the shell floor (goal 120 ms); `netfw --help` 107 ms (goal 80).** `netfw
-  --version` is 20 ms (met: it imports nothing). Importing what an attach needs takes 168 ms in a fresh interpreter
-  here: typer/click, loguru and `sh` (loguru and `sh` both import asyncio, `sh` reads its own package metadata);
-  then 13 processes through `sh`. The in-process attach alone is 100 ms above the floor. *What would meet it:* a
-  runner without `sh` (above) and a logger that is not imported for INFO lines; or a resident process that
-  OpenNebula's driver talks to. The design card keeps all three.
+- **Attach in-process: 2.46x the shell floor with 20 rules, 1.78x with security group 0 (goal 1.3x).** netfw runs
+  12 processes (the floor 8) and detaches with 7 (the floor 3). One short process costs 6.2 ms through `sh` against
+  1.8 ms through `subprocess.run` in this run (`ip -V`): `sh` forks the Python process itself (the fork copies the
+  page tables of a ~30 MB interpreter) and starts three threads per command. The what-if rows run the same code with
+  `subprocess.run`: 1.35x the floor (1.24x with iptables-legacy). *What would meet it:* a process runner without
+  `sh`; the design card prescribes `sh`, so this is the user's call.
+- **CLI: attach 237-263 ms above the shell floor (goal 120 ms).** `netfw --version` 15 ms and `netfw --help` 71 ms
+  (both met; `netfw attach --help` 85 ms, down from about 125 since it no longer sets up the logger). What an attach
+  adds to the in-process API (65 ms above the floor with security group 0): the interpreter (15 ms) and the imports
+  (122-146 ms in a fresh interpreter: typer and click about 45, loguru about 30 of which asyncio 14, `sh` about 20
+  of which its own package metadata 8.5, netfw's modules about 20). *What would meet it:* keeping the three
+  libraries, a resident process that the CLI hands its arguments to (the in-process API, 65 ms above the floor,
+  plus a bare interpreter's 15 ms); without it, all of a runner without `sh` (-53 ms here), a logger without loguru
+  (-30) and a parser without typer (-40) would leave 115-140 ms, at the goal at best. The design card keeps all
+  three, so this is the user's call.
+- **The 1,000th attach: 1.41x the 1st (goal 1.2x; 1.2x in the run before).** 154 ms for the 1st, 168 at the 10th,
+  187 at the 100th, 225 at the 500th and 217 at the 1,000th: the first attaches of this run were faster than the
+  night before's (255 ms) while the late ones cost about the same; the growth sits in the first few hundred VMs
+  (more links and namespaces for every `ip` to walk) and is flat after 500.
 - **1,000 rules, per-rule calls against netfw, with iptables-nft: no number.** netfw's single restore of 1,000
-  rules fails inside a user namespace ("Message too long", the nft batch limit of KERNEL.md, reached sooner now that
-  every rule carries its `sg X rule n` comment and jumps to the cap chain); as real root on a real host it loads.
-  With iptables-legacy netfw takes 34 ms against 4.5 s of per-rule calls (133x, met). Splitting netfw's restore
-  into batches would give up the atomic swap; the backend setting is the answer.
+  rules fails inside a user namespace ("Message too long", the nft batch limit of KERNEL.md); as real root on a real
+  host it loads. With iptables-legacy netfw takes 29 ms against 3.5 s of per-rule calls (121x, met). Splitting
+  netfw's restore into batches would give up the atomic swap; the backend setting is the answer.
 
-Met: TCP at K = 1,000 (6.4-7.4x) and at K = 0 (1.15-1.33x); the 1,000th attach 1.2x the 1st (255 to 306 ms); 1,000
-rules 133x faster than per-rule calls (legacy backend); `netfw --version` 20 ms; counting and logging (issue 11)
-cost nothing measurable: with them / without 1.05 (kpps) and 1.04 (per CPU second), a dropped flood 0.98 and 1.01
-with `netfw log` reading, connect latency 1.07 (goal: at most 5 % below).
+Met: TCP at K = 1,000 (7.2-7.5x) and at K = 0 (0.95-1.09x); 1,000 rules 121x faster than per-rule calls (legacy
+backend); `netfw --version` 15 ms and `netfw --help` 71 ms; counting and logging (issue 11) cost nothing
+measurable: with them / without 1.02 (kpps) and 0.99 (per CPU second), a dropped flood 0.975 and 0.96 with
+`netfw log` reading, connect latency 0.86 (goal: at most 5 % below).
 
 ### Open vSwitch
 
 On the userspace datapath (ovs-vswitchd forwards every packet in a process that shares the 2 vCPUs), netfw on the
-receiving VM keeps 0.74 of plain OVS's TCP and 0.78 of its small packets, on both VMs 0.52 and 0.73. Attach on OVS
-takes 1.41x the Linux-bridge attach through the API (17 processes against 13: reading the port's records, deleting
-the port and adding it back with them) and 1.2x from the CLI. The cut-over outage (longest silence between two
-replies of a 2 ms ping stream): 96 ms median (111 max, 9 requests lost) on OVS for attach and 94 ms for detach,
-43-45 ms (64 max, 4 lost) on a Linux bridge; a bystander sees 18-21 ms on OVS (ovs-vswitchd reconfiguring) and
-3-4 ms on Linux, the measurement's floor.
+receiving VM keeps 0.72 of plain OVS's TCP and 0.73 of its small packets, on both VMs 0.59 and 0.76. Attach on OVS
+takes 1.37x the Linux-bridge attach through the API (16 processes against 12: reading the port's records, deleting
+the port and adding it back with them) and 1.24x from the CLI. The cut-over outage (longest silence between two
+replies of a 2 ms ping stream): 94 ms median (95 max, 9 requests lost) on OVS for attach and 90 ms (105 max) for
+detach, 33 ms (44 max, 3 lost) and 43 ms (56 max) on a Linux bridge; a bystander sees 14-17 ms on OVS
+(ovs-vswitchd reconfiguring) and 2-3 ms on Linux, the measurement's floor.
 
 ### iptables-nft or iptables-legacy in the VM namespace
 
-For the control plane legacy is faster: netfw's ruleset step loads 10 rules in 24 ms against 34 ms, 1,000 in 34 ms
-(nft cannot, in a user namespace), and a whole attach takes 210 against 251 ms (107 against 119 ms with the
-`subprocess` runner). For the data plane there is no clear difference (76 against 76 kpps at K = 0, 78 against
-85 at K = 1,000). So netfw offers `--backend auto|nft|legacy` (`NETFW_IPTABLES_BACKEND`; auto = the system's
-`iptables` alternative, the default); each NIC records the backend it was attached with, so that its rules never
-end up split over both.
+For the control plane legacy is faster: netfw's ruleset step loads 10 rules in 18 ms against 33 ms, 1,000 in 29 ms
+(nft cannot, in a user namespace), and a whole attach takes 167 against 195 ms (99 against 108 ms with the
+`subprocess` runner). For the data plane there is no clear difference (94 against 87 kpps at K = 0, 96 against 91
+at K = 1,000; 0.67 µs per packet in the hop table, within its spread). So netfw offers `--backend auto|nft|legacy`
+(`NETFW_IPTABLES_BACKEND`; auto = the system's `iptables` alternative, the default); each NIC records the backend
+it was attached with, so that its rules never end up split over both.
 
 ### Memory
 
-An attached VM costs about 590 KiB of slab (840 KiB by meminfo; mostly the namespace itself: per-namespace sysctl
-tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take 0.6-0.8 GiB. Legacy chains
+An attached VM costs about 610 KiB of slab (870 KiB by meminfo; mostly the namespace itself: per-namespace sysctl
+tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take 0.6-0.9 GiB. Legacy chains
 cost about 14 KiB per NIC. Conntrack costs about 250 KiB per 1,000 entries (about 250 B each, as KERNEL.md says),
 counted in every namespace that tracks the flow; netfw's default cap (8,192 per NIC) bounds a flooded NIC at 2 MiB.
 
