@@ -153,7 +153,7 @@ connects 9-12 times faster. The iptables-legacy column shows that this is the la
 - **Attach in-process: 2.46x the shell floor with 20 rules, 1.78x with security group 0 (goal 1.3x).** netfw runs
   12 processes (the floor 8) and detaches with 7 (the floor 3). One short process costs 6.2 ms through `sh` against
   1.8 ms through `subprocess.run` in this run (`ip -V`): `sh` forks the Python process itself (the fork copies the
-  page tables of a ~30 MB interpreter) and starts three threads per command. The what-if rows run the same code with
+  page tables of a ~30 MB interpreter) and starts four threads per command. The what-if rows run the same code with
   `subprocess.run`: 1.35x the floor (1.24x with iptables-legacy). *What would meet it:* a process runner without
   `sh`; the design card prescribes `sh`, so this is the user's call.
 - **CLI: attach 237-263 ms above the shell floor (goal 120 ms).** `netfw --version` 15 ms and `netfw --help` 71 ms
