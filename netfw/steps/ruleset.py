@@ -117,7 +117,6 @@ class FamilyRuleset(Step):
         self.ns, self.family, self.backend, self.fresh = ns, parts[0].family, backend, fresh or Fresh()
         self.parts = [_Part(p, stale if p.table == "filter" else ()) for p in parts]
         self._before: Snapshot | None = None  # the tables before the last apply/teardown that changed them
-        self.retired_removed = False  # the last apply took out a retired line (FlushZone then flushes its zone too)
 
     def describe(self) -> str:
         chains = ", ".join(c for p in self.parts for c in p.rules.chains)
@@ -153,7 +152,7 @@ class FamilyRuleset(Step):
 
     def apply(self) -> bool:
         """Load the chains and jumps in one restore, unless they already hold exactly what is rendered."""
-        self._before, self.retired_removed = None, False
+        self._before = None
         if self.fresh.created:  # the namespace was made by this very run: its tables are empty
             live = {p.table: tables.Table() for p in self.parts}
         else:
@@ -162,7 +161,6 @@ class FamilyRuleset(Step):
             return False
         self._before = live  # set first: a restore that fails may still have loaded (undo turns it back)
         self._or_undo(lambda: self._load({p.table: p.want(live[p.table]) for p in self.parts}))
-        self.retired_removed = any(live[p.table].count(r) for p in self.parts for r in p.rules.retired)
         return True
 
     def _turn_back(self) -> None:
@@ -194,6 +192,12 @@ class FamilyRuleset(Step):
     def changed(self) -> bool:
         """True when the last apply() loaded new rules."""
         return self._before is not None
+
+    @property
+    def retired_removed(self) -> bool:
+        """True when the last apply() took out a retired line (FlushZone then flushes that line's zone too)."""
+        return self._before is not None and any(
+            self._before[p.table].count(r) for p in self.parts for r in p.rules.retired)
 
     def check(self) -> list[str]:
         if not probe.netns_exists(self.ns):
