@@ -503,11 +503,14 @@ def one(
                    "update_nic DEPLOY_ID VNET_ID."),
     vn_mads: Optional[str] = typer.Option(
         None, "--vn-mads", help="Comma list of the VN_MADs whose NICs netfw handles "
-                                "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge)."),
+                                "(env NETFW_VN_MADS; default fw,802.1Q,vxlan,bridge,ovswitch,ovswitch_vxlan)."),
     backend: Optional[str] = typer.Option(
         None, "--backend", help="iptables backend for NICs attached from now on: auto, nft or legacy."),
     conntrack_max: Optional[int] = typer.Option(
         None, "--conntrack-max", help="Conntrack entries each handled NIC may hold (default 8192)."),
+    log_stdout: bool = typer.Option(
+        False, "--log-stdout", help="Run as a hook in a driver's <action>.d/ (the wrappers set it there): INFO and "
+                                    "WARNING lines on stdout, which the driver logs; the ERROR line on stderr."),
     dry_run: bool = DRY_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
@@ -516,7 +519,7 @@ def one(
     from . import driver
     from .document import MAX_INPUT
 
-    driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")))
+    driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")), to_stdout=log_stdout)
     if backend:
         import os
 

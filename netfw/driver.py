@@ -145,10 +145,17 @@ def _which(specs: list[NicSpec]) -> str:
     return ", ".join(str(s.nic) for s in specs)
 
 
-def _result(action: str, vm: int, specs: list[NicSpec], outcomes: list[api.Outcome]) -> Result:
+def _result(call: Call, action: str, specs: list[NicSpec], outcomes: list[api.Outcome]) -> Result:
     changed = sum(len(o.changed) for o in outcomes)
-    summary = f"netfw {action}: VM {vm} NIC {_which(specs)}: " + (f"{changed} change(s)" if changed else "no change")
+    summary = (f"netfw {action}: VM {call.doc.vm} NIC {_which(specs)}: "
+               + (f"{changed} change(s)" if changed else "no change") + _left(call.doc, call.cfg))
     return Result(summary, [c for o in outcomes for c in o.commands])
+
+
+def _left(doc: one.VmDoc, cfg: Config) -> str:
+    """'; not handled: 1 NIC with VN_MAD dummy (3)' for the summary line, "" when netfw handles every NIC."""
+    left = doc.not_handled(cfg.vn_mads)
+    return f"; not handled: {left}" if left else ""
 
 
 # --- the actions ----------------------------------------------------------------------------------------------------
@@ -163,7 +170,7 @@ def pre(call: Call) -> Result:
 def post(call: Call) -> Result:
     """Every handled NIC behind its firewall, in one transaction (one NIC fails: all of this call undone)."""
     outcome = api.attach_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result("post", call.doc.vm, call.specs, [outcome])
+    return _result(call, "post", call.specs, [outcome])
 
 
 def clean(call: Call) -> Result:
@@ -184,7 +191,7 @@ def clean(call: Call) -> Result:
             failures.append(f"NIC {spec.nic}: {e}")
     if failures:
         raise ActionError(f"netfw clean: VM {call.doc.vm}: " + "; ".join(failures))
-    return _result("clean", call.doc.vm, call.specs, outcomes)
+    return _result(call, "clean", call.specs, outcomes)
 
 
 def _without_alias(call: Call) -> Result:
@@ -199,13 +206,13 @@ def _without_alias(call: Call) -> Result:
     if not attached:
         return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do")
     outcome = api.update_all(attached, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result("clean", call.doc.vm, attached, [outcome])
+    return _result(call, "clean", attached, [outcome])
 
 
 def update_sg(call: Call) -> Result:
     """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
     outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result("update_sg", call.doc.vm, call.specs, [outcome])
+    return _result(call, "update_sg", call.specs, [outcome])
 
 
 def update_nic(call: Call) -> Result:
@@ -218,7 +225,7 @@ def update_nic(call: Call) -> Result:
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
     outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
-    return _result("update_nic", call.doc.vm, specs, [outcome])
+    return _result(call, "update_nic", specs, [outcome])
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}
@@ -230,6 +237,9 @@ def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Res
     """Run one driver action on a VM document (plain XML or base64). Raises InputError before touching anything."""
     named = _arguments(action, args)
     doc = one.parse_vm(document)
+    if not doc.drivers:  # oned runs a network driver only for a VM with such an element: this is no driver document
+        raise InputError("VM document: no NIC, NIC_ALIAS or PCI element under TEMPLATE has a VN_MAD: not a "
+                         "document oned sends to a network driver")
     if doc.pci_nics:
         logger.info("VM {}: PCI NIC {} not handled (a passthrough device has no tap to filter)", doc.vm,
                     ", ".join(doc.pci_nics))
@@ -241,8 +251,9 @@ def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Res
         if action in HOTPLUG_ACTIONS and doc.hotplug_of is not None:
             what = {"nic": "NIC", "pci": "PCI NIC", "alias": "NIC_ALIAS's parent NIC"}[doc.hotplug_of]
             return Result(f"netfw {action}: VM {doc.vm}: the {what} being hot-(de)attached is not one netfw "
-                          "handles: nothing to do")
-        return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {', '.join(cfg.vn_mads)}: nothing to do")
+                          f"handles: nothing to do" + _left(doc, cfg))
+        return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {','.join(cfg.vn_mads)}: nothing to do"
+                      + _left(doc, cfg))
     return _HANDLERS[action](Call(doc, nics, named, cfg))
 
 
@@ -259,11 +270,31 @@ def _only_driver_errors(record) -> bool:
     return record["level"].name != "ERROR" or record["name"] == __name__
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """'LEVEL: message' on stderr; the transaction's own ERROR lines are left to the driver's single ERROR line."""
+def _below_error(record) -> bool:
+    return record["level"].no < logger.level("ERROR").no
+
+
+def _hook_format(record) -> str:
+    """A hook's standard output line: the message alone for INFO (the driver prefixes `INFO: <action>: `), else
+    'LEVEL: message'. Braces in the message are escaped: loguru formats the string this returns."""
+    return ("{message}\n" if record["level"].name == "INFO" else "{level}: {message}\n")
+
+
+def setup_logging(verbose: bool = False, to_stdout: bool = False) -> None:
+    """'LEVEL: message' on stderr; the transaction's own ERROR lines are left to the driver's single ERROR line.
+
+    to_stdout (`netfw one --log-stdout`, set by the wrappers when they run as a hook in `<action>.d/`): OpenNebula's
+    drivers log a hook's standard output and drop its standard error when it succeeds, and put its standard error
+    into the error they raise when it fails; so every line below ERROR goes to standard output, the ERROR line to
+    standard error.
+    """
+    level = "DEBUG" if verbose else "INFO"
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format="{level}: {message}", colorize=False,
-               filter=_only_driver_errors)
+    if to_stdout:
+        logger.add(sys.stdout, level=level, format=_hook_format, colorize=False, filter=_below_error)
+        logger.add(sys.stderr, level="ERROR", format="{level}: {message}", colorize=False, filter=_only_driver_errors)
+        return
+    logger.add(sys.stderr, level=level, format="{level}: {message}", colorize=False, filter=_only_driver_errors)
 
 
 def main(action: str, args: list[str], document: bytes | str, cfg_options: dict, echo=print) -> int:

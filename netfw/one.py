@@ -9,7 +9,13 @@ Decisions (see docs/OPENNEBULA.md for the facts they rest on):
   NICs would own is refused. Addresses are canonical and carry no zone id (netfw.values).
 - TARGET: OpenNebula names a NIC's tap one-<VM>-<NIC>; a document naming any other link (the bridge's uplink, say)
   is refused, so that a document can never make root move a foreign link into a VM namespace.
-- router: the VM is a virtual router (TEMPLATE/VROUTER_ID) or the NIC carries a VROUTER_IP* address.
+- Shapes: oned sends `pre`, `post`, `clean` and `update_sg` a reduced document in which every copied element has a
+  TEMPLATE parent of its own (`<VM><ID/><TEMPLATE><CONTEXT/></TEMPLATE><TEMPLATE><NIC/></TEMPLATE>...`), and
+  `update_nic` the whole VM (one TEMPLATE, as `onevm show -x` prints it). Like OpenNebula's drivers (XPath
+  `TEMPLATE/NIC`), netfw reads NIC, NIC_ALIAS, PCI, SECURITY_GROUP_RULE and VROUTER_ID under every TEMPLATE. A
+  document of another shape (no or two IDs, a NIC or rule directly under VM) is refused, never read as "no NIC".
+- router: the VM is a virtual router or the NIC carries a VROUTER_IP* address. oned copies a virtual router's
+  VROUTER_ID into TEMPLATE/CONTEXT (the reduced document keeps CONTEXT, not TEMPLATE/VROUTER_ID): either counts.
 - Security groups: a NIC without a SECURITY_GROUPS element is in group 0, allow all (rules=None), as OpenNebula
   defines it. An element that lists no id (empty, `,`) is an input error. Every listed group, group 0 included,
   contributes exactly its rules in the document, and a group without rules there contributes nothing (as the legacy
@@ -18,7 +24,10 @@ Decisions (see docs/OPENNEBULA.md for the facts they rest on):
   driver does; only the rules of groups some NIC lists are parsed.
 - A NETWORK_ID rule arrives expanded (IP, IP6, IP6_GLOBAL, IP6_ULA sharing one SIZE, plus NETWORK_ID, AR_ID, TYPE,
   MAC...): its fields go to rules.parse_rule unchanged, which makes one Rule per address range.
-- PCI NICs (`PCI` with TYPE=NIC: SR-IOV, passthrough) have no tap: they are not handled, only named (pci_nics).
+- PCI NICs (`PCI` with TYPE=NIC: SR-IOV, passthrough) have no tap: they are not handled, only named (pci_nics). A
+  PCI element with a VN_MAD that is not TYPE=NIC, or a NIC_ALIAS whose parent NIC is not in the document, is refused.
+- A handled NIC on BRIDGE_TYPE openvswitch_dpdk (a vhost-user port, no tap) is refused (VmDoc.handled); a NIC that
+  is not handled is only classified (its VN_MAD), so leaving that VN_MAD out of the list works.
 - ATTACH=YES (a hot attach or detach) on a NIC or a PCI NIC: post and clean concern that NIC alone; on a
   NIC_ALIAS: its parent NIC, re-applied with the alias's addresses (post) or without them (clean). update_sg and
   update_nic ignore ATTACH (see VmDoc.hotplug).
@@ -75,6 +84,14 @@ class VmNic:
     attach: bool  # the NIC itself carries ATTACH=YES
     network_id: int | None = None  # NETWORK_ID: the virtual network (update_nic selects NICs by it)
     alias_detached: NicSpec | None = None  # an alias of it carries ATTACH=YES: the spec without that alias's addresses
+    vhost_user: bool = False  # BRIDGE_TYPE openvswitch_dpdk: a vhost-user port, no tap to put behind a firewall
+
+    def check_filterable(self) -> None:
+        """InputError when netfw is asked to handle a NIC that has no tap (a vhost-user port)."""
+        if self.vhost_user:
+            raise _error(f"NIC {self.spec.nic}: BRIDGE_TYPE openvswitch_dpdk is a vhost-user port without a tap: "
+                         f"netfw has nothing to put behind a firewall (leave VN_MAD {self.vn_mad} out of the handled "
+                         "ones)")
 
 
 @dataclass(frozen=True)
@@ -86,18 +103,38 @@ class VmDoc:
     nics: tuple[VmNic, ...]
     pci_nics: tuple[str, ...] = ()  # PCI NICs (no tap: not handled), by NIC_ID, for the log
     hotplug_of: str | None = None  # what carries ATTACH=YES: "nic", "pci", "alias", or None
+    drivers: tuple[str, ...] = ()  # the VN_MADs of its NIC, NIC_ALIAS and PCI elements: the drivers oned runs for it
 
     def nic(self, nic_id: int) -> VmNic:
         """The NIC with this NIC_ID, else InputError."""
         for nic in self.nics:
             if nic.spec.nic == nic_id:
+                nic.check_filterable()
                 return nic
         have = ", ".join(str(n.spec.nic) for n in self.nics) or "none"
         raise _error(f"it has no NIC with NIC_ID {nic_id} (its NIC_IDs: {have})")
 
     def handled(self, vn_mads: tuple[str, ...] = DEFAULT_VN_MADS) -> tuple[VmNic, ...]:
         """Every NIC netfw acts on, ATTACH aside: those with a listed VN_MAD (update_sg, update_nic)."""
-        return tuple(n for n in self.nics if n.vn_mad in vn_mads)
+        nics = tuple(n for n in self.nics if n.vn_mad in vn_mads)
+        for nic in nics:
+            nic.check_filterable()
+        return nics
+
+    def not_handled(self, vn_mads: tuple[str, ...] = DEFAULT_VN_MADS) -> str:
+        """What netfw leaves to other drivers, counted by VN_MAD, for the log: '2 NICs with VN_MAD dummy (3, 4),
+        1 PCI NIC (1)'; "" when it handles every NIC."""
+        by_mad: dict[str, list[str]] = {}
+        for nic in self.nics:
+            if nic.vn_mad not in vn_mads:
+                by_mad.setdefault(nic.vn_mad, []).append(str(nic.spec.nic))
+        parts = [f"{len(ids)} NIC{'s' if len(ids) > 1 else ''} "
+                 f"{'with VN_MAD ' + mad if mad else 'without VN_MAD'} ({', '.join(ids)})"
+                 for mad, ids in by_mad.items()]
+        if self.pci_nics:
+            n = len(self.pci_nics)
+            parts.append(f"{n} PCI NIC{'s' if n > 1 else ''} ({', '.join(self.pci_nics)})")
+        return ", ".join(parts)
 
     def hotplug(self, vn_mads: tuple[str, ...] = DEFAULT_VN_MADS) -> tuple[VmNic, ...]:
         """The handled NICs a post or clean concerns: with ATTACH=YES on a NIC, that NIC alone (none for a PCI NIC);
@@ -205,12 +242,13 @@ def _tap(nic: Element, vm: int, nic_id: int) -> str:
 # --- NIC aliases (one pass over the document, so the lookup stays linear) -------------------------------------------
 
 
-def _alias_owners(template: Element, nics: list[tuple[int, Element]]) -> dict[int, list[Element]]:
+def _alias_owners(root: Element, nics: list[tuple[int, Element]], pci_ids: set[str]) -> dict[int, list[Element]]:
     """NIC_ID -> its NIC_ALIAS elements (by the NIC's ALIAS_IDS or the alias's PARENT_ID); InputError when an
-    alias would belong to two NICs."""
+    alias would belong to two NICs, or to none (its parent is neither a NIC nor a PCI NIC of the document)."""
     by_id: dict[str, Element] = {}
     by_parent: dict[str, list[Element]] = {}
-    for alias in template.findall("NIC_ALIAS"):
+    aliases = root.findall("TEMPLATE/NIC_ALIAS")
+    for alias in aliases:
         alias_id = _text(alias, "NIC_ID")
         if alias_id is not None:
             if alias_id in by_id:
@@ -234,6 +272,11 @@ def _alias_owners(template: Element, nics: list[tuple[int, Element]]) -> dict[in
                     raise _error(f"NIC {nic_id} has more than {MAX_NIC_ALIASES} NIC_ALIASes (netfw's cap)")
             elif other != nic_id:
                 raise _error(f"NIC_ALIAS {_text(alias, 'NIC_ID')} belongs to NIC {other} and to NIC {nic_id}")
+    for alias in aliases:
+        parent = _text(alias, "PARENT_ID")
+        if id(alias) not in owner and parent not in pci_ids:
+            raise _error(f"NIC_ALIAS {_text(alias, 'NIC_ID') or '?'}: its parent NIC {parent or '(no PARENT_ID)'} "
+                         "is not in the document")
     return found
 
 
@@ -253,10 +296,10 @@ def _rule_item(elem: Element, index: int) -> dict[str, str]:
     return item
 
 
-def _rule_groups(template: Element) -> dict[int, list[tuple[int, Element]]]:
-    """Security group id -> its SECURITY_GROUP_RULE elements with their 1-based document positions. Nothing parsed
-    yet but the group ids, so that caps are checked on counts first."""
-    elems = template.findall("SECURITY_GROUP_RULE")
+def _rule_groups(root: Element) -> dict[int, list[tuple[int, Element]]]:
+    """Security group id -> its SECURITY_GROUP_RULE elements (under every TEMPLATE) with their 1-based document
+    positions. Nothing parsed yet but the group ids, so that caps are checked on counts first."""
+    elems = root.findall("TEMPLATE/SECURITY_GROUP_RULE")
     if len(elems) > MAX_DOCUMENT_RULES:
         raise _error(f"it has {len(elems)} SECURITY_GROUP_RULE elements, more than {MAX_DOCUMENT_RULES} "
                      "(netfw's cap)")
@@ -340,9 +383,6 @@ def _vm_nic(ctx: _Context, nic: Element, nic_id: int, sg_ids: tuple[int, ...] | 
     bridge = _text(nic, "BRIDGE")
     if bridge is None:
         raise _error(f"NIC {nic_id}: BRIDGE is missing")
-    if (_text(nic, "BRIDGE_TYPE") or "").lower() == "openvswitch_dpdk":
-        raise _error(f"NIC {nic_id}: BRIDGE_TYPE openvswitch_dpdk is a vhost-user port without a tap: netfw has "
-                     "nothing to put behind a firewall (leave its VN_MAD out of the handled ones)")
     _tap(nic, ctx.vm, nic_id)  # NicSpec takes OpenNebula's tap name itself
     filter_mac = _flag(nic, "FILTER_MAC_SPOOFING")
     aliases = ctx.aliases.get(nic_id, [])
@@ -366,7 +406,8 @@ def _vm_nic(ctx: _Context, nic: Element, nic_id: int, sg_ids: tuple[int, ...] | 
         detached = dataclasses.replace(spec, ips=_addresses(kept, nic_id))
     network = _text(nic, "NETWORK_ID")
     network_id = int(network) if network and _NUMBER_RE.fullmatch(network) else None
-    return VmNic(spec, _text(nic, "VN_MAD") or "", _flag(nic, "ATTACH"), network_id, detached)
+    vhost_user = (_text(nic, "BRIDGE_TYPE") or "").lower() == "openvswitch_dpdk"
+    return VmNic(spec, _text(nic, "VN_MAD") or "", _flag(nic, "ATTACH"), network_id, detached, vhost_user)
 
 
 def _nic_id(nic: Element, position: int) -> int:
@@ -386,39 +427,76 @@ def _check_unique(nics: list[tuple[int, Element]]) -> None:
         seen.add(nic_id)
 
 
-def _pci_nics(template: Element) -> list[Element]:
-    """The PCI elements that are NICs (SR-IOV, passthrough): no tap, so netfw leaves them alone."""
-    return [p for p in template.findall("PCI") if (_text(p, "TYPE") or "").upper() == "NIC"]
+#: Elements that only ever stand under TEMPLATE; one directly under VM is a shape oned never sends.
+_TEMPLATE_ONLY = ("NIC", "NIC_ALIAS", "PCI", "SECURITY_GROUP_RULE", "VROUTER_ID", "CONTEXT")
 
 
-def _hotplug_of(template: Element, pci: list[Element]) -> str | None:
+def _check_shape(root: Element) -> None:
+    """InputError for a document whose shape is none of oned's (the reduced one, the whole VM): one ID, at most one
+    DEPLOY_ID, and NICs, aliases, PCI devices and rules only under TEMPLATE (where the drivers' XPath looks)."""
+    for tag, most in (("ID", 1), ("DEPLOY_ID", 1)):
+        if len(root.findall(tag)) > most:
+            raise _error(f"it has {len(root.findall(tag))} <{tag}> elements under <VM>: not a shape oned sends")
+    for child in root:
+        if child.tag in _TEMPLATE_ONLY:
+            raise _error(f"a <{child.tag}> element directly under <VM>: not a shape oned sends (it belongs under "
+                         "<TEMPLATE>, where OpenNebula's drivers look)")
+
+
+def _router(root: Element) -> bool:
+    """Whether the VM is a virtual router: VROUTER_ID in TEMPLATE (the whole VM) or in TEMPLATE/CONTEXT (where oned
+    copies it; the reduced document keeps CONTEXT only), a number."""
+    found = [e for path in ("TEMPLATE/VROUTER_ID", "TEMPLATE/CONTEXT/VROUTER_ID") for e in root.findall(path)]
+    for elem in found:
+        _number((elem.text or "").strip() or None, "VROUTER_ID")
+    return bool(found)
+
+
+def _pci_nics(root: Element) -> list[Element]:
+    """The PCI elements that are NICs (SR-IOV, passthrough): no tap, so netfw leaves them alone. A PCI element with
+    a VN_MAD that is not a NIC is refused: the drivers would run for it, and netfw cannot say what it is."""
+    found = []
+    for position, pci in enumerate(root.findall("TEMPLATE/PCI"), start=1):
+        if (_text(pci, "TYPE") or "").upper() == "NIC":
+            found.append(pci)
+        elif _text(pci, "VN_MAD") is not None:
+            raise _error(f"PCI element {position} has VN_MAD {_text(pci, 'VN_MAD')!r} but TYPE "
+                         f"{_text(pci, 'TYPE')!r}, not NIC: netfw cannot classify it")
+    return found
+
+
+def _drivers(root: Element) -> tuple[str, ...]:
+    """The VN_MADs of the NIC, NIC_ALIAS and PCI elements in order, once each: the network drivers oned runs."""
+    found = (_text(e, "VN_MAD") for kind in ("NIC", "NIC_ALIAS", "PCI") for e in root.findall(f"TEMPLATE/{kind}"))
+    return tuple(dict.fromkeys(mad for mad in found if mad))
+
+
+def _hotplug_of(root: Element, pci: list[Element]) -> str | None:
     """What carries ATTACH=YES: a NIC (or a PCI NIC) takes precedence over a NIC_ALIAS."""
-    if any(_flag(n, "ATTACH") for n in template.findall("NIC")):
+    if any(_flag(n, "ATTACH") for n in root.findall("TEMPLATE/NIC")):
         return "nic"
     if any(_flag(p, "ATTACH") for p in pci):
         return "pci"
-    if any(_flag(a, "ATTACH") for a in template.findall("NIC_ALIAS")):
+    if any(_flag(a, "ATTACH") for a in root.findall("TEMPLATE/NIC_ALIAS")):
         return "alias"
     return None
 
 
 def parse_vm(data: bytes | str, *, vm: int | None = None) -> VmDoc:
-    """The VmDoc of a VM document (plain XML or base64); `vm`, when given, must be the document's ID."""
+    """The VmDoc of a VM document (plain XML or base64, any shape oned sends); `vm`, when given, must be the
+    document's ID."""
     root = read_document(data)
+    _check_shape(root)
     vm_id = _vm_id(root, vm)
-    template = root.find("TEMPLATE")
-    if template is None:
-        template = Element("TEMPLATE")
-    elems = [(_nic_id(nic, p), nic) for p, nic in enumerate(template.findall("NIC"), start=1)]
+    elems = [(_nic_id(nic, p), nic) for p, nic in enumerate(root.findall("TEMPLATE/NIC"), start=1)]
     _check_unique(elems)
     listing = [(nic_id, _sg_ids(nic, nic_id)) for nic_id, nic in elems]
-    groups = _rule_groups(template)
+    groups = _rule_groups(root)
     _check_counts(groups, listing)
     listed = {sg for _, sg_ids in listing for sg in sg_ids or ()}
-    ctx = _Context(vm_id, _text(template, "VROUTER_ID") is not None, _alias_owners(template, elems),
-                   _parse_groups(groups, listed))
-    nics = tuple(_vm_nic(ctx, nic, nic_id, sg_ids) for (nic_id, nic), (_, sg_ids) in zip(elems, listing))
-    pci = _pci_nics(template)
+    pci = _pci_nics(root)
     labels = tuple(str(_number(_text(p, "NIC_ID"), f"the NIC_ID of PCI NIC {i}")) if _text(p, "NIC_ID") else "?"
                    for i, p in enumerate(pci, start=1))
-    return VmDoc(vm_id, _text(root, "DEPLOY_ID"), nics, labels, _hotplug_of(template, pci))
+    ctx = _Context(vm_id, _router(root), _alias_owners(root, elems, set(labels)), _parse_groups(groups, listed))
+    nics = tuple(_vm_nic(ctx, nic, nic_id, sg_ids) for (nic_id, nic), (_, sg_ids) in zip(elems, listing))
+    return VmDoc(vm_id, _text(root, "DEPLOY_ID"), nics, labels, _hotplug_of(root, pci), _drivers(root))
