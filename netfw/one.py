@@ -460,8 +460,8 @@ def _pci_nics(root: Element) -> list[Element]:
         if (_text(pci, "TYPE") or "").upper() == "NIC":
             found.append(pci)
         elif _text(pci, "VN_MAD") is not None:
-            raise _error(f"PCI element {position} has VN_MAD {_text(pci, 'VN_MAD')!r} but TYPE "
-                         f"{_text(pci, 'TYPE')!r}, not NIC: netfw cannot classify it")
+            raise _error(f"PCI element {position} has VN_MAD {_text(pci, 'VN_MAD')!r} but is not TYPE NIC: netfw "
+                         "cannot classify it")
     return found
 
 

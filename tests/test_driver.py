@@ -398,3 +398,88 @@ def test_a_vm_with_a_pci_nic_is_handled_and_the_pci_nic_named(monkeypatch):
     assert code == 0, err
     assert fake.nics("attach_all") == [[0]]
     assert "INFO: VM 11: PCI NIC 1 not handled (a passthrough device has no tap to filter)" in err
+
+
+# --- issue 18: what netfw does not understand, what OpenNebula logs, one default list ---------------------------------
+
+
+def test_a_document_in_which_nothing_has_a_vn_mad_is_refused(monkeypatch):
+    """oned runs a network driver only for the drivers of the VM's NICs: a document naming none is not one of its
+    (here OpenNebula's 2014 test document), and is refused rather than read as nothing to do."""
+    fake = FakeApi(monkeypatch)
+    for action, args in (("pre", []), ("post", ["one-3", "h"]), ("clean", ["h"]), ("update_sg", ["one-3"])):
+        code, out, err = one(action, *args, stdin=b64("one_sg_test_pre_vm.xml"))
+        assert (code, out) == (2, "")
+        assert errors(err) == ["ERROR: VM document: no NIC, NIC_ALIAS or PCI element under TEMPLATE has a VN_MAD: "
+                               "not a document oned sends to a network driver"]
+    assert fake.calls == []
+
+
+def test_the_summary_names_what_is_left_to_other_drivers(monkeypatch):
+    FakeApi(monkeypatch)
+    code, _, err = one("--vn-mads", "fw", "post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert code == 0
+    assert "INFO: netfw post: VM 42 NIC 0: 1 change(s); not handled: 1 NIC with VN_MAD 802.1Q (1), 1 NIC with " \
+           "VN_MAD ovswitch (3)" in err.splitlines()
+    code, _, err = one("--vn-mads", "vcenter", "update_sg", "one-42", stdin=b64("two_nics.xml"))
+    assert code == 0
+    assert "INFO: netfw update_sg: VM 42: no NIC with VN_MAD in vcenter: nothing to do; not handled: 2 NICs with " \
+           "VN_MAD fw (0, 1)" not in err  # (counted per VN_MAD, each NIC under its own)
+    assert "INFO: netfw update_sg: VM 42: no NIC with VN_MAD in vcenter: nothing to do; not handled: 1 NIC with " \
+           "VN_MAD fw (0), 1 NIC with VN_MAD 802.1Q (1), 1 NIC with VN_MAD ovswitch (3)" in err.splitlines()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_log_stdout_puts_info_on_stdout_and_the_error_on_stderr(monkeypatch, fail):
+    """As a hook in <action>.d/, OpenNebula's run_hooks logs the hook's stdout (each line as `INFO: post: ...`) and
+    drops its stderr on success; on failure it raises with the stderr. So: the summary on stdout, the ERROR line on
+    stderr, and nothing else there."""
+    FakeApi(monkeypatch, fail={"attach_all": InputError("tap one-42-0 does not exist")} if fail else None)
+    code, out, err = one("--log-stdout", "post", "one-42", "h", stdin=b64("two_nics.xml"))
+    if fail:
+        assert (code, out) == (2, "")
+        assert err.splitlines() == ["ERROR: tap one-42-0 does not exist"]
+    else:
+        assert (code, err) == (0, "")
+        assert out.splitlines() == ["netfw post: VM 42 NIC 0, 1, 3: 1 change(s)"]
+
+
+def test_a_wrapper_installed_as_a_hook_passes_log_stdout(tmp_path):
+    """Way A of docs/opennebula.md: the wrapper runs as /var/tmp/one/vnm/<driver>/<action>.d/netfw."""
+    import shutil
+    import subprocess
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    log = tmp_path / "argv"
+    (fake_bin / "netfw").write_text(f'#!/bin/sh\necho "$@" > {log}\n')
+    (fake_bin / "netfw").chmod(0o755)
+    hook = tmp_path / "vnm" / "bridge" / "post.d" / "netfw"
+    hook.parent.mkdir(parents=True)
+    shutil.copy(WRAPPERS / "post", hook)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "NETFW_CONF": "/nonexistent", "NETFW_SUDO": "0"}
+    res = subprocess.run([str(hook), "one-42", "h"], input="DOC\n", text=True, env=env, capture_output=True)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text() == "one --log-stdout post one-42 h\n"
+
+
+def test_one_default_vn_mad_list_everywhere():
+    """Issue 18: the docs' settings example and `--help` named a default without the Open vSwitch drivers; an
+    operator who copied it left every Open vSwitch NIC unfiltered. Code, help, docs and wrappers say the same."""
+    from netfw.one import DEFAULT_VN_MADS
+
+    default = ",".join(DEFAULT_VN_MADS)
+    assert "ovswitch" in DEFAULT_VN_MADS and "ovswitch_vxlan" in DEFAULT_VN_MADS
+    root = Path(__file__).resolve().parents[1]
+    _, out, _ = one("--help")
+    assert f"default {default}" in " ".join(out.split())
+    docs = (root / "docs" / "opennebula.md").read_text()
+    assert f"NETFW_VN_MADS={default} " in docs
+    assert f"(default `{default}`)" in docs
+    for wrapper in sorted(WRAPPERS.iterdir()):
+        assert f"#                    {default}\n" in wrapper.read_text(), wrapper
+    import re
+
+    for text in (docs, (root / "README.md").read_text()):  # no other list of drivers passed off as the default
+        for found in re.findall(r"NETFW_VN_MADS=([\w.,]+)", text):
+            assert found == default or found == "netfw", found

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from netfw import one
+from netfw import driver, one
 from netfw.model import InputError, NicSpec, Rule
+
+from . import oned
 
 DATA = Path(__file__).parent / "data" / "one"
 
@@ -106,8 +108,20 @@ def test_virtual_router():
     assert doc.nics[0].spec.tap == "one-7-0"  # no TARGET: OpenNebula's default
 
 
+def test_virtual_router_in_what_oned_sends():
+    """Issue 18: the reduced document has no TEMPLATE/VROUTER_ID (not in oned's XPATH_LIST), only the CONTEXT into
+    which oned copies it: both NICs are a router's, the one without a VROUTER_IP too."""
+    reduced = oned.reduced(data("vrouter.xml"))
+    assert b"<TEMPLATE><VROUTER_ID>" not in reduced and b"<VROUTER_ID><![CDATA[3]]>" in reduced
+    assert [n.spec.router for n in one.parse_vm(reduced).nics] == [True, True]
+    context_less = data("vrouter.xml").decode().replace("<VROUTER_ID><![CDATA[3]]></VROUTER_ID>", "")
+    assert [n.spec.router for n in one.parse_vm(context_less).nics] == [True, True]  # TEMPLATE/VROUTER_ID
+    assert [n.spec.router for n in one.parse_vm(oned.reduced(context_less)).nics] == [True, False]  # VROUTER_IP
+
+
 def test_router_from_vrouter_ip_alone():
     text = data("vrouter.xml").decode().replace("<VROUTER_ID>3</VROUTER_ID>", "")
+    text = text.replace("<VROUTER_ID><![CDATA[3]]></VROUTER_ID>", "")
     assert [n.spec.router for n in one.parse_vm(text).nics] == [True, False]
 
 
@@ -230,6 +244,50 @@ FORMS = {
 }
 
 
+@pytest.mark.parametrize("action", list(driver.ACTIONS))
+@pytest.mark.parametrize("name", GOOD)
+def test_what_oned_sends_each_action_reads_as_the_whole_vm(name, action):
+    """Issue 18: the reduced document (each element under a TEMPLATE of its own) gives the NICs of the whole VM;
+    elements without a VN_MAD are not in it (oned copies only those), so they are not in what it gives either."""
+    raw = data(name)
+    whole = one.parse_vm(raw)
+    got = one.parse_vm(oned.stdin_for(action, raw))
+    if action in oned.REDUCED_ACTIONS:
+        whole = dataclasses.replace(whole, nics=tuple(n for n in whole.nics if n.vn_mad))
+    assert got == whole
+    assert got.drivers == tuple(oned.drivers(raw))
+
+
+def test_the_reduced_document_has_each_element_under_a_template_of_its_own():
+    """What the reader must cope with: the NICs are not in the first TEMPLATE (CONTEXT is, when the VM has one)."""
+    reduced = oned.reduced(data("two_nics.xml"))
+    root = one.read_document(reduced)
+    assert [len(t) for t in root.findall("TEMPLATE")] == [1] * len(root.findall("TEMPLATE")) and \
+        len(root.findall("TEMPLATE")) > 3
+    assert root.find("TEMPLATE").find("NIC") is None
+    assert [n.spec.nic for n in one.parse_vm(reduced).nics] == [0, 1, 3]
+
+
+def test_what_netfw_leaves_to_other_drivers_is_counted_by_vn_mad():
+    doc = one.parse_vm(data("two_nics.xml"))
+    assert doc.not_handled() == ""
+    assert doc.not_handled(("fw",)) == "1 NIC with VN_MAD 802.1Q (1), 1 NIC with VN_MAD ovswitch (3)"
+    assert one.parse_vm(data("pci_nic.xml")).not_handled(("802.1Q",)) == "1 NIC with VN_MAD fw (0), 1 PCI NIC (1)"
+    assert one.parse_vm(data("one_sg_test_pre_vm.xml")).not_handled() == "1 NIC without VN_MAD (0)"
+
+
+def test_a_vhost_user_nic_is_refused_only_when_handled():
+    text = data("two_nics.xml").decode().replace("<BRIDGE_TYPE><![CDATA[openvswitch]]></BRIDGE_TYPE>",
+                                                 "<BRIDGE_TYPE>openvswitch_dpdk</BRIDGE_TYPE>")
+    doc = one.parse_vm(text)
+    assert [n.spec.nic for n in doc.handled(("fw", "802.1Q"))] == [0, 1]  # ovswitch left out: fine
+    with pytest.raises(InputError, match=r"^VM document: NIC 3: BRIDGE_TYPE openvswitch_dpdk is a vhost-user port "
+                                         r"without a tap: .*leave VN_MAD ovswitch out of the handled ones\)$"):
+        doc.handled()
+    with pytest.raises(InputError, match="vhost-user"):
+        doc.nic(3)
+
+
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", GOOD)
 def test_input_forms_agree(name, form):
@@ -297,6 +355,13 @@ BAD = {
     "rule_without_group.xml": r"rule 1: SECURITY_GROUP_ID is missing$",
     "rule_field_twice.xml": r"rule 1: PROTOCOL appears twice$",
     "rule_invalid.xml": r"rule 1 \(security group 100\): PROTOCOL: 'GRE' is not one of ",
+    # issue 18: shapes oned never sends, and elements netfw cannot classify
+    "two_ids.xml": r"it has 2 <ID> elements under <VM>: not a shape oned sends$",
+    "nic_under_vm.xml": r"a <NIC> element directly under <VM>: not a shape oned sends \(it belongs under <TEMPLATE>, "
+                        r"where OpenNebula's drivers look\)$",
+    "alias_without_parent.xml": r"NIC_ALIAS 2: its parent NIC 1 is not in the document$",
+    "pci_vn_mad_not_nic.xml": r"PCI element 1 has VN_MAD 'fw' but is not TYPE NIC: netfw cannot classify it$",
+    "vrouter_id_not_number.xml": r"VROUTER_ID is not a number: 'three'$",
 }
 
 
