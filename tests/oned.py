@@ -127,3 +127,46 @@ def stdin_for(action: str, full: bytes | str, shape: str = "oned") -> bytes:
     if shape != "oned":
         raise ValueError(f"unknown shape {shape!r}")
     return one_line(reduced(xml)) if action in REDUCED_ACTIONS else wrapped(xml)
+
+
+# --- how a driver runs its hooks, and what oned logs of a driver's output ---------------------------------------------
+# Facts: src/vnm_mad/remotes/lib/vnm_driver.rb (run_hooks), src/mad/ruby/DriverLogger.rb, and DriverExecHelper.rb
+# (get_info_from_execution), OpenNebula/one @ f847cf2e.
+
+
+def run_hooks(driver_dir, action: str, args: list[str], stdin: str, env: dict | None = None) -> tuple[int, str]:
+    """The driver's `<action>` after its own work (the bridge driver's `post`): every executable file of
+    `<action>.d/`, sorted, run as `file args` with the driver's stdin. A hook's stdout is logged on success
+    (DriverLogger.log: `INFO: <action>: <line>` on the driver's stderr) and its stderr dropped; a hook that exits
+    non-zero raises `Error running <file>\\n<its stderr>`, which the bridge driver does not rescue: Ruby prints it
+    (first line with the location and the class) and the driver exits 1. Returns (exit code, the driver's stderr)."""
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(driver_dir) / f"{action}.d"
+    driver_err = ""
+    for file in sorted(str(p) for p in folder.iterdir() if p.is_file() and p.stat().st_mode & 0o111):
+        res = subprocess.run([file, *args], input=stdin, capture_output=True, text=True, env=env)
+        if res.returncode != 0:
+            first, _, rest = f"Error running {file}\n{res.stderr}".partition("\n")
+            driver_err += (f"{Path(driver_dir) / action}:52:in `run_hooks': {first} (RuntimeError)\n{rest}"
+                           f"\tfrom {Path(driver_dir) / action}:52:in `<main>'\n")
+            return 1, driver_err
+        driver_err += "".join(f"INFO: {action}: {line}\n" for line in res.stdout.splitlines())
+    return 0, driver_err
+
+
+def vm_log(code: int, driver_stderr: str) -> tuple[list[str], str]:
+    """What oned makes of a driver's stderr: the lines `ERROR|INFO|WARN|DEBUG: ...` go to the VM's log (as
+    'LEVEL msg'); on failure the other lines, joined, are the error message (`-` when there are none)."""
+    import re
+
+    logged, other = [], ""
+    for line in driver_stderr.splitlines():
+        line = line.strip()
+        m = re.match(r"^(ERROR|INFO|WARN|DEBUG):\s+(\d+)?\s*(.*)$", line)
+        if m:
+            logged.append(f"{m[1]} {m[3].strip()}")
+        else:
+            other += line
+    return logged, ("-" if code == 0 or not other else other.replace("\n", " ").strip())

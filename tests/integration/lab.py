@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 from . import ovs
 
@@ -150,6 +151,16 @@ class Lab:
         port = ["--", "set", "Port", tap, f"tag={tag}"] if tag is not None else []
         iface = ["--", "set", "Interface", tap, f"ofport_request={ofport}"] if ofport is not None else []
         ovs.vsctl("add-port", bridge, tap, *port, *iface)
+
+
+def eventually(check, what: str, timeout: float = 15.0, interval: float = 0.1) -> None:
+    """Wait until check() is true, or fail naming what did not come into force within timeout seconds: a change
+    made through another daemon (ovs-vswitchd applying a retag) is in force a moment after the command returns."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in force after {timeout:g} s: {what}")
+        time.sleep(interval)
 
 
 def ping(guest: str, address: str, count: int = 1, wait: float = 1) -> bool:

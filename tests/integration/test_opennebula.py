@@ -6,7 +6,6 @@ Addresses: 10.61.0.0/24 on vnbr0, 10.61.1.0/24 on vnbr1; every peer is a namespa
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from netfw import api, names
 
+from .. import oned
 from .lab import netns_list, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,26 +30,35 @@ class Host:
     """A simulated hypervisor: the sandbox itself, or a child sandbox entered with nsenter (its own netns and
     /run/netns), each with its own state directory."""
 
-    def __init__(self, state_dir: Path, enter: list[str] | None = None):
-        self.state_dir, self.enter = state_dir, enter or []
+    def __init__(self, state_dir: Path, enter: list[str] | None = None, shape: str = "oned"):
+        self.state_dir, self.enter, self.shape = state_dir, enter or [], shape
         state_dir.mkdir(mode=0o700, exist_ok=True)  # as the operator does: `netfw one` creates only the default
         self.listeners: list[tuple[str, subprocess.Popen]] = []
 
     def sh(self, *argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([*self.enter, *argv], input=stdin, capture_output=True, text=True, check=check)
 
-    def driver(self, action: str, *args: str, doc: str, wrap: bool = False) -> subprocess.CompletedProcess:
-        """Run scripts/opennebula/<action> ARGS with the document's base64 on stdin, as OpenNebula does."""
+    def stdin(self, action: str, doc: str) -> str:
+        """What oned writes to the action's standard input for this whole VM document, in the host's shape (a bad
+        document, which oned would never build, as it is)."""
         xml = (DATA / doc).read_bytes()
-        b64 = base64.encodebytes(xml).decode() if wrap else base64.b64encode(xml).decode() + "\n"  # wrap: update_nic
+        if doc.startswith("bad/"):
+            return oned.one_line(xml).decode()
+        return oned.stdin_for(action, xml, self.shape).decode()
+
+    def env(self) -> dict[str, str]:
         env = {**os.environ, "NETFW_SUDO": "0", "NETFW_BIN": str(NETFW), "NETFW_CONF": "/nonexistent",
                "NETFW_STATE_DIR": str(self.state_dir)}
         env.pop("NETFW_VN_MADS", None)
-        return subprocess.run([*self.enter, str(SCRIPTS / action), *args], input=b64, capture_output=True,
-                              text=True, env=env)
+        return env
 
-    def ok(self, action: str, *args: str, doc: str, wrap: bool = False) -> str:
-        res = self.driver(action, *args, doc=doc, wrap=wrap)
+    def driver(self, action: str, *args: str, doc: str) -> subprocess.CompletedProcess:
+        """Run scripts/opennebula/<action> ARGS with what oned sends on stdin (way B: netfw is the driver)."""
+        return subprocess.run([*self.enter, str(SCRIPTS / action), *args], input=self.stdin(action, doc),
+                              capture_output=True, text=True, env=self.env())
+
+    def ok(self, action: str, *args: str, doc: str) -> str:
+        res = self.driver(action, *args, doc=doc)
         assert res.returncode == 0, f"{action} exited {res.returncode}: {res.stderr}"
         assert "ERROR" not in res.stderr
         return res.stderr
@@ -132,9 +141,15 @@ class Host:
         return left
 
 
+@pytest.fixture(params=oned.SHAPES)
+def shape(request) -> str:
+    """Every test here runs with what oned sends each action, and with `onevm show -x` documents (issue 18)."""
+    return request.param
+
+
 @pytest.fixture
-def host(lab, state_dir):
-    h = Host(state_dir)
+def host(lab, state_dir, shape):
+    h = Host(state_dir, shape=shape)
     for br in ("vnbr0", "vnbr1"):
         h.bridge(br)
     yield h
@@ -142,7 +157,7 @@ def host(lab, state_dir):
 
 
 @pytest.fixture
-def destination(tmp_path):
+def destination(tmp_path, shape):
     """A second hypervisor: a child sandbox (user, net and mount namespaces, its own /run/netns) kept alive by a
     sleeping process; commands enter it with nsenter. Everything in it vanishes with that process."""
     proc = subprocess.Popen(
@@ -151,7 +166,8 @@ def destination(tmp_path):
         stdout=subprocess.PIPE, text=True)
     pid = proc.stdout.readline().strip()
     assert pid.isdigit(), "the destination sandbox did not start"
-    h = Host(tmp_path / "destination-state", ["nsenter", "-t", pid, "-U", "-m", "-n", "--preserve-credentials"])
+    h = Host(tmp_path / "destination-state", ["nsenter", "-t", pid, "-U", "-m", "-n", "--preserve-credentials"],
+             shape)
     for br in ("vnbr0", "vnbr1"):
         h.bridge(br)
     yield h
@@ -267,10 +283,10 @@ def test_update_nic_reapplies_addresses_and_mtu_of_that_network(host):
     host.ok("post", "one-7", "host-a", doc="e2e_sg_changed.xml")
     before = snapshot()
 
-    host.ok("update_nic", "one-7", "1", doc="e2e_update_nic.xml", wrap=True)  # NIC 1's network: nothing changed
+    host.ok("update_nic", "one-7", "1", doc="e2e_update_nic.xml")  # NIC 1's network: nothing changed
     assert snapshot() == before
 
-    host.ok("update_nic", "one-7", "0", doc="e2e_update_nic.xml", wrap=True)
+    host.ok("update_nic", "one-7", "0", doc="e2e_update_nic.xml")
     mtus = {link["ifname"]: link["mtu"] for link in snapshot()["one-7"]["links"]}
     assert mtus["one-br-7-0"] == mtus["one-7-0-f"] == 1400 and mtus["one-br-7-1"] == 1500
     assert api.verify(VM) == {0: [], 1: []}
@@ -281,7 +297,7 @@ def test_update_nic_reapplies_addresses_and_mtu_of_that_network(host):
     assert host.tcp(g["p0"], "10.61.0.8", 8080) and not host.tcp(g["p0"], "10.61.0.8", 22)
 
     again = snapshot()
-    log = host.ok("update_nic", "one-7", "0", doc="e2e_update_nic.xml", wrap=True)  # again: nothing to change
+    log = host.ok("update_nic", "one-7", "0", doc="e2e_update_nic.xml")  # again: nothing to change
     assert "INFO: netfw update_nic: VM 7 NIC 0: no change" in log
     assert snapshot() == again
     host.ok("clean", "host-a", doc="e2e_update_nic.xml")
@@ -389,3 +405,46 @@ def test_zone_id_injection_through_the_driver_touches_nothing(host, tmp_path):
     attached = snapshot()
     assert host.driver("update_sg", "one-7", doc=str(doc)).returncode == 2
     assert snapshot() == attached
+
+
+# --- issue 18: way A, netfw as hooks of the driver, and what OpenNebula logs ------------------------------------------
+
+
+def install_hooks(tmp_path: Path, driver: str = "bridge") -> Path:
+    """The wrappers installed as docs/opennebula.md way A says: <driver>/{pre,post,clean}.d/netfw."""
+    import shutil
+
+    folder = tmp_path / "vnm" / driver
+    for action in ("pre", "post", "clean"):
+        (folder / f"{action}.d").mkdir(parents=True)
+        shutil.copy(SCRIPTS / action, folder / f"{action}.d" / "netfw")
+    return folder
+
+
+def test_as_hooks_of_the_bridge_driver_the_summary_reaches_the_vm_log(host, tmp_path):
+    """Issue 18: OpenNebula logs a hook's stdout and drops its stderr; netfw's INFO lines on stderr were lost, the
+    'nothing to do' one too. Run as the driver runs its hooks, with what oned sends: the summary is in the VM's log,
+    the VM is filtered, and a failure puts netfw's ERROR line in the log and fails the action."""
+    g = start_vm(host)
+    folder = install_hooks(tmp_path)
+
+    def action(name: str, *args: str, doc: str) -> tuple[int, list[str], str]:
+        code, err = oned.run_hooks(folder, name, list(args), host.stdin(name, doc), host.env())
+        return (code, *oned.vm_log(code, err))
+
+    code, log, _ = action("pre", doc="e2e_two_nics.xml")
+    assert code == 0 and any(line.startswith("INFO pre: netfw pre: VM 7: host ready") for line in log), log
+    code, log, _ = action("post", "one-7", "host-a", doc="e2e_two_nics.xml")
+    assert code == 0, log
+    assert any(line.startswith("INFO post: netfw post: VM 7 NIC 0, 1: ") and
+               line.endswith("change(s); not handled: 1 NIC with VN_MAD dummy (3)") for line in log), log
+    assert matrix(host, g) == FIRST and not spoofed_ping_passes(host, g)
+
+    code, log, error = action("post", "one-7", "host-a", doc="bad/no_bridge.xml")
+    assert code == 1 and "ERROR VM document: NIC 0: BRIDGE is missing" in log, log
+    assert "Error running" in error and "post.d/netfw" in error  # the Ruby error oned shows as the VM's error
+    assert matrix(host, g) == FIRST
+
+    code, log, _ = action("clean", "host-a", doc="e2e_two_nics.xml")
+    assert code == 0 and any(line.startswith("INFO clean: netfw clean: VM 7 NIC 0, 1: ") for line in log), log
+    assert host.netfw_left() == [] and matrix(host, g) == OPEN

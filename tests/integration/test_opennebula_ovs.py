@@ -10,13 +10,13 @@ import pytest
 
 from netfw import api
 
-from .lab import ping, sh
+from .lab import eventually, ping, sh
 from .ovs import vsctl
-from .test_opennebula import Host
+from .test_opennebula import Host, shape  # noqa: F401 (the fixture: every test in both shapes)
 
 
 @pytest.fixture
-def ovs_host(lab, ovs, state_dir):
+def ovs_host(lab, ovs, state_dir, shape):
     lab.ovs_bridge("ovsbr0")
     guests = {
         "vm": lab.vm(7, 0, "10.62.0.7/24", bridge="ovsbr0", mac="02:00:0a:3e:00:07", tag=10, ofport=17),
@@ -24,7 +24,7 @@ def ovs_host(lab, ovs, state_dir):
         "q": lab.vm(9, 0, "10.62.0.3/24", bridge="ovsbr0", tag=20),  # and one on another
     }
     vsctl("set", "Interface", "one-7-0", "external_ids:iface-id=7-0", "external_ids:attached-mac=02:00:0a:3e:00:07")
-    h = Host(state_dir)
+    h = Host(state_dir, shape=shape)
     h.listen(guests["vm"], 22, 8080)
     yield h, guests
     h.stop()
@@ -54,8 +54,9 @@ def test_ovswitch_nic_through_the_driver_actions(ovs_host):
     assert h.tcp(g["p"], "10.62.0.7", 8080) and h.tcp(g["p"], "10.62.0.7", 22)
 
     vsctl("set", "Port", "one-7-0", "tag=20")  # what the ovswitch driver's update_nic does, by the tap's name
-    assert ping(g["q"], "10.62.0.7") and not ping(g["p"], "10.62.0.7", wait=0.5)
-    h.ok("update_nic", "one-7", "5", doc="e2e_ovswitch_sg_changed.xml", wrap=True)
+    eventually(lambda: ping(g["q"], "10.62.0.7") and not ping(g["p"], "10.62.0.7", wait=0.5),
+               "the retag to VLAN 20 (ovs-vswitchd applies it after ovs-vsctl returns)")
+    h.ok("update_nic", "one-7", "5", doc="e2e_ovswitch_sg_changed.xml")
     assert api.verify(7) == {0: []}  # the tag is the connection layer's: no drift
 
     h.ok("clean", "host-a", doc="e2e_ovswitch_sg_changed.xml")  # e.g. netfw taken away while the VM runs

@@ -16,7 +16,7 @@ from netfw import api
 from netfw.model import NicSpec
 from netfw.rules import load_rules_json
 
-from .lab import ping, sh, snapshot
+from .lab import eventually, ping, sh, snapshot
 from .ovs import add_flow, del_flows, settle, vsctl
 
 FLAGS = ("hairpin", "learning", "isolated", "priority", "cost", "mcast_flood", "bcast_flood", "neigh_suppress",
@@ -147,7 +147,7 @@ def test_ovs_records_ofport_and_vlan_isolation_before_during_and_after(ovs_lab):
     assert api.verify(1, 0) == {0: []}
 
     vsctl("set", "Port", "one-1-0", "tag=20")  # the ovswitch driver's update_nic, by the tap's name
-    assert vlans_as(g, {"c"})
+    eventually(lambda: vlans_as(g, {"c"}), "the retag to VLAN 20 (ovs-vswitchd applies it after ovs-vsctl returns)")
     assert api.verify(1, 0) == {0: []}  # a connection-layer setting, not drift
     assert api.attach(NicSpec(1, 0, "ovsbr0")).changed == []  # and attach does not fight it
     moved = ovs_records("one-1-0")
