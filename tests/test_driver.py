@@ -476,10 +476,32 @@ def test_one_default_vn_mad_list_everywhere():
     docs = (root / "docs" / "opennebula.md").read_text()
     assert f"NETFW_VN_MADS={default} " in docs
     assert f"(default `{default}`)" in docs
-    for wrapper in sorted(WRAPPERS.iterdir()):
-        assert f"#                    {default}\n" in wrapper.read_text(), wrapper
+    for action in driver.ACTIONS:
+        assert f"#                    {default}\n" in (WRAPPERS / action).read_text(), action
     import re
 
     for text in (docs, (root / "README.md").read_text()):  # no other list of drivers passed off as the default
         for found in re.findall(r"NETFW_VN_MADS=([\w.,]+)", text):
             assert found == default or found == "netfw", found
+
+
+@pytest.mark.parametrize("legacy, netfw, code", [(0, 0, 0), (1, 0, 1), (0, 2, 2), (1, 2, 1)])
+def test_the_update_nic_chain_runs_netfw_whatever_the_driver_did(tmp_path, legacy, netfw, code):
+    """Issue 18: the documented chain (`legacy ... || exit`) skipped netfw's update when the driver's update_nic
+    failed (the ovswitch driver's virsh domiftune on netfw's veth end). Now both run with the same input."""
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "vnm" / "ovswitch"
+    folder.mkdir(parents=True)
+    shutil.copy(WRAPPERS / "update_nic.chain", folder / "update_nic")
+    for name, status in (("update_nic.legacy", legacy), ("update_nic.netfw", netfw)):
+        (folder / name).write_text(f'#!/bin/sh\necho "$0 $*" >> {tmp_path}/log\ncat >> {tmp_path}/log\n'
+                                   f"exit {status}\n")
+        (folder / name).chmod(0o755)
+    doc = oned.wrapped(b"<VM><ID>42</ID></VM>").decode()  # update_nic's stdin: base64 with line breaks
+    res = subprocess.run([str(folder / "update_nic"), "one-42", "5"], input=doc, text=True, capture_output=True)
+    assert res.returncode == code, res.stderr
+    lines = (tmp_path / "log").read_text().splitlines()
+    body = doc.rstrip("\n").splitlines()
+    assert lines == [f"{folder}/update_nic.legacy one-42 5", *body, f"{folder}/update_nic.netfw one-42 5", *body]
