@@ -485,23 +485,38 @@ def test_one_default_vn_mad_list_everywhere():
             assert found == default or found == "netfw", found
 
 
-@pytest.mark.parametrize("legacy, netfw, code", [(0, 0, 0), (1, 0, 1), (0, 2, 2), (1, 2, 1)])
-def test_the_update_nic_chain_runs_netfw_whatever_the_driver_did(tmp_path, legacy, netfw, code):
-    """Issue 18: the documented chain (`legacy ... || exit`) skipped netfw's update when the driver's update_nic
-    failed (the ovswitch driver's virsh domiftune on netfw's veth end). Now both run with the same input."""
+@pytest.mark.parametrize("action, order", [("update_nic", ("legacy", "netfw")), ("clean", ("netfw", "legacy"))])
+@pytest.mark.parametrize("legacy, netfw", [(0, 0), (1, 0), (0, 2), (1, 2)])
+def test_the_chain_runs_both_parts_in_order_whatever_the_first_did(tmp_path, action, order, legacy, netfw):
+    """Issue 18: the documented update_nic chain (`legacy ... || exit`) skipped netfw's update when the driver's
+    update_nic failed (the ovswitch driver's virsh domiftune on netfw's veth end). Issue 20: clean runs netfw's part
+    first, so that the driver's own clean finds the bridge as it would without netfw. Both parts always run with the
+    same arguments and stdin; the exit status is the first failure's."""
     import shutil
     import subprocess
 
     folder = tmp_path / "vnm" / "ovswitch"
     folder.mkdir(parents=True)
-    shutil.copy(WRAPPERS / "update_nic.chain", folder / "update_nic")
-    for name, status in (("update_nic.legacy", legacy), ("update_nic.netfw", netfw)):
-        (folder / name).write_text(f'#!/bin/sh\necho "$0 $*" >> {tmp_path}/log\ncat >> {tmp_path}/log\n'
-                                   f"exit {status}\n")
-        (folder / name).chmod(0o755)
+    shutil.copy(WRAPPERS / "chain", folder / action)
+    status = {"legacy": legacy, "netfw": netfw}
+    for part in ("legacy", "netfw"):
+        (folder / f"{action}.{part}").write_text(f'#!/bin/sh\necho "$0 $*" >> {tmp_path}/log\ncat >> {tmp_path}/log\n'
+                                                 f"exit {status[part]}\n")
+        (folder / f"{action}.{part}").chmod(0o755)
     doc = oned.wrapped(b"<VM><ID>42</ID></VM>").decode()  # update_nic's stdin: base64 with line breaks
-    res = subprocess.run([str(folder / "update_nic"), "one-42", "5"], input=doc, text=True, capture_output=True)
-    assert res.returncode == code, res.stderr
-    lines = (tmp_path / "log").read_text().splitlines()
+    res = subprocess.run([str(folder / action), "one-42", "5"], input=doc, text=True, capture_output=True)
+    first_failure = next((status[p] for p in order if status[p]), 0)
+    assert res.returncode == first_failure, res.stderr
     body = doc.rstrip("\n").splitlines()
-    assert lines == [f"{folder}/update_nic.legacy one-42 5", *body, f"{folder}/update_nic.netfw one-42 5", *body]
+    assert (tmp_path / "log").read_text().splitlines() == [
+        f"{folder}/{action}.{order[0]} one-42 5", *body, f"{folder}/{action}.{order[1]} one-42 5", *body]
+
+
+def test_the_chain_refuses_another_name(tmp_path):
+    import shutil
+    import subprocess
+
+    shutil.copy(WRAPPERS / "chain", tmp_path / "post")
+    res = subprocess.run([str(tmp_path / "post")], input="", text=True, capture_output=True)
+    assert res.returncode == 1 and errors(res.stderr) == [
+        "ERROR: netfw chain: installed as post; only clean and update_nic are chained"]

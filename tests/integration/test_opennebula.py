@@ -410,21 +410,38 @@ def test_zone_id_injection_through_the_driver_touches_nothing(host, tmp_path):
 # --- issue 18: way A, netfw as hooks of the driver, and what OpenNebula logs ------------------------------------------
 
 
-def install_hooks(tmp_path: Path, driver: str = "bridge") -> Path:
-    """The wrappers installed as docs/opennebula.md way A says: <driver>/{pre,post,clean}.d/netfw."""
+#: A stand-in for a driver's own clean, kept as clean.legacy (OpenNebula's Ruby drivers do not run here).
+NOTHING = "#!/bin/sh\ncat > /dev/null\n"
+
+
+def install_hooks(tmp_path: Path, driver: str = "bridge", legacy_clean: str = NOTHING) -> Path:
+    """The wrappers installed as docs/opennebula.md way A says: <driver>/{pre,post}.d/netfw, and <driver>/clean
+    the chain (netfw's clean.netfw, then the driver's clean.legacy, here the stand-in legacy_clean)."""
     import shutil
 
     folder = tmp_path / "vnm" / driver
-    for action in ("pre", "post", "clean"):
+    for action in ("pre", "post"):
         (folder / f"{action}.d").mkdir(parents=True)
         shutil.copy(SCRIPTS / action, folder / f"{action}.d" / "netfw")
+    shutil.copy(SCRIPTS / "chain", folder / "clean")
+    shutil.copy(SCRIPTS / "clean", folder / "clean.netfw")
+    (folder / "clean.legacy").write_text(legacy_clean)
+    (folder / "clean.legacy").chmod(0o755)
     return folder
+
+
+def run_clean(host: Host, folder: Path, doc: str) -> tuple[int, str]:
+    """The driver's clean, as oned runs it: the chain installed in its place. Returns (exit code, stderr)."""
+    res = subprocess.run([str(folder / "clean"), "host-a"], input=host.stdin("clean", doc), capture_output=True,
+                         text=True, env=host.env())
+    return res.returncode, res.stderr
 
 
 def test_as_hooks_of_the_bridge_driver_the_summary_reaches_the_vm_log(host, tmp_path):
     """Issue 18: OpenNebula logs a hook's stdout and drops its stderr; netfw's INFO lines on stderr were lost, the
     'nothing to do' one too. Run as the driver runs its hooks, with what oned sends: the summary is in the VM's log,
-    the VM is filtered, and a failure puts netfw's ERROR line in the log and fails the action."""
+    the VM is filtered, and a failure puts netfw's ERROR line in the log and fails the action. clean is the chain
+    (netfw's part first): its lines are the action's own, on stderr."""
     g = start_vm(host)
     folder = install_hooks(tmp_path)
 
@@ -445,6 +462,7 @@ def test_as_hooks_of_the_bridge_driver_the_summary_reaches_the_vm_log(host, tmp_
     assert "Error running" in error and "post.d/netfw" in error  # the Ruby error oned shows as the VM's error
     assert matrix(host, g) == FIRST
 
-    code, log, _ = action("clean", "host-a", doc="e2e_two_nics.xml")
-    assert code == 0 and any(line.startswith("INFO clean: netfw clean: VM 7 NIC 0, 1: ") for line in log), log
+    code, err = run_clean(host, folder, "e2e_two_nics.xml")  # the clean chain: netfw's part is the action's own
+    log = oned.vm_log(code, err)[0]
+    assert code == 0 and any(line.startswith("INFO netfw clean: VM 7 NIC 0, 1: ") for line in log), log
     assert host.netfw_left() == [] and matrix(host, g) == OPEN

@@ -105,7 +105,7 @@ def test_a_vm_on_linux_and_open_vswitch_through_both_drivers_hooks(lab, ovs, sta
     reduced document, each running its hooks after its own work. netfw's hook in the bridge driver takes both NICs
     (both VN_MADs are handled), the Open vSwitch one before the ovswitch driver has tagged its port; that driver
     then tags the port by the tap's name (netfw's veth end), which works, and netfw's hook there changes nothing."""
-    from .test_opennebula import install_hooks
+    from .test_opennebula import install_hooks, run_clean
 
     lab.bridge("vnbr0")
     lab.ovs_bridge("ovsbr0")
@@ -118,7 +118,8 @@ def test_a_vm_on_linux_and_open_vswitch_through_both_drivers_hooks(lab, ovs, sta
     h.listen(vm1, 22, 8080)
     doc = "e2e_two_drivers.xml"
     assert oned.drivers((DATA / doc).read_bytes()) == ["bridge", "ovswitch"]
-    folders = {d: install_hooks(tmp_path, d) for d in ("bridge", "ovswitch")}
+    delete_port = "#!/bin/sh\ncat > /dev/null\novs-vsctl --if-exists del-port ovsbr0 one-7-1\n"  # its own clean, by name
+    folders = {"bridge": install_hooks(tmp_path, "bridge"), "ovswitch": install_hooks(tmp_path, "ovswitch", delete_port)}
     try:
         code, err = oned.run_hooks(folders["bridge"], "post", ["one-7", "host-a"], h.stdin("post", doc), h.env())
         log = oned.vm_log(code, err)[0]
@@ -133,14 +134,12 @@ def test_a_vm_on_linux_and_open_vswitch_through_both_drivers_hooks(lab, ovs, sta
         sh("ip", "-n", vm1, "addr", "add", "10.62.0.99/24", "dev", "eth0")
         assert h.ping(vm1, "10.62.0.2") and not h.ping(vm1, "10.62.0.2", source="10.62.0.99")
 
-        for driver in ("bridge", "ovswitch"):  # the VM is shut down: each driver's clean, then its hooks
-            if driver == "bridge":
-                for guest, tap in ((vm0, "one-7-0"), (vm1, "one-7-1")):
-                    h.leave(guest, tap)
-            else:
-                vsctl("--if-exists", "del-port", "ovsbr0", "one-7-1")
-            code, err = oned.run_hooks(folders[driver], "clean", ["host-a"], h.stdin("clean", doc), h.env())
+        for guest, tap in ((vm0, "one-7-0"), (vm1, "one-7-1")):  # the VM is shut down: its taps go
+            h.leave(guest, tap)
+        for driver in ("bridge", "ovswitch"):  # each driver's clean: the chain, netfw's part first
+            code, err = run_clean(h, folders[driver], doc)
             assert code == 0, err
         assert h.netfw_left() == []
+        assert "one-7-1" not in vsctl("list-ports", "ovsbr0").stdout.split()
     finally:
         h.stop()
