@@ -46,6 +46,9 @@ _ND_BARE = "0x4&0xff00=0x3a00"
 ND_INBOUND = (134, 135, 136, 137)
 ND_OUTBOUND = (133, 135, 136)
 
+#: The UDP port DHCP (68) and DHCPv6 (546) clients listen on: what only a router NIC may send to.
+DHCP_CLIENT_PORT = {4: 68, 6: 546}
+
 _PROTO = {"ALL": "", "TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPV6": "ipv6-icmp", "IPSEC": "esp"}
 #: Security group 0: everything allowed (statefully) both ways.
 SG0 = (Rule("ALL", "INBOUND", sg_id=0), Rule("ALL", "OUTBOUND", sg_id=0))
@@ -267,10 +270,10 @@ def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
         if version == 4:  # a DHCP client has no address yet
             lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
         if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
-            if version == 4:
-                lines.append(f"-A {o} -p udp -m udp --sport 67 -j {d}")
-            else:
-                lines.append(f"-A {o} -p udp -m udp --sport 547 -j {d}")
+            # A client takes what reaches its port from any source port, so the guard is the client's port: a
+            # client VM itself only ever sends to the server's (67, 547).
+            lines.append(f"-A {o} -p udp -m udp --dport {DHCP_CLIENT_PORT[version]} -j {d}")
+            if version == 6:
                 lines.append(_icmp6(o, 134, f"-j {d}"))
         lines.append(f"-A {o} -j {chain_name(spec, 's')}")
     if version == 6:

@@ -110,6 +110,26 @@ def test_nd_checks_first_drop_nd_behind_an_extension_header(case):
     assert chains["one-7-0-d"][-1] == "-A one-7-0-d -j DROP"
 
 
+@pytest.mark.parametrize("case", ["sg0-spoofing", "sg0-ip-only-no-mac", "every-rule-spoofing", "sg0-spoofing-router"])
+def test_dhcp_server_messages_are_dropped_by_their_client_port_whatever_the_source_port(case):
+    """A DHCP client takes what reaches its port, 68 (DHCPv6: 546), from any source port: a guard on the server's
+    source port (67, 547) let UDP from port 6767 through (issue 19). The guard heads the outbound chain (before the
+    stateful accept) and only a router NIC has none."""
+    spec = CASES[case]
+    for family, port in (("ip", 68), ("ip6", 546)):
+        out = render(spec).family(family).chains["one-7-0-o"]
+        guard = f"-A one-7-0-o -p udp -m udp --dport {port} -j one-7-0-d"
+        assert not [line for line in out if "--sport 67 " in line or "--sport 547 " in line]
+        if spec.router:
+            assert not [line for line in out if f"--dport {port} " in line]
+            continue
+        assert out.count(guard) == 1
+        assert out.index(guard) < out.index("-A one-7-0-o -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        # a client's own messages go to the server's port (67, 547): no drop names it
+        assert not [line for line in out if ("--dport 67 " in line or "--dport 547 " in line)
+                    and line.endswith("-j one-7-0-d")]
+
+
 @pytest.mark.parametrize("last", range(1, 40))
 def test_ipset_threshold(last):
     """Up to IPSET_THRESHOLD blocks give one line each; one block more gives a single line and an ipset."""

@@ -5,6 +5,8 @@ Two findings of issue 8:
   crossed the firewall bridge past every rule, both from the VM and to it, whatever the spoofing flags;
 - the ND anti-spoofing checks read fixed u32 offsets, which an IPv6 extension header shifts: a Destination Options
   header carrying the NIC's own address and MAC at the offsets read let a VM poison a neighbour's cache.
+One of issue 19: the DHCP and DHCPv6 server guards matched the server's source port, while a client takes what
+reaches its own port (68, 546) from any source port.
 
 One lab for the module: VM 1 (guest g1-0, attached and detached by each test) and a peer g2-0 on the VN bridge
 vnbr0 (never attached). A frames.Sniffer in each guest sees every frame that reaches its eth0, tagged or not. Every
@@ -22,7 +24,7 @@ from collections.abc import Callable
 
 import pytest
 
-from netfw import api
+from netfw import api, render
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
@@ -293,3 +295,45 @@ def test_nd_with_an_extension_header_cannot_shift_the_checks(detached):
     finally:
         for address in (VICTIM, IP6[VM1]):
             sh("ip", "-n", PEER, "neigh", "del", address, "dev", "eth0", check=False)
+
+
+# --- DHCP and DHCPv6 server messages (issue 19) ------------------------------------------------------------------
+
+SG0_SPOOFING = dataclasses.replace(SPOOFING, rules=None)  # everything allowed: only the guards drop
+BROADCAST, DHCP6_SERVERS = "ff:ff:ff:ff:ff:ff", ("ff02::1:2", "33:33:00:01:00:02")
+
+
+def _udp(dst_mac: str, src: str, dst: str, sport: int, dport: int) -> Callable[[bytes], bytes]:
+    """A UDP datagram from VM 1's MAC (the tag its payload)."""
+    return lambda tag: fr.udp_frame(MAC[VM1], dst_mac, src, dst, dport, tag, sport)
+
+
+def _dhcp(servers_pass: bool) -> list[t.Probe]:
+    """DHCP(v6) messages from VM 1: a server's (to a client's port, from the server's port or any other) pass only
+    when servers_pass; a client's own (to a server's port) always."""
+    own_link_local = str(render.link_local(MAC[VM1]))
+    return [
+        t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 67, 68), servers_pass, "DHCP offer, broadcast, port 67"),
+        t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 6767, 68), servers_pass,
+                "DHCP offer, broadcast, from port 6767"),
+        t.frame(_udp(MAC[PEER], IP4[VM1], IP4[PEER], 6767, 68), servers_pass, "DHCP ack, unicast, from port 6767"),
+        t.frame(_udp(MAC[PEER], IP6[VM1], IP6[PEER], 547, 546), servers_pass, "DHCPv6 reply from port 547"),
+        t.frame(_udp(MAC[PEER], IP6[VM1], IP6[PEER], 5470, 546), servers_pass, "DHCPv6 reply from port 5470"),
+        t.frame(_udp(BROADCAST, "0.0.0.0", "255.255.255.255", 68, 67), True, "DHCP discover: VM 1 is a client"),
+        t.frame(_udp(MAC[PEER], IP4[VM1], IP4[PEER], 68, 67), True, "DHCP renewal, unicast to a server"),
+        t.frame(_udp(DHCP6_SERVERS[1], own_link_local, DHCP6_SERVERS[0], 546, 547), True,
+                "DHCPv6 solicit to all servers"),
+    ]
+
+
+def test_dhcp_server_messages_pass_only_from_a_router_nic_whatever_their_source_port(detached):
+    """A DHCP client takes what reaches port 68 (DHCPv6: 546) from any source port (issue 19)."""
+    sniffer = detached[PEER]
+    bad = t.mismatches(VM1, _dhcp(servers_pass=True), sniffer)
+    assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+    api.attach(SG0_SPOOFING)
+    bad = t.mismatches(VM1, _dhcp(servers_pass=False), sniffer)
+    api.update(dataclasses.replace(SG0_SPOOFING, router=True))
+    bad += t.mismatches(VM1, _dhcp(servers_pass=True), sniffer)
+    assert not bad, "\n".join(bad)
+
