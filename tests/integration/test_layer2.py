@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 
 import pytest
 
-from netfw import api, render
+from netfw import api, render, tables
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
@@ -437,3 +438,53 @@ def test_dhcp_server_messages_pass_only_from_a_router_nic_whatever_their_source_
     bad += t.mismatches(VM1, _dhcp(servers_pass=True), sniffer)
     assert not bad, "\n".join(bad)
 
+
+#: VM 1's ND link-layer chain as netfw loaded it before issue 19: a message without options, or whose first option
+#: carries the MAC's bytes (0x278, 0x1: 02:78:00:00:00:01, whatever the option's type), returns.
+EARLIER_L = ['-A one-1-0-l -m u32 ! --u32 "0x4&0xff00=0x3a00" -j one-1-0-d',
+             *(f'-A one-1-0-l -p ipv6-icmp -m icmp6 --icmpv6-type {kind} -m u32 --u32 "{u32}" -j RETURN'
+               for kind, start, bare in ((133, 0x30, 0x8), (135, 0x40, 0x18), (136, 0x40, 0x18))
+               for u32 in (f"0x4>>0x10=0x{bare:x}", f"0x{start:x}&0xffff=0x278&&0x{start + 4:x}=0x1")),
+             "-A one-1-0-l -j one-1-0-d"]
+#: The DHCP server guards before issue 19 (on the server's source port), as they replace today's lines.
+EARLIER_DHCP = {"ip": ("--dport 68 ", "--sport 67 "), "ip6": ("--dport 546 ", "--sport 547 ")}
+DAD_TO_L = "-A one-1-0-o -s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j one-1-0-l"
+
+
+def _load_earlier_guards() -> None:
+    """Turn VM 1's live chains into what netfw loaded before issue 19 (its `o` chains and ND chain `l`)."""
+    for family, (now, earlier) in EARLIER_DHCP.items():
+        out = [line.replace(now, earlier) for line in lab_mod.rules("one-1", f"{family}tables-save")
+               if line.startswith("-A one-1-0-o ") and line != DAD_TO_L]
+        body = [":one-1-0-o - [0:0]", *out]
+        if family == "ip6":
+            body = [":one-1-0-l - [0:0]", *body, *EARLIER_L]
+        sh(*t.in_ns("one-1", f"{family}tables-restore", "--noflush"), stdin=tables.restore_text(family, body))
+
+
+def test_an_update_moves_a_nic_with_the_earlier_guards_to_these(detached):
+    """A NIC attached before issue 19 keeps its rules until an update; verify names the chains that changed, and
+    after the update they are today's: verify is clean, and what they drop is dropped."""
+    sniffer = detached[PEER]
+    offer = lambda expect: t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 6767, 68), expect,
+                                   "DHCP offer, broadcast, from port 6767")
+    try:
+        api.attach(SG0_SPOOFING)
+        assert api.verify(1) == {0: []}
+        _load_earlier_guards()
+        drift = api.verify(1)[0]
+        assert {m.groups() for d in drift if (m := re.match(r"one-1: (\S+) chain (\S+) differs", d))} == {
+            ("iptables", "one-1-0-o"), ("ip6tables", "one-1-0-o"), ("ip6tables", "one-1-0-l")}, drift
+        assert len(drift) == 3, drift
+        # the earlier rules are in force: the findings' frames get through
+        bad = t.mismatches(VM1, [offer(True)], sniffer)
+        bad += _poisoned(sniffer, attached=False, cases=OPTIONS_POISON[:1])
+        assert not bad, "the earlier rules are not what was loaded:\n" + "\n".join(bad)
+        api.update(SG0_SPOOFING)
+        assert api.verify(1) == {0: []}
+        bad = t.mismatches(VM1, _dhcp(servers_pass=False), sniffer)
+        bad += _poisoned(sniffer, attached=True, cases=OPTIONS_POISON)
+        assert not bad, "\n".join(bad)
+    finally:
+        for address in (VICTIM, IP6[VM1]):
+            sh("ip", "-n", PEER, "neigh", "del", address, "dev", "eth0", check=False)
