@@ -40,11 +40,20 @@ ETHERTYPES = ("IPv4", "IPv6", "ARP")
 #: u32: the IPv6 header's next header (byte 6) is ICMPv6, i.e. no extension header stands between it and the ND
 #: message, so that the fixed offsets the ND checks read are those of the message.
 _ND_BARE = "0x4&0xff00=0x3a00"
+#: The options of an RS, NS or NA from the VM that the `l` checks read, each: real messages carry at most one (a
+#: link-layer option, or a DAD probe's nonce), a second may stand beside it in either order, and a message with one
+#: more is dropped (u32 cannot loop, and each option read is one more rule per message type).
+ND_OPTIONS = 2
+#: u32: from an ND option's first word (type, length, 2 bytes), its length in bytes, which `@` moves on by.
+_ND_HOP = ">>0xd&0x7f8@"
 
 #: ICMPv6 that IPv6 cannot work without: router advertisement, neighbour solicitation/advertisement, redirect in;
 #: router solicitation, neighbour solicitation/advertisement out.
 ND_INBOUND = (134, 135, 136, 137)
 ND_OUTBOUND = (133, 135, 136)
+
+#: The UDP port DHCP (68) and DHCPv6 (546) clients listen on: what only a router NIC may send to.
+DHCP_CLIENT_PORT = {4: 68, 6: 546}
 
 _PROTO = {"ALL": "", "TCP": "tcp", "UDP": "udp", "ICMP": "icmp", "ICMPV6": "ipv6-icmp", "IPSEC": "esp"}
 #: Security group 0: everything allowed (statefully) both ways.
@@ -261,16 +270,17 @@ def _guards(spec: NicSpec, o: str, version: int) -> list[str]:
     if spec.filter_mac:
         lines.append(f"-A {o} -m mac ! --mac-source {mac_address(spec)} -j {d}")
     if spec.filter_ip and version == 6:  # duplicate address detection: from ::, only for an address of the NIC
-        lines.append(_icmp6(o, 135, f"-j {chain_name(spec, 't')}").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
-        lines.append(_icmp6(o, 135, "-j ACCEPT").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
+        checks = ("t", "l") if spec.filter_mac else ("t",)
+        for target in (*(chain_name(spec, c) for c in checks), "ACCEPT"):
+            lines.append(_icmp6(o, 135, f"-j {target}").replace(f"-A {o} ", f"-A {o} -s ::/128 ", 1))
     if spec.filter_ip:
         if version == 4:  # a DHCP client has no address yet
             lines.append(f"-A {o} -s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67 -j ACCEPT")
         if not spec.router:  # only a router VM may answer DHCP or advertise itself as a router
-            if version == 4:
-                lines.append(f"-A {o} -p udp -m udp --sport 67 -j {d}")
-            else:
-                lines.append(f"-A {o} -p udp -m udp --sport 547 -j {d}")
+            # A client takes what reaches its port from any source port, so the guard is the client's port: a
+            # client VM itself only ever sends to the server's (67, 547).
+            lines.append(f"-A {o} -p udp -m udp --dport {DHCP_CLIENT_PORT[version]} -j {d}")
+            if version == 6:
                 lines.append(_icmp6(o, 134, f"-j {d}"))
         lines.append(f"-A {o} -j {chain_name(spec, 's')}")
     if version == 6:
@@ -289,8 +299,11 @@ def _u32_words(data: bytes, offset: int) -> str:
 
 
 def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
-    """`t`: an NS/NA target must be an address of the NIC; `l`: a source/target link-layer option must carry the
-    NIC's MAC.
+    """`t`: an NS/NA target must be an address of the NIC; `l`: every source/target link-layer option of an RS, NS
+    or NA must be 8 bytes and carry the NIC's MAC. A receiver takes the first option of each type wherever it
+    stands, skipping others, so each of the first ND_OPTIONS options is read (u32 hops over the ones before it by
+    their lengths) and a message with one more is dropped: reading the first option only let a second, forged
+    one through (issue 19).
 
     u32 reads offsets from the start of the IPv6 header, while `-p ipv6-icmp -m icmp6` find the message behind any
     extension headers: a Destination Options header would shift the message and let its own bytes stand where the
@@ -306,14 +319,27 @@ def _nd_chains(spec: NicSpec) -> dict[str, list[str]]:
                      f"-A {t} -j {d}"]
     if spec.filter_mac:
         l, mac = chain_name(spec, "l"), bytes.fromhex(mac_address(spec).replace(":", ""))
+        # A link-layer option's first word: type 1 (source) or 2 (target), length 1 (8 bytes), the MAC's first 2.
+        head = ",".join(f"0x{kind << 24 | 1 << 16 | int.from_bytes(mac[:2], 'big'):x}" for kind in (1, 2))
+        tail = f"0x{int.from_bytes(mac[2:], 'big'):x}"
         lines = [_shifted(l, d)]
         # RS: options right after its 8 bytes (offset 48); NS/NA: after the 16-byte target (offset 64).
-        for kind, start, bare in ((133, 48, 8), (135, 64, 24), (136, 64, 24)):
-            lines.append(_icmp6(l, kind, f'-m u32 --u32 "0x4>>0x10=0x{bare:x}" -j RETURN'))  # no option at all
-            head = f"0x{start:x}&0xffff=0x{int.from_bytes(mac[:2], 'big'):x}"
-            lines.append(_icmp6(l, kind, f'-m u32 --u32 "{head}&&{_u32_words(mac[2:], start + 4)}" -j RETURN'))
+        for kind, start in ((133, 48), (135, 64), (136, 64)):
+            for n in range(ND_OPTIONS):  # option n, if it is a link-layer option, must carry the NIC's MAC
+                at = _nd_option(start, n)
+                lines.append(_icmp6(l, kind, f'-m u32 --u32 "{at}>>0x18=0x1:0x2" -m u32 ! --u32 '
+                                             f'"{at}={head}&&{_nd_option(start, n, 4)}={tail}" -j {d}'))
+            # any value: one option more than is read
+            lines.append(_icmp6(l, kind, f'-m u32 --u32 "{_nd_option(start, ND_OPTIONS)}=0x0:0xffffffff" -j {d}'))
+            lines.append(_icmp6(l, kind, "-j RETURN"))
         chains[l] = [*lines, f"-A {l} -j {d}"]
     return chains
+
+
+def _nd_option(start: int, n: int, byte: int = 0) -> str:
+    """u32 location of byte `byte` (a multiple of 4) of ND option n (0: the first, at offset `start`), reached by
+    hopping over the options before it by their length bytes. A location past the packet matches nothing."""
+    return _ND_HOP.join(f"0x{offset:x}" for offset in (*(start,) * n, start + byte))
 
 
 def _shifted(chain: str, d: str) -> str:

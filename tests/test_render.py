@@ -110,6 +110,54 @@ def test_nd_checks_first_drop_nd_behind_an_extension_header(case):
     assert chains["one-7-0-d"][-1] == "-A one-7-0-d -j DROP"
 
 
+@pytest.mark.parametrize("case", ["sg0-spoofing", "sg0-ip-only-no-mac", "every-rule-spoofing", "sg0-spoofing-router"])
+def test_dhcp_server_messages_are_dropped_by_their_client_port_whatever_the_source_port(case):
+    """A DHCP client takes what reaches its port, 68 (DHCPv6: 546), from any source port: a guard on the server's
+    source port (67, 547) let UDP from port 6767 through (issue 19). The guard heads the outbound chain (before the
+    stateful accept) and only a router NIC has none."""
+    spec = CASES[case]
+    for family, port in (("ip", 68), ("ip6", 546)):
+        out = render(spec).family(family).chains["one-7-0-o"]
+        guard = f"-A one-7-0-o -p udp -m udp --dport {port} -j one-7-0-d"
+        assert not [line for line in out if "--sport 67 " in line or "--sport 547 " in line]
+        if spec.router:
+            assert not [line for line in out if f"--dport {port} " in line]
+            continue
+        assert out.count(guard) == 1
+        assert out.index(guard) < out.index("-A one-7-0-o -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        # a client's own messages go to the server's port (67, 547): no drop names it
+        assert not [line for line in out if ("--dport 67 " in line or "--dport 547 " in line)
+                    and line.endswith("-j one-7-0-d")]
+
+
+def test_nd_link_layer_options_are_each_checked_and_a_third_option_is_dropped():
+    """Every link-layer option (type 1 or 2) among the first two options of an RS, NS or NA must be 8 bytes with
+    the NIC's MAC; a third option drops the message. The kernel takes the first option of each type wherever it
+    stands, so checking the first option only let [source option: the NIC's MAC][target option: a forged MAC]
+    through (issue 19). `0x30`/`0x40` is where RS/NS-NA options start; `>>0xd&0x7f8@` hops over an option by its
+    length byte (times 8)."""
+    ip6 = render(CASES["sg0-spoofing"]).family("ip6").chains
+    lines = ['-A one-7-0-l -m u32 ! --u32 "0x4&0xff00=0x3a00" -j one-7-0-d']
+    for kind, at in ((133, "0x30"), (135, "0x40"), (136, "0x40")):
+        head, tail = at, f"0x{int(at, 16) + 4:x}"
+        hop = f"{at}>>0xd&0x7f8@"  # to the next option
+        nd = f"-A one-7-0-l -p ipv6-icmp -m icmp6 --icmpv6-type {kind}"
+        lines += [
+            f'{nd} -m u32 --u32 "{head}>>0x18=0x1:0x2" -m u32 ! --u32 "{head}=0x1010200,0x2010200&&{tail}=0xa000001"'
+            " -j one-7-0-d",
+            f'{nd} -m u32 --u32 "{hop}{head}>>0x18=0x1:0x2" -m u32 ! --u32 "{hop}{head}=0x1010200,0x2010200'
+            f'&&{hop}{tail}=0xa000001" -j one-7-0-d',
+            f'{nd} -m u32 --u32 "{hop}{hop}{head}=0x0:0xffffffff" -j one-7-0-d',
+            f"{nd} -j RETURN",
+        ]
+    assert ip6["one-7-0-l"] == (*lines, "-A one-7-0-l -j one-7-0-d")
+    # a DAD probe (from ::) is a neighbour solicitation too: its options are checked before it is accepted
+    dad = "-A one-7-0-o -s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j "
+    out = ip6["one-7-0-o"]
+    assert out.index(dad + "one-7-0-t") < out.index(dad + "one-7-0-l") < out.index(dad + "ACCEPT")
+    assert dad + "one-7-0-l" not in render(CASES["sg0-ip-only-no-mac"]).family("ip6").chains["one-7-0-o"]
+
+
 @pytest.mark.parametrize("last", range(1, 40))
 def test_ipset_threshold(last):
     """Up to IPSET_THRESHOLD blocks give one line each; one block more gives a single line and an ipset."""

@@ -132,30 +132,43 @@ def ip_udp(src: str, dst: str, dport: int, payload: bytes, sport: int = 40000) -
 # --- neighbour discovery (RFC 4861) ---------------------------------------------------------------------------------
 
 
-def _tag_option(tag: bytes) -> bytes:
+def tag_option(tag: bytes) -> bytes:
     """An ND option of an unassigned type (253) carrying the tag: receivers ignore it (RFC 4861 4.6)."""
     body = tag.ljust(-(-(len(tag) + 2) // 8) * 8 - 2, b"\0")
     return bytes([253, (len(body) + 2) // 8]) + body
 
 
-def neighbour_advert(src: str, dst: str, target: str, lladdr: str, tag: bytes, dest_opts: bytes | None = None
-                     ) -> bytes:
+def lladdr_option(kind: int, lladdr: str) -> bytes:
+    """A source (kind 1) or target (kind 2) link-layer address option: 8 bytes (RFC 4861 4.6.1)."""
+    return bytes([kind, 1]) + mac(lladdr)
+
+
+def neighbour_advert(src: str, dst: str, target: str, lladdr: str, tag: bytes, dest_opts: bytes | None = None,
+                     options: tuple[bytes, ...] | None = None) -> bytes:
     """An IPv6 packet with a Neighbour Advertisement (solicited, override): `target` is at `lladdr`.
 
     dest_opts: the data of a Destination Options header put between the IPv6 header and the ICMPv6 message.
+    options: the message's options in this order, instead of the target link-layer option for `lladdr` and then
+    the tag's option (put tag_option(tag) among them).
     """
-    message = (struct.pack("!BBHI", 136, 0, 0, 0x60000000) + ipaddress.IPv6Address(target).packed
-               + bytes([2, 1]) + mac(lladdr) + _tag_option(tag))
+    options = (lladdr_option(2, lladdr), tag_option(tag)) if options is None else options
+    message = struct.pack("!BBHI", 136, 0, 0, 0x60000000) + ipaddress.IPv6Address(target).packed + b"".join(options)
     return _nd(src, dst, message, dest_opts)
 
 
-def neighbour_solicit(src: str, dst: str, target: str, lladdr: str, tag: bytes, dest_opts: bytes | None = None
-                      ) -> bytes:
+def neighbour_solicit(src: str, dst: str, target: str, lladdr: str, tag: bytes, dest_opts: bytes | None = None,
+                      options: tuple[bytes, ...] | None = None) -> bytes:
     """An IPv6 packet with a Neighbour Solicitation for `target` from src, which is at `lladdr` (the source
-    link-layer option, which the receiver puts in its neighbour cache); dest_opts as for neighbour_advert."""
-    message = (struct.pack("!BBHI", 135, 0, 0, 0) + ipaddress.IPv6Address(target).packed
-               + bytes([1, 1]) + mac(lladdr) + _tag_option(tag))
+    link-layer option, which the receiver puts in its neighbour cache); dest_opts and options as for
+    neighbour_advert."""
+    options = (lladdr_option(1, lladdr), tag_option(tag)) if options is None else options
+    message = struct.pack("!BBHI", 135, 0, 0, 0) + ipaddress.IPv6Address(target).packed + b"".join(options)
     return _nd(src, dst, message, dest_opts)
+
+
+def router_solicit(src: str, dst: str, options: tuple[bytes, ...]) -> bytes:
+    """An IPv6 packet with a Router Solicitation carrying these options (put tag_option(tag) among them)."""
+    return _nd(src, dst, struct.pack("!BBHI", 133, 0, 0, 0) + b"".join(options), None)
 
 
 def _nd(src: str, dst: str, message: bytes, dest_opts: bytes | None) -> bytes:

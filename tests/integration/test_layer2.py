@@ -5,6 +5,10 @@ Two findings of issue 8:
   crossed the firewall bridge past every rule, both from the VM and to it, whatever the spoofing flags;
 - the ND anti-spoofing checks read fixed u32 offsets, which an IPv6 extension header shifts: a Destination Options
   header carrying the NIC's own address and MAC at the offsets read let a VM poison a neighbour's cache.
+Two of issue 19:
+- the DHCP and DHCPv6 server guards matched the server's source port, while a client takes what reaches its own
+  port (68, 546) from any source port;
+- the ND link-layer check read the first option only: a second option with a forged MAC poisoned the cache.
 
 One lab for the module: VM 1 (guest g1-0, attached and detached by each test) and a peer g2-0 on the VN bridge
 vnbr0 (never attached). A frames.Sniffer in each guest sees every frame that reaches its eth0, tagged or not. Every
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import time
 from collections.abc import Callable
 
 import pytest
 
-from netfw import api
+from netfw import api, render, tables
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
@@ -261,17 +267,39 @@ POISON = [
 ]
 
 
-def _poisoned(sniffer: fr.Sniffer, attached: bool) -> list[str]:
-    """Send each POISON frame from VM 1 (expected through only when not attached); describe every outcome that
-    differs, in delivery and in the peer's neighbour cache."""
+def _poisoned(sniffer: fr.Sniffer, attached: bool, cases: list = POISON) -> list[str]:
+    """Send each of the cases (POISON's form) from VM 1 (expected through only when not attached); describe every
+    outcome that differs, in delivery and in the peer's neighbour cache."""
     bad = []
-    for why, build, address, mac in POISON:
+    for why, build, address, mac in cases:
         _known(VICTIM, VICTIM_MAC)
         _known(IP6[VM1], MAC[VM1])
         bad += t.mismatches(VM1, [t.frame(_nd(build), not attached, why)], sniffer)
-        if (f"lladdr {mac} " in _neighbour(address) + " ") == attached:
+        if _at(address, mac, wait=not attached) == attached:
             bad.append(f"{why}: peer's entry {_neighbour(address)!r} (expected {'no ' if attached else ''}"
                        f"change to {mac})")
+    return bad
+
+
+def _at(address: str, mac: str, wait: bool) -> bool:
+    """Whether the peer's entry for address holds mac; wait: give it up to traffic.PATIENCE to get there."""
+    deadline = time.monotonic() + (t.PATIENCE if wait else 0)
+    while f"lladdr {mac} " not in _neighbour(address) + " ":
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _truthful(sniffer: fr.Sniffer, cases: list[tuple[str, Callable[[bytes], bytes]]]) -> list[str]:
+    """Send each (why, packet builder) from VM 1 while the peer has VM 1 at a forged MAC: each must pass and put VM
+    1's real MAC back in the peer's cache."""
+    bad = []
+    for why, build in cases:
+        _known(IP6[VM1], FORGED_MAC)
+        bad += t.mismatches(VM1, [t.frame(_nd(build), True, why)], sniffer)
+        if not _at(IP6[VM1], MAC[VM1], wait=True):
+            bad.append(f"{why}: did not update the peer's cache: {_neighbour(IP6[VM1])!r}")
     return bad
 
 
@@ -283,12 +311,179 @@ def test_nd_with_an_extension_header_cannot_shift_the_checks(detached):
         api.attach(SPOOFING)
         bad = _poisoned(detached[PEER], attached=True)
         # ... while a plain, truthful NA still passes and still updates the cache
-        _known(IP6[VM1], FORGED_MAC)
-        plain = t.frame(_nd(lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], IP6[VM1], MAC[VM1], tag)), True,
-                        "plain NA for its own address at its own MAC")
-        bad += t.mismatches(VM1, [plain], detached[PEER])
-        if f"lladdr {MAC[VM1]} " not in _neighbour(IP6[VM1]) + " ":
-            bad.append(f"the truthful NA did not update the peer's cache: {_neighbour(IP6[VM1])!r}")
+        plain = lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], IP6[VM1], MAC[VM1], tag)
+        bad += _truthful(detached[PEER], [("plain NA for its own address at its own MAC", plain)])
+        assert not bad, "\n".join(bad)
+    finally:
+        for address in (VICTIM, IP6[VM1]):
+            sh("ip", "-n", PEER, "neigh", "del", address, "dev", "eth0", check=False)
+
+
+# --- every link-layer option of an ND message (issue 19) ---------------------------------------------------------
+
+LL_SOURCE, LL_TARGET = 1, 2
+NONCE = bytes([14, 1]) + bytes.fromhex("4e46504e4f4e")  # RFC 7527's nonce option, which a Linux DAD probe carries
+
+
+def _na(*options: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """An NA from VM 1 for its own address with these options, in order (each made from the probe's tag)."""
+    return lambda tag: fr.neighbour_advert(IP6[VM1], IP6[PEER], IP6[VM1], MAC[VM1], tag,
+                                           options=tuple(o(tag) for o in options))
+
+
+def _ns(*options: Callable[[bytes], bytes], src: str = IP6[VM1], target: str = IP6[PEER]
+        ) -> Callable[[bytes], bytes]:
+    """An NS from VM 1 (src) to the peer for target with these options, in order (each made from the tag)."""
+    return lambda tag: fr.neighbour_solicit(src, IP6[PEER], target, MAC[VM1], tag,
+                                            options=tuple(o(tag) for o in options))
+
+
+def _ll(kind: int, mac: str) -> Callable[[bytes], bytes]:
+    return lambda tag: fr.lladdr_option(kind, mac)
+
+
+TAG = fr.tag_option
+OPTIONS_POISON = [
+    ("NA [source option: its own MAC][target option: a forged MAC][tag]: the cache takes the target option",
+     _na(_ll(LL_SOURCE, MAC[VM1]), _ll(LL_TARGET, FORGED_MAC), TAG), IP6[VM1], FORGED_MAC),
+    ("NA [tag][target option: a forged MAC]: a forged second option",
+     _na(TAG, _ll(LL_TARGET, FORGED_MAC)), IP6[VM1], FORGED_MAC),
+    ("NS [tag][source option: a forged MAC]: a forged second option",
+     _ns(TAG, _ll(LL_SOURCE, FORGED_MAC)), IP6[VM1], FORGED_MAC),
+]
+OPTIONS_TRUTHFUL = [
+    ("NA [target option: its own MAC][tag]", _na(_ll(LL_TARGET, MAC[VM1]), TAG)),
+    ("NA [tag][target option: its own MAC]: the second option is read, not refused",
+     _na(TAG, _ll(LL_TARGET, MAC[VM1]))),
+    ("NS [source option: its own MAC][tag]", _ns(_ll(LL_SOURCE, MAC[VM1]), TAG)),
+]
+
+
+def _rs(*options: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """An RS from VM 1 to all routers (ff02::2) with these options."""
+    return lambda tag: fr.ether("33:33:00:00:00:02", MAC[VM1], fr.ETH_IP6,
+                                fr.router_solicit(IP6[VM1], "ff02::2", tuple(o(tag) for o in options)))
+
+
+def _delivered(attached: bool) -> list[t.Probe]:
+    """Messages whose fate shows in delivery only (the peer's cache would not take them): expected through only
+    when not attached, but for the truthful ones."""
+    return [
+        t.frame(_nd(_ns(_ll(LL_SOURCE, MAC[VM1]), TAG, TAG)), not attached,
+                "NS [source option: its own MAC][tag][tag]: a third option"),
+        t.frame(_nd(_ns(_ll(LL_SOURCE, FORGED_MAC), TAG, src="::", target=IP6[VM1])), not attached,
+                "DAD probe (from ::) with a source option: a forged MAC"),
+        t.frame(_rs(TAG, _ll(LL_SOURCE, FORGED_MAC)), not attached, "RS [tag][source option: a forged MAC]"),
+        t.frame(_nd(_ns(lambda tag: NONCE, TAG, src="::", target=IP6[VM1])), True,
+                "DAD probe (from ::) [nonce][tag], as Linux sends it"),
+        t.frame(_rs(_ll(LL_SOURCE, MAC[VM1]), TAG), True, "RS [source option: its own MAC][tag]"),
+    ]
+
+
+def test_every_link_layer_option_of_nd_must_carry_the_nics_mac(detached):
+    """The kernel takes the first link-layer option of each type wherever it stands among the options: each one
+    that the VM sends must carry its MAC, and a third option drops the message (issue 19)."""
+    sniffer = detached[PEER]
+    try:
+        bad = _poisoned(sniffer, attached=False, cases=OPTIONS_POISON)  # control: the cache takes the forged MAC
+        bad += t.mismatches(VM1, _delivered(attached=False), sniffer)
+        assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+        api.attach(SPOOFING)
+        bad = _poisoned(sniffer, attached=True, cases=OPTIONS_POISON)
+        bad += t.mismatches(VM1, _delivered(attached=True), sniffer)
+        bad += _truthful(sniffer, OPTIONS_TRUTHFUL)
+        assert not bad, "\n".join(bad)
+    finally:
+        for address in (VICTIM, IP6[VM1]):
+            sh("ip", "-n", PEER, "neigh", "del", address, "dev", "eth0", check=False)
+
+
+# --- DHCP and DHCPv6 server messages (issue 19) ------------------------------------------------------------------
+
+SG0_SPOOFING = dataclasses.replace(SPOOFING, rules=None)  # everything allowed: only the guards drop
+BROADCAST, DHCP6_SERVERS = "ff:ff:ff:ff:ff:ff", ("ff02::1:2", "33:33:00:01:00:02")
+
+
+def _udp(dst_mac: str, src: str, dst: str, sport: int, dport: int) -> Callable[[bytes], bytes]:
+    """A UDP datagram from VM 1's MAC (the tag its payload)."""
+    return lambda tag: fr.udp_frame(MAC[VM1], dst_mac, src, dst, dport, tag, sport)
+
+
+def _dhcp(servers_pass: bool) -> list[t.Probe]:
+    """DHCP(v6) messages from VM 1: a server's (to a client's port, from the server's port or any other) pass only
+    when servers_pass; a client's own (to a server's port) always."""
+    own_link_local = str(render.link_local(MAC[VM1]))
+    return [
+        t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 67, 68), servers_pass, "DHCP offer, broadcast, port 67"),
+        t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 6767, 68), servers_pass,
+                "DHCP offer, broadcast, from port 6767"),
+        t.frame(_udp(MAC[PEER], IP4[VM1], IP4[PEER], 6767, 68), servers_pass, "DHCP ack, unicast, from port 6767"),
+        t.frame(_udp(MAC[PEER], IP6[VM1], IP6[PEER], 547, 546), servers_pass, "DHCPv6 reply from port 547"),
+        t.frame(_udp(MAC[PEER], IP6[VM1], IP6[PEER], 5470, 546), servers_pass, "DHCPv6 reply from port 5470"),
+        t.frame(_udp(BROADCAST, "0.0.0.0", "255.255.255.255", 68, 67), True, "DHCP discover: VM 1 is a client"),
+        t.frame(_udp(MAC[PEER], IP4[VM1], IP4[PEER], 68, 67), True, "DHCP renewal, unicast to a server"),
+        t.frame(_udp(DHCP6_SERVERS[1], own_link_local, DHCP6_SERVERS[0], 546, 547), True,
+                "DHCPv6 solicit to all servers"),
+    ]
+
+
+def test_dhcp_server_messages_pass_only_from_a_router_nic_whatever_their_source_port(detached):
+    """A DHCP client takes what reaches port 68 (DHCPv6: 546) from any source port (issue 19)."""
+    sniffer = detached[PEER]
+    bad = t.mismatches(VM1, _dhcp(servers_pass=True), sniffer)
+    assert not bad, "not attached yet, yet:\n" + "\n".join(bad)
+    api.attach(SG0_SPOOFING)
+    bad = t.mismatches(VM1, _dhcp(servers_pass=False), sniffer)
+    api.update(dataclasses.replace(SG0_SPOOFING, router=True))
+    bad += t.mismatches(VM1, _dhcp(servers_pass=True), sniffer)
+    assert not bad, "\n".join(bad)
+
+
+#: VM 1's ND link-layer chain as netfw loaded it before issue 19: a message without options, or whose first option
+#: carries the MAC's bytes (0x278, 0x1: 02:78:00:00:00:01, whatever the option's type), returns.
+EARLIER_L = ['-A one-1-0-l -m u32 ! --u32 "0x4&0xff00=0x3a00" -j one-1-0-d',
+             *(f'-A one-1-0-l -p ipv6-icmp -m icmp6 --icmpv6-type {kind} -m u32 --u32 "{u32}" -j RETURN'
+               for kind, start, bare in ((133, 0x30, 0x8), (135, 0x40, 0x18), (136, 0x40, 0x18))
+               for u32 in (f"0x4>>0x10=0x{bare:x}", f"0x{start:x}&0xffff=0x278&&0x{start + 4:x}=0x1")),
+             "-A one-1-0-l -j one-1-0-d"]
+#: The DHCP server guards before issue 19 (on the server's source port), as they replace today's lines.
+EARLIER_DHCP = {"ip": ("--dport 68 ", "--sport 67 "), "ip6": ("--dport 546 ", "--sport 547 ")}
+DAD_TO_L = "-A one-1-0-o -s ::/128 -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j one-1-0-l"
+
+
+def _load_earlier_guards() -> None:
+    """Turn VM 1's live chains into what netfw loaded before issue 19 (its `o` chains and ND chain `l`)."""
+    for family, (now, earlier) in EARLIER_DHCP.items():
+        out = [line.replace(now, earlier) for line in lab_mod.rules("one-1", f"{family}tables-save")
+               if line.startswith("-A one-1-0-o ") and line != DAD_TO_L]
+        body = [":one-1-0-o - [0:0]", *out]
+        if family == "ip6":
+            body = [":one-1-0-l - [0:0]", *body, *EARLIER_L]
+        sh(*t.in_ns("one-1", f"{family}tables-restore", "--noflush"), stdin=tables.restore_text(family, body))
+
+
+def test_an_update_moves_a_nic_with_the_earlier_guards_to_these(detached):
+    """A NIC attached before issue 19 keeps its rules until an update; verify names the chains that changed, and
+    after the update they are today's: verify is clean, and what they drop is dropped."""
+    sniffer = detached[PEER]
+    offer = lambda expect: t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 6767, 68), expect,
+                                   "DHCP offer, broadcast, from port 6767")
+    try:
+        api.attach(SG0_SPOOFING)
+        assert api.verify(1) == {0: []}
+        _load_earlier_guards()
+        drift = api.verify(1)[0]
+        assert {m.groups() for d in drift if (m := re.match(r"one-1: (\S+) chain (\S+) differs", d))} == {
+            ("iptables", "one-1-0-o"), ("ip6tables", "one-1-0-o"), ("ip6tables", "one-1-0-l")}, drift
+        assert len(drift) == 3, drift
+        # the earlier rules are in force: the findings' frames get through
+        bad = t.mismatches(VM1, [offer(True)], sniffer)
+        bad += _poisoned(sniffer, attached=False, cases=OPTIONS_POISON[:1])
+        assert not bad, "the earlier rules are not what was loaded:\n" + "\n".join(bad)
+        api.update(SG0_SPOOFING)
+        assert api.verify(1) == {0: []}
+        bad = t.mismatches(VM1, _dhcp(servers_pass=False), sniffer)
+        bad += _poisoned(sniffer, attached=True, cases=OPTIONS_POISON)
         assert not bad, "\n".join(bad)
     finally:
         for address in (VICTIM, IP6[VM1]):
