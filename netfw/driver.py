@@ -276,7 +276,7 @@ def _below_error(record) -> bool:
 
 def _hook_format(record) -> str:
     """A hook's standard output line: the message alone for INFO (the driver prefixes `INFO: <action>: `), else
-    'LEVEL: message'. Braces in the message are escaped: loguru formats the string this returns."""
+    'LEVEL: message'."""
     return ("{message}\n" if record["level"].name == "INFO" else "{level}: {message}\n")
 
 
