@@ -142,13 +142,32 @@ class OvsPort:
                        tuple((c, v) for c, v in data["iface"]), data["ofport"])
 
 
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's own whitespace (RFC 8259), nothing else
+_DECODER = json.JSONDecoder()
+
+
 def _rows(text: str) -> list[list[dict]]:
-    """The tables of `ovs-vsctl --format=json` output (one JSON object per command), as lists of {column: value}."""
+    """The tables of `ovs-vsctl --format=json` output (one JSON object per command), as lists of {column: value}.
+
+    The documents are decoded one after the other, separated by JSON whitespace only: a value OVSDB holds may
+    contain any character but NUL, and ovs-vsctl writes U+2028, U+2029 and U+0085 unescaped, which
+    str.splitlines() would take for line breaks (issue 19). Output of any other shape is a failure to read
+    (CommandError), never "no rows".
+    """
     tables = []
-    for line in text.splitlines():
-        if line.strip():
-            doc = json.loads(line)
-            tables.append([dict(zip(doc["headings"], row)) for row in doc["data"]])
+    pos = _JSON_SPACE.match(text).end()
+    try:
+        while pos < len(text):
+            doc, pos = _DECODER.raw_decode(text, pos)
+            pos = _JSON_SPACE.match(text, pos).end()
+            headings, data = doc["headings"], doc["data"]
+            if not (isinstance(headings, list) and isinstance(data, list)
+                    and all(isinstance(row, list) and len(row) == len(headings) for row in data)):
+                raise ValueError("not a table")
+            tables.append([dict(zip(headings, row)) for row in data])
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise runner.refused("ovs", f"ovs-vsctl printed what is not its JSON tables ({type(e).__name__}: {e})") \
+            from None
     return tables
 
 
@@ -192,7 +211,10 @@ def lookup(name: str) -> OvsPort | None:
 def ofport_of(name: str) -> tuple[object, object]:
     """(ofport, error) of interface `name` as OVS has it now. Read-only; raises when ovs-vsctl fails."""
     out = runner.read([*VSCTL, "--format=json", "--", "--columns=ofport,error", "list", "Interface", name]).stdout
-    rows = _rows(out)[0]
+    tables = _rows(out)
+    if len(tables) != 1:
+        raise runner.refused("ovs", f"unexpected ovs-vsctl output for {name}")
+    rows = tables[0]
     if not rows:
         return None, "no such interface"
     return rows[0]["ofport"], rows[0]["error"]

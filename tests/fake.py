@@ -13,8 +13,10 @@ from netfw import probe, runner
 class FakeHost:
     def __init__(self, mocker, links: dict[str | None, dict[str, dict]] | None = None,
                  saves: dict[tuple[str, str, str], str] | None = None, netns: set[str] | None = None,
-                 fail: str | None = None):
+                 fail: str | None = None, ovs: dict[str, dict] | None = None):
         self.links = links or {}
+        # Open vSwitch ports by name: {"bridge": B, "port": {column: OVSDB JSON}, "iface": {column: OVSDB JSON}}
+        self.ovs = ovs if ovs is not None else {}
         self.saves = saves or {}
         self.netns = netns or set()
         self.fail = fail  # a substring of a command line that fails with exit 99
@@ -35,12 +37,8 @@ class FakeHost:
         if self.fail and self.fail in line:
             return runner.Result(tuple(argv), 99, "", "injected failure")
         ns = self._ns(argv)
-        if argv[0] == "ovs-vsctl":  # a host without Open vSwitch bridges: no bridge, no port
-            if "br-exists" in argv:
-                return runner.Result(tuple(argv), 2, "", "")
-            lists = sum(1 for a in argv if a == "list")
-            empty = "".join(json.dumps({"data": [], "headings": []}) + "\n" for _ in range(lists))
-            return runner.Result(tuple(argv), 0, empty, "")
+        if argv[0] == "ovs-vsctl":  # without `ovs`: a host without Open vSwitch bridges, no bridge, no port
+            return self._vsctl(argv)
         if argv[:3] == ["ip", "netns", "add"]:
             self.netns.add(argv[3])
         if argv[:3] == ["ip", "netns", "del"]:
@@ -58,6 +56,52 @@ class FakeHost:
         if argv[-2:] == ["ipset", "save"]:
             return runner.Result(tuple(argv), 0, "", "")
         return runner.Result(tuple(argv), 0, "", "")
+
+    def _vsctl(self, argv: list[str]) -> runner.Result:
+        """ovs-vsctl on the ports of self.ovs: list (its JSON as ovs-vsctl prints it: compact, UTF-8 unescaped,
+        one document per command), br-exists, del-port, add-port (ofport=N taken as the OpenFlow port)."""
+        bridges = {p["bridge"] for p in self.ovs.values()}
+        if "br-exists" in argv:
+            return runner.Result(tuple(argv), 0 if argv[-1] in bridges else 2, "", "")
+        out, commands, current, columns = [], [], [], []
+        for arg in argv[1:] + ["--"]:
+            if arg == "--":
+                commands, current, columns = commands + [(current, columns)], [], []
+            elif arg.startswith("--columns="):
+                columns = arg.split("=", 1)[1].split(",")
+            elif not arg.startswith("--"):
+                current.append(arg)
+        for cmd, columns in commands:
+            if cmd[:1] == ["del-port"]:
+                self.ovs.pop(cmd[-1], None)
+            elif cmd[:1] == ["add-port"]:
+                self.ovs[cmd[2]] = {"bridge": cmd[1], "port": {}, "iface": {}}
+            elif cmd[:2] == ["set", "Interface"]:
+                for setting in cmd[3:]:
+                    if setting.startswith("ofport="):
+                        self.ovs[cmd[2]]["iface"]["ofport"] = int(setting.split("=", 1)[1])
+            elif cmd[:1] == ["list"]:
+                out.append(self._list(cmd, columns))
+        return runner.Result(tuple(argv), 0, "".join(json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+                                                     + "\n" for doc in out), "")
+
+    def _list(self, cmd: list[str], columns: list[str]) -> dict:
+        """One `list TABLE [NAME]` with the --columns= of its command."""
+        table, name = cmd[1], cmd[2] if len(cmd) > 2 else None
+        uuid = {n: f"00000000-0000-4000-8000-{i:012d}" for i, n in enumerate(sorted(self.ovs))}
+        rows = []
+        if table == "Bridge":
+            for bridge in sorted({p["bridge"] for p in self.ovs.values()}):
+                ports = ["set", [["uuid", uuid[n]] for n, p in sorted(self.ovs.items()) if p["bridge"] == bridge]]
+                rows.append({"name": bridge, "ports": ports})
+        elif name in self.ovs:
+            record = self.ovs[name]["port" if table == "Port" else "iface"]
+            rows.append({"_uuid": ["uuid", uuid[name]], "name": name, "type": "", "error": ["set", []],
+                         "ofport": 1, **record})
+        default = {"ingress_policing_rate": 0, "ingress_policing_burst": 0, "ingress_policing_kpkts_rate": 0,
+                   "ingress_policing_kpkts_burst": 0, "other_config": ["map", []], "external_ids": ["map", []]}
+        return {"data": [[row.get(c, default.get(c, ["set", []])) for c in columns] for row in rows],
+                "headings": columns}
 
     def commands(self) -> list[str]:
         """Every command as one line, its stdin lines indented below it."""

@@ -258,7 +258,9 @@ def dump() -> dict[str, list[dict]]:
     argv = ["--format=json"]
     for table in TABLES:
         argv += ["--", "list", table]
-    lines = vsctl(*argv).stdout.splitlines()
+    # one document per command, split at "\n" only: a value may hold U+2028 and the like, which ovs-vsctl prints as
+    # they are and str.splitlines() would split at (issue 19)
+    lines = [line for line in vsctl(*argv).stdout.split("\n") if line]
     return {table: [dict(zip(out["headings"], row)) for row in out["data"]]
             for table, out in zip(TABLES, map(json.loads, lines))}
 
