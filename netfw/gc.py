@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import api, health, names, probe, runner, state
 from .errors import InputError
+from .statefs import StateError
 from .transaction import TransactionError
 
 
@@ -32,8 +33,14 @@ class Item:
 
 
 def _journals(state_dir: str | Path | None) -> set[tuple[int, int]]:
+    found = set()
     with state.opened(state_dir, create=False) as records:
-        return {(vm, nic) for vm in records.vms() for nic in records.nics(vm, intents=True)}
+        for vm in records.vms():
+            try:
+                found |= {(vm, nic) for nic in records.nics(vm, intents=True)}
+            except StateError:  # a VM directory netfw refuses: survey reports it (error), gc leaves it
+                continue
+    return found
 
 
 def _detach(vm: int, nic: int, what: str, dry_run: bool, state_dir: str | Path | None) -> Item:

@@ -87,16 +87,26 @@ def objects(vm: int | None = None) -> Objects:
     return out
 
 
-def _records(records: state.StateDir, vms: list[int]) -> dict[tuple[int, int], Applied | StateError]:
-    """Every record of the VMs, each read and validated (a bad one as its error)."""
+def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, int], Applied | StateError],
+                                                                set[tuple[int, int]], dict[int, str]]:
+    """Every record of the VMs, each read and validated (a bad one as its error); the NICs with a journal; the VMs
+    whose directory of records netfw refuses, with why (their NICs are unknown)."""
     found: dict[tuple[int, int], Applied | StateError] = {}
+    journals: set[tuple[int, int]] = set()
+    refused: dict[int, str] = {}
     for vm in vms:
-        for nic in records.nics(vm):
+        try:
+            nics, journaled = records.nics(vm), records.nics(vm, intents=True)
+        except StateError as e:
+            refused[vm] = str(e)
+            continue
+        journals |= {(vm, nic) for nic in journaled}
+        for nic in nics:
             try:
                 found[(vm, nic)] = records.load(vm, nic)
             except (StateError, InputError) as e:
                 found[(vm, nic)] = StateError(str(e))
-    return found
+    return found, journals, refused
 
 
 def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None) -> Health:
@@ -108,7 +118,7 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
                       applied)
     try:
         drift = api.verify(vm, nic, state_dir=state_dir)[nic]
-    except runner.CommandError as e:
+    except (runner.CommandError, InputError) as e:  # a failed read, a record or an OVSDB value netfw refuses
         return Health(vm, nic, "error", [f"could not check it: {e}"], applied)
     return Health(vm, nic, "drift" if drift else "attached", drift, applied)
 
@@ -121,15 +131,17 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
         names.check_ids(vm, nic or 0)
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
-        recorded = _records(records, vms)
-        journals = {(v, n) for v in vms for n in records.nics(v, intents=True)}
+        recorded, journals, refused = _records(records, vms)
     seen = objects(vm)
-    out: list[Health] = []
+    # a VM whose records cannot be read: its links are no orphans (gc would take them away), only its error
+    out = [Health(v, None, "error", [why]) for v, why in refused.items()]
     for key in sorted(set(recorded) | set(seen.links) | journals):
         if nic is not None and key[1] != nic:
             continue
         applied = recorded.get(key)
-        if isinstance(applied, StateError):
+        if key[0] in refused:
+            out.append(Health(*key, "error", [refused[key[0]]]))
+        elif isinstance(applied, StateError):
             out.append(Health(*key, "error", [str(applied)]))
         elif applied is None and key not in seen.links:  # a journal only: a run killed before it changed anything
             out.append(Health(*key, "stale", [f"only the journal of an interrupted run is left: netfw gc, or "
@@ -140,7 +152,7 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
         else:
             out.append(_recorded(key, applied, seen, state_dir))
     for bare in sorted(seen.bare):
-        if nic is None and not any(k[0] == bare for k in recorded):
+        if nic is None and not any(k[0] == bare for k in recorded) and bare not in refused:
             held = ", ".join(n for n in seen.namespaces[bare] if n != "lo") or "nothing but lo"
             out.append(Health(bare, None, "orphan", [f"namespace {names.netns(bare)} holds {held} and no NIC "
                                                      "netfw has a record of"]))

@@ -93,7 +93,9 @@ def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
         if vm_status.conntrack is not None:
             out["netfw_conntrack_entries"].append(sample("netfw_conntrack_entries", {"vm": vm},
                                                          vm_status.conntrack["count"]))
-            out["netfw_conntrack_max"].append(sample("netfw_conntrack_max", {"vm": vm}, vm_status.conntrack["max"]))
+            if vm_status.conntrack["max"] is not None:  # None: a record of the VM cannot be read (its NIC: error)
+                out["netfw_conntrack_max"].append(sample("netfw_conntrack_max", {"vm": vm},
+                                                         vm_status.conntrack["max"]))
     lines = []
     for name, (kind, text) in METRICS.items():
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *out[name]]

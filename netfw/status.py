@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import counters, health, names, probe, state
+from .errors import InputError
 from .counters import DIRECTIONS, REASONS, NicCounters
 from .model import Rule
 from .render import security_rules
@@ -60,7 +61,7 @@ class NicStatus:
 class VmStatus:
     vm: int
     nics: list[NicStatus] = field(default_factory=list)
-    conntrack: dict | None = None  # {"count": entries in the VM's table, "max": the sum of its NICs' caps}
+    conntrack: dict | None = None  # {"count": entries in the VM's table, "max": the sum of its NICs' caps or None}
 
     @property
     def ok(self) -> bool:
@@ -92,10 +93,14 @@ def vm_status_of(vm: int, healths: list[health.Health], state_dir: str | Path | 
     return out
 
 
-def vm_cap(vm: int, state_dir: str | Path | None = None) -> int:
-    """The most conntrack entries the VM's table may hold: the sum of its recorded NICs' caps."""
+def vm_cap(vm: int, state_dir: str | Path | None = None) -> int | None:
+    """The most conntrack entries the VM's table may hold: the sum of its recorded NICs' caps; None (unknown) when
+    one of its records cannot be read (that NIC's health says why)."""
     with state.opened(state_dir, create=False) as records:
-        return sum(records.load(vm, n).spec.conntrack_max for n in records.nics(vm))
+        try:
+            return sum(records.load(vm, n).spec.conntrack_max for n in records.nics(vm))
+        except InputError:  # StateError included
+            return None
 
 
 # --- the human form ------------------------------------------------------------------------------------------------
@@ -138,7 +143,8 @@ def vm_lines(status: VmStatus) -> list[str]:
     """`netfw status VM` as tables: per NIC its health, traffic per direction, drops by reason, rules."""
     data = status.as_dict()
     ct = data["conntrack"]
-    lines = [f"VM {status.vm}: " + (f"conntrack {ct['count']} of {ct['max']} entries" if ct else "no namespace")]
+    cap = "an unknown cap (a record cannot be read)" if ct and ct["max"] is None else ct and ct["max"]
+    lines = [f"VM {status.vm}: " + (f"conntrack {ct['count']} of {cap} entries" if ct else "no namespace")]
     for nic in data["nics"]:
         lines.append("")
         label = f"NIC {nic['nic']}" if nic["nic"] is not None else "namespace"

@@ -125,3 +125,77 @@ def test_status_gc_and_detach_read_a_port_whose_records_hold_line_separators(hos
     adds = [argv for argv, _ in host.calls if argv[:3] == [*ovs.VSCTL, "add-port"]]
     assert adds == [expected] and any("a\\u2028b" in arg for arg in expected)
     assert not (tmp_path / "vm-6" / "nic-0.json").exists()
+
+
+def test_a_value_netfw_refuses_is_that_nic_s_error_and_the_others_go_on(host, tmp_path):
+    host.ovs["one-6-0"]["iface"]["external_ids"] = ["map", [["big", "x" * 4097]]]
+    runner = CliRunner()
+    res = runner.invoke(app, ["status", "--json", "--state-dir", str(tmp_path)])
+    found = health_of(res.stdout)
+    assert res.exit_code == 1 and found[(6, 0)]["health"] == "error"
+    assert "Interface external_ids: a string longer than 4096 characters" in found[(6, 0)]["problems"][0]
+    assert (found[(7, 0)]["health"], found[(8, 0)]["health"]) == ("drift", "stale")
+    res = runner.invoke(app, ["gc", "--dry-run", "--json", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 0 and [(i["vm"], i["nic"]) for i in json.loads(res.stdout)["items"]] == [(8, 0)]
+    res = runner.invoke(app, ["detach", "7", "0", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 0 and not (tmp_path / "vm-7" / "nic-0.json").exists()
+    res = runner.invoke(app, ["detach", "6", "0", "--state-dir", str(tmp_path)])  # its own detach: refused, told why
+    assert res.exit_code == 2 and "longer than 4096" in res.output and (tmp_path / "vm-6" / "nic-0.json").exists()
+
+
+def test_a_failed_read_of_one_nic_is_that_nic_s_error(mocker, host, tmp_path):
+    host.fail = "list Port one-6-0"  # ovs-vsctl fails for VM 6's port only
+    res = CliRunner().invoke(app, ["status", "--json", "--state-dir", str(tmp_path)])
+    found = health_of(res.stdout)
+    assert res.exit_code == 1 and found[(6, 0)]["health"] == "error"
+    assert "could not check it" in found[(6, 0)]["problems"][0] and "injected failure" in found[(6, 0)]["problems"][0]
+    assert (found[(7, 0)]["health"], found[(8, 0)]["health"]) == ("drift", "stale")
+
+
+def test_a_vm_directory_netfw_refuses_is_that_vm_s_error_never_an_orphan(host, tmp_path):
+    """Its links have records netfw cannot read: gc must not take them for orphans and remove them."""
+    host.links = merge(host.links, attached_links(9, 0, "vnbr0"))
+    host.netns.add("one-9")
+    record(tmp_path, 9, 0, Port(LINUX, "vnbr0", "02:00:00:00:00:01"))
+    (tmp_path / "vm-9").chmod(0o777)
+    runner = CliRunner()
+    res = runner.invoke(app, ["status", "--json", "--state-dir", str(tmp_path)])
+    found = health_of(res.stdout)
+    assert res.exit_code == 1 and found[(9, None)]["health"] == found[(9, 0)]["health"] == "error"
+    assert "is writable by group or others" in found[(9, 0)]["problems"][0]
+    assert (found[(6, 0)]["health"], found[(7, 0)]["health"], found[(8, 0)]["health"]) == ("drift", "drift", "stale")
+    res = runner.invoke(app, ["gc", "--json", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 0 and [(i["vm"], i["nic"]) for i in json.loads(res.stdout)["items"]] == [(8, 0)]
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------------
+
+
+def test_metrics_with_one_corrupt_record_print_every_other_nic_and_that_nic_s_error(host, tmp_path):
+    """Finding 4: one unreadable record emptied `netfw metrics` (exit 2, no line); the README promises that NIC's
+    health `error` and exit 1."""
+    host.links = merge(host.links, attached_links(7, 1, "vnbr0"))
+    record(tmp_path, 7, 1, Port(LINUX, "vnbr0", "02:00:00:00:00:01"))
+    (tmp_path / "vm-7" / "nic-1.json").write_text('{"spec": ')
+    res = CliRunner().invoke(app, ["metrics", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    lines = res.stdout.splitlines()
+    assert 'netfw_nic_health{vm="7",nic="1",health="error"} 1' in lines
+    for vm, nic in ((6, 0), (7, 0)):
+        assert f'netfw_nic_health{{vm="{vm}",nic="{nic}",health="drift"}} 1' in lines
+        assert f'netfw_packets_total{{vm="{vm}",nic="{nic}",direction="inbound",verdict="accepted"}} 0' in lines
+    assert 'netfw_nic_health{vm="8",nic="0",health="stale"} 1' in lines
+    assert not any('nic="1"' in line for line in lines if not line.startswith("netfw_nic_health"))  # no counters
+    assert 'netfw_conntrack_max{vm="6"} 8192' in lines and not any('conntrack_max{vm="7"}' in l for l in lines)
+    assert "VM 7 NIC 1" in res.stderr and "not a netfw record" in res.stderr
+
+
+def test_status_of_a_vm_with_one_corrupt_record(host, tmp_path):
+    host.links = merge(host.links, attached_links(7, 1, "vnbr0"))
+    (tmp_path / "vm-7" / "nic-1.json").write_text("[]")
+    res = CliRunner().invoke(app, ["status", "7", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "VM 7: conntrack 0 of an unknown cap (a record cannot be read) entries" in res.stdout
+    assert "NIC 0: drift (tap one-7-0)" in res.stdout and "NIC 1: error" in res.stdout
+    res = CliRunner().invoke(app, ["status", "7", "--json", "--state-dir", str(tmp_path)])
+    assert json.loads(res.stdout)["conntrack"] == {"count": 0, "max": None}
