@@ -35,6 +35,12 @@ _IFACE_READ = (*IFACE_COLUMNS, "ofport", "type", "error")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MAX_TEXT = 4096  # one string in a record (external_ids values are short ids, MACs, names)
 _MAX_ITEMS = 4096  # elements of a set or map (trunks: at most 4096 VLANs)
+#: The most bytes the add-port call that writes a port's records back may take (its argv, NULs included): the
+#: kernel's limit for a whole argv is 2 MiB with an 8 MiB stack (ARG_MAX, the environment included), for one argument
+#: 128 KiB (MAX_ARG_STRLEN; add_argv writes a map key by key, so no argument comes near it). Records that would not
+#: fit are refused when read, before anything changes: at the cut-over neither the add-port nor its rollback could
+#: write them (E2BIG), and the tap would be left off its bridge.
+MAX_ARGV = 1024 * 1024
 
 
 def _atom(value: object, where: str) -> None:
@@ -44,6 +50,10 @@ def _atom(value: object, where: str) -> None:
     if isinstance(value, str):
         if len(value) > _MAX_TEXT or "\0" in value:
             raise InputError(f"{where}: a string longer than {_MAX_TEXT} characters or with a NUL")
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate (from a record's "\ud800"): OVSDB holds UTF-8 only
+            raise InputError(f"{where}: a string that is not Unicode text") from None
         return
     if isinstance(value, list) and len(value) == 2 and value[0] == "uuid" and isinstance(value[1], str) \
             and _UUID_RE.fullmatch(value[1]):
@@ -85,6 +95,15 @@ def render(value: object) -> str:
     return "{" + ", ".join(f"{render(k)}={render(v)}" for k, v in items) + "}"
 
 
+def assignments(column: str, value: object) -> list[str]:
+    """ovs-vsctl `set` arguments that give a new record's column value: `col=VALUE`, or for a map one `col:KEY=VALUE`
+    per entry (a new record's map is empty), so that no argument nears the kernel's 128 KiB limit whatever the map
+    holds (MAX_ARGV). Pure."""
+    if isinstance(value, list) and value[0] == "map":
+        return [f"{column}:{render(k)}={render(v)}" for k, v in value[1]]
+    return [f"{column}={render(value)}"]
+
+
 def _is_default(value: object) -> bool:
     """An empty set or map, or 0: what a new port has anyway (nothing to write)."""
     return value == ["set", []] or value == ["map", []] or (type(value) is int and value == 0)
@@ -110,6 +129,10 @@ class OvsPort:
                 if not (isinstance(item, tuple) and len(item) == 2 and item[0] in allowed):
                     raise InputError(f"{table} column {item!r} is not one netfw carries")
                 check_value(item[1], f"{table} {item[0]}")
+        size = sum(len(arg.encode()) + 1 for arg in self.add_argv("x" * names.IFNAME_MAX))
+        if size > MAX_ARGV:
+            raise InputError(f"Open vSwitch records of {size} bytes: more than the {MAX_ARGV} netfw can write back "
+                             "in one ovs-vsctl call")
 
     def add_argv(self, name: str) -> list[str]:
         """ovs-vsctl add-port of link `name` with these records and this OpenFlow port, in one transaction.
@@ -118,10 +141,10 @@ class OvsPort:
         (ofport_request would stay behind, and take the number from another port): the caller reads it back.
         """
         argv = [*VSCTL, "add-port", self.bridge, name]
-        port = [f"{col}={render(v)}" for col, v in self.port if not _is_default(v)]
+        port = [arg for col, v in self.port if not _is_default(v) for arg in assignments(col, v)]
         if port:
             argv += ["--", "set", "Port", name, *port]
-        iface = [f"{col}={render(v)}" for col, v in self.iface if not _is_default(v)]
+        iface = [arg for col, v in self.iface if not _is_default(v) for arg in assignments(col, v)]
         if self.ofport is not None:
             iface.append(f"ofport={self.ofport}")
         return argv + (["--", "set", "Interface", name, *iface] if iface else [])

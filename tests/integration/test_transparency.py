@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from netfw import api
+from netfw import api, health
+from netfw.errors import InputError
 from netfw.model import NicSpec
 from netfw.rules import load_rules_json
 
@@ -228,3 +229,54 @@ def test_ovs_every_command_of_attach_and_detach_fails_cleanly(ovs_lab, monkeypat
         monkeypatch.setattr(runner, "_execute", fault.real)
         assert snapshot() == attached, f"detach failing at command {n} ({fault.failed}) left something behind"
     assert ping(ovs_lab["a"], "10.7.0.2")
+
+
+#: Strings OVSDB holds (any but NUL): line and paragraph separators and NEL (which str.splitlines() takes for line
+#: breaks, issue 19), quotes, backslashes, what looks like escapes and ovs-vsctl syntax, non-ASCII, astral and control
+#: characters, the empty string, and the longest netfw carries (ovs.py: 4096 characters), as values and as keys.
+HOSTILE = {"sep": "a\u2028b", "para\u2029key": "\u2029", "nel\u0085": "x\u0085y", "quote": 'q"uote\\back\\\\slash',
+           "escapes": "\\u2028 \\n \\\"", "ctl": "line\nfeed\r\t\x01\x1f\x7f", "utf-é": "é漢😀", "k:e=y, {a}[b]": "=,{}[]: ",
+           'q"k\\': "", "longest": "😀" * 4096, "\u2028" * 4096: "\u2028" * 4096}
+#: Many long values: 10 of 4096 astral characters, 49 KiB each as JSON escapes (the add-port writes a map key by key).
+MANY = {f"m{i}": chr(0x1F600 + i) * 4096 for i in range(10)}
+
+
+def ids(values: dict) -> list[str]:
+    return [f"{json.dumps(k)}={json.dumps(v)}" for k, v in values.items()]
+
+
+def test_ovs_every_string_ovsdb_holds_is_carried_to_the_veth_end_and_back(ovs_lab):
+    vsctl("set", "Interface", "one-1-0", *(f"external_ids:{p}" for p in ids(HOSTILE)),
+          *(f"other_config:{p}" for p in ids(MANY)))
+    vsctl("set", "Port", "one-1-0", *(f"external_ids:{p}" for p in ids(HOSTILE)))
+    before = ovs_records("one-1-0")
+    # OVSDB holds the very strings (the lab set them right)
+    assert dict(before["port"]["external_ids"][1]) == {"vm-id": "one-1", **HOSTILE}
+    assert dict(before["iface"]["external_ids"][1]) == {"iface-id": "vm1-nic0", "attached-mac": "02:00:0a:07:00:01",
+                                                        **HOSTILE}
+    assert dict(before["iface"]["other_config"][1]) == {"foo": "bar", **MANY}
+
+    api.attach(NicSpec(1, 0, "ovsbr0"))
+    assert link("one-1-0")["ifalias"] == "netfw vm=1 nic=0 role=h"
+    assert ovs_records("one-1-0") == before  # the veth end has them
+    assert health.survey()[0].health == "attached" and api.verify(1, 0) == {0: []}
+    assert vlans_as(ovs_lab, {"b"})
+
+    api.detach(1, 0)
+    assert "ifalias" not in link("one-1-0")  # the tap itself
+    assert ovs_records("one-1-0") == before  # has them again
+    assert vlans_as(ovs_lab, {"b"})
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"big": "x" * 4097}, "longer than 4096"),
+    ({f"m{i}": chr(0x1F600 + i) * 4096 for i in range(24)}, "more than the 1048576 netfw can write back"),
+])
+def test_ovs_records_netfw_refuses_stop_attach_before_anything_changes(ovs_lab, values, message):
+    for chunk in (dict(list(values.items())[:12]), dict(list(values.items())[12:])):
+        if chunk:
+            vsctl("set", "Interface", "one-1-0", *(f"external_ids:{p}" for p in ids(chunk)))
+    before = snapshot()
+    with pytest.raises(InputError, match=message):
+        api.attach(NicSpec(1, 0, "ovsbr0"))
+    assert snapshot() == before
