@@ -143,3 +143,21 @@ def test_a_vm_on_linux_and_open_vswitch_through_both_drivers_hooks(lab, ovs, sta
         assert "one-7-1" not in vsctl("list-ports", "ovsbr0").stdout.split()
     finally:
         h.stop()
+
+
+def test_ovswitch_clean_of_a_port_whose_records_hold_line_separators(ovs_host):
+    """Issue 19: `ovs-vsctl set Interface one-7-0 'external_ids:note="a\\u2028b"'` made every netfw call that read the
+    port fail (a JSONDecodeError): the VM could not be cleaned. The driver's clean detaches it, the tap gets it."""
+    h, g = ovs_host
+    h.ok("post", "one-7", "host-a", doc="e2e_ovswitch.xml")
+    vsctl("set", "Interface", "one-7-0", 'external_ids:note="a\\u2028b\\u2029c\\u0085d"')  # on the veth end
+    vsctl("set", "Port", "one-7-0", 'external_ids:note="\\u2028"')
+    assert api.verify(7) == {0: []}
+    before = records("one-7-0")
+    assert dict(before["external_ids"][1])["note"] == "a\u2028b\u2029c\u0085d"
+    h.ok("clean", "host-a", doc="e2e_ovswitch.xml")
+    assert "ifalias" not in json.loads(sh("ip", "-j", "link", "show", "one-7-0").stdout)[0]  # the tap itself
+    assert records("one-7-0") == before
+    port = json.loads(vsctl("--format=json", "--columns=external_ids", "list", "Port", "one-7-0").stdout)
+    assert port["data"][0][0] == ["map", [["note", "\u2028"]]]
+    assert ping(g["p"], "10.62.0.7") and h.netfw_left() == []
