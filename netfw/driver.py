@@ -104,7 +104,7 @@ def config(vn_mads: str | None = None, state_dir: str | None = None, dry_run: bo
     names it, and root must not create a directory wherever that caller likes (`/etc/nologin` would lock users out).
     """
     if state_dir:
-        state.check_existing(state_dir)
+        state.check_named_by_caller(state_dir)  # one message whatever is wrong: it names paths of root's
     return Config(parse_vn_mads(vn_mads if vn_mads is not None else os.environ.get(VN_MADS_ENV)), state_dir, dry_run,
                   conntrack_max)
 

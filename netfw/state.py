@@ -242,6 +242,20 @@ def check_existing(explicit: str | Path) -> None:
                              "created by netfw one")
 
 
+def check_named_by_caller(explicit: str | Path) -> None:
+    """check_existing for a state directory that the caller of `sudo netfw one` names: StateError with one message
+    whatever is wrong. The detailed ones (it does not exist; it is a symbolic link, not a directory, owned by uid N,
+    of mode M) would tell that caller what root sees of paths it cannot see itself (issue 19). netfw run directly by
+    root keeps them."""
+    try:
+        check_existing(explicit)
+    except StateError:
+        raise StateError(f"state directory {explicit}: refused: it is not a directory of the user netfw runs as "
+                         "(root) that no one else may write to, or it does not exist (create it first: "
+                         f"install -d -m 0700 {explicit}; only the default {DEFAULT_STATE_DIR} is created by netfw "
+                         "one)") from None
+
+
 def load(root: str | Path | None, vm: int, nic: int) -> Applied | None:
     """What was last applied to the NIC, or None when there is no record (see StateDir.load)."""
     with opened(root, create=False) as directory:

@@ -444,12 +444,49 @@ def test_an_unusable_state_directory_is_one_error_line_not_a_traceback(tmp_path)
         2, ["ERROR: state directory /proc/x: cannot create it: No such file or directory"])
 
 
+def refused(path) -> list[str]:
+    """The one ERROR line of `netfw one` for a --state-dir it refuses, whatever is wrong with it."""
+    return [f"ERROR: state directory {path}: refused: it is not a directory of the user netfw runs as (root) that no "
+            f"one else may write to, or it does not exist (create it first: install -d -m 0700 {path}; only the "
+            "default /var/lib/netfw is created by netfw one)"]
+
+
 def test_netfw_one_refuses_a_symlinked_state_directory_with_exit_2(tmp_path, root, fake):
     (tmp_path / "link").symlink_to(root)
     result = _one("post", "one-42", "h", "--state-dir", str(tmp_path / "link"))
     assert result.exit_code == 2
-    assert _errors(result.stderr) == [f"ERROR: state directory {tmp_path}/link is a symbolic link: refused"]
+    assert _errors(result.stderr) == refused(tmp_path / "link")
     assert fake.calls == []
+
+
+#: What a path named by --state-dir may be in a directory only root may read (oneadmin cannot see into it).
+STATE_DIRS = {
+    "missing": lambda p: None,
+    "in a missing directory": lambda p: None,
+    "a symbolic link to a good directory": lambda p: p.symlink_to(p.parent / "good"),
+    "a regular file": lambda p: p.write_text("secret"),
+    "a FIFO": lambda p: os.mkfifo(p),
+    "a directory of another user": lambda p: (p.mkdir(mode=0o700), os.chown(p, 4242, 4242)),
+    "a directory others may write to": lambda p: (p.mkdir(), p.chmod(0o1777)),
+    "a directory its group may write to": lambda p: (p.mkdir(), p.chmod(0o770)),
+}
+
+
+@pytest.mark.parametrize("case", STATE_DIRS)
+def test_netfw_one_says_the_same_whatever_is_wrong_with_its_state_directory(tmp_path, fake, case):
+    """Issue 19: the caller of `sudo netfw one --state-dir PATH` learnt whether a path in a directory only root may
+    read exists, and its owner and mode. netfw run directly by root keeps its detailed messages."""
+    secret = tmp_path / "root-only"
+    secret.mkdir(mode=0o700)
+    (secret / "good").mkdir(mode=0o700)
+    path = secret / "missing" / "x" if case == "in a missing directory" else secret / "x"
+    STATE_DIRS[case](path)
+    result = _one("post", "one-42", "h", "--state-dir", str(path))
+    assert (result.exit_code, _errors(result.stderr)) == (2, refused(path))
+    assert fake.calls == [] and not (path.parent / "good" / "vm-42.lock").exists()
+    assert _one("clean", "h", "--state-dir", str(secret / "good")).exit_code == 0  # a good one is taken
+    direct = subprocess.run([str(NETFW), "verify", "42", "--state-dir", str(path)], capture_output=True, text=True)
+    assert direct.returncode == 2 and _errors(direct.stderr) != refused(path)  # root sees why
 
 
 def _one(*argv: str):
@@ -463,9 +500,7 @@ def test_netfw_one_creates_no_state_directory_its_caller_names(tmp_path, fake):
     """`sudo netfw one --state-dir /etc/nologin` must not make root create that directory (it locks users out)."""
     result = _one("post", "one-42", "h", "--state-dir", str(tmp_path / "nologin"))
     assert result.exit_code == 2
-    assert _errors(result.stderr) == [f"ERROR: state directory {tmp_path}/nologin does not exist: create it first "
-                                      f"(install -d -m 0700 {tmp_path}/nologin); only the default /var/lib/netfw "
-                                      "is created by netfw one"]
+    assert _errors(result.stderr) == refused(tmp_path / "nologin")
     assert not (tmp_path / "nologin").exists() and fake.calls == []
 
 
