@@ -49,6 +49,7 @@ class Objects:
     links: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (vm, nic) -> "where/name (role)"
     namespaces: dict[int, list[str]] = field(default_factory=dict)  # vm -> names of the links in one-<vm>
     bare: set[int] = field(default_factory=set)  # VMs whose namespace holds no netfw link
+    unreadable: dict[int, str] = field(default_factory=dict)  # VMs whose namespace could not be read, and why
 
 
 def namespaces() -> list[int]:
@@ -80,7 +81,11 @@ def objects(vm: int | None = None) -> Objects:
         if vm is not None and found != vm:
             continue
         ns = names.netns(found)
-        links = probe.links(ns)
+        try:
+            links = probe.links(ns)
+        except runner.CommandError as e:  # that VM's fault: survey reports it, the others are read
+            out.unreadable[found] = f"could not read namespace {ns}: {e}"
+            continue
         out.namespaces[found] = list(links)
         if not _tagged(links, f"{ns}/", out, None):
             out.bare.add(found)
@@ -133,7 +138,9 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
     seen = objects(vm)
-    # a VM whose records cannot be read: its links are no orphans (gc would take them away), only its error
+    # a VM whose records or namespace cannot be read: its NICs are neither stale nor orphans (gc would take them
+    # away), only in error
+    refused.update(seen.unreadable)
     out = [Health(v, None, "error", [why]) for v, why in refused.items()]
     for key in sorted(set(recorded) | set(seen.links) | journals):
         if nic is not None and key[1] != nic:

@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, connection, ovs, state
+from netfw import api, connection, health, ovs, state
 from netfw.cli import app
 from netfw.model import NicSpec
 from netfw.ovs import OvsPort
@@ -178,6 +178,19 @@ def test_a_vm_directory_netfw_refuses_is_that_vm_s_error_never_an_orphan(host, t
     assert "is writable by group or others" in found[(9, 0)]["problems"][0]
     assert (found[(6, 0)]["health"], found[(7, 0)]["health"], found[(8, 0)]["health"]) == ("drift", "drift", "stale")
     res = runner.invoke(app, ["gc", "--json", "--state-dir", str(tmp_path)])
+    assert res.exit_code == 0 and [(i["vm"], i["nic"]) for i in json.loads(res.stdout)["items"]] == [(8, 0)]
+
+
+def test_a_namespace_that_cannot_be_read_is_that_vm_s_error(mocker, host, tmp_path):
+    mocker.patch.object(health, "namespaces", return_value=[6, 7])
+    host.fail = "ip -n one-7 -j -d link show"  # the listing of VM 7's namespace fails
+    runner = CliRunner()
+    res = runner.invoke(app, ["status", "--json", "--state-dir", str(tmp_path)])
+    found = health_of(res.stdout)
+    assert res.exit_code == 1 and found[(7, None)]["health"] == found[(7, 0)]["health"] == "error"
+    assert "could not read namespace one-7" in found[(7, 0)]["problems"][0]
+    assert (found[(6, 0)]["health"], found[(8, 0)]["health"]) == ("drift", "stale")
+    res = runner.invoke(app, ["gc", "--dry-run", "--json", "--state-dir", str(tmp_path)])
     assert res.exit_code == 0 and [(i["vm"], i["nic"]) for i in json.loads(res.stdout)["items"]] == [(8, 0)]
 
 
