@@ -265,6 +265,33 @@ def test_metrics_file_holds_what_status_counts(vms, tmp_path):
     assert parse_exposition(netfw("metrics").stdout).keys() >= {k for k in samples if "health" in k[0]}
 
 
+def test_metrics_with_one_corrupt_record_report_every_other_nic_and_that_nic_as_error(vms, lab, state_dir):
+    """Issue 19: one record that cannot be read emptied `netfw metrics` for every VM (exit 2, no line)."""
+    attach_vm1()
+    lab.vm(2, 1, "10.78.0.21/24")
+    api.attach_all([NicSpec(2, 0, "vnbr0"), NicSpec(2, 1, "vnbr0")])
+    (state_dir / "vm-2" / "nic-1.json").write_text('{"spec": ')
+    res = netfw("metrics")
+    assert res.returncode == 1, res.stderr
+    samples = parse_exposition(res.stdout)
+
+    def get(name, **labels):
+        return samples.get((name, frozenset((k, str(v)) for k, v in labels.items())))
+
+    assert get("netfw_nic_health", vm=2, nic=1, health="error") == 1
+    assert not any(("nic", "1") in labels for name, labels in samples if name != "netfw_nic_health")  # no counters
+    for vm in (1, 2):
+        assert get("netfw_nic_health", vm=vm, nic=0, health="attached") == 1
+        assert get("netfw_packets_total", vm=vm, nic=0, direction="inbound", verdict="accepted") is not None
+        assert get("netfw_conntrack_entries", vm=vm) is not None
+    assert get("netfw_conntrack_max", vm=1) == 8192 and get("netfw_conntrack_max", vm=2) is None  # a sum unknown
+    assert [line for line in res.stderr.splitlines() if line.startswith("ERROR:")] == [
+        line for line in res.stderr.splitlines() if "VM 2 NIC 1" in line and "not a netfw record" in line]
+    assert netfw("status", "--json").returncode == 1
+    gc = netfw("gc", "--dry-run", "--json")
+    assert gc.returncode == 0 and json.loads(gc.stdout)["items"] == []
+
+
 # --- 4. netfw log -------------------------------------------------------------------------------------------------
 
 
