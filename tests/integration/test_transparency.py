@@ -280,3 +280,19 @@ def test_ovs_records_netfw_refuses_stop_attach_before_anything_changes(ovs_lab, 
     with pytest.raises(InputError, match=message):
         api.attach(NicSpec(1, 0, "ovsbr0"))
     assert snapshot() == before
+
+
+def test_ovs_a_value_netfw_refuses_on_one_veth_end_is_that_nic_s_error_only(ovs_lab):
+    api.attach(NicSpec(1, 0, "ovsbr0"))
+    api.attach(NicSpec(2, 0, "ovsbr0"))
+    vsctl("set", "Interface", "one-1-0", f"external_ids:big={json.dumps('x' * 4097)}")  # by the tap's name
+    found = {(h.vm, h.nic): h for h in health.survey()}
+    assert found[(1, 0)].health == "error" and "longer than 4096" in found[(1, 0)].problems[0]
+    assert found[(2, 0)].health == "attached"
+    api.detach(2, 0)  # every other NIC's detach works
+    assert "ifalias" not in link("one-2-0")
+    with pytest.raises(InputError, match="longer than 4096"):  # its own is refused, nothing touched
+        api.detach(1, 0)
+    vsctl("remove", "Interface", "one-1-0", "external_ids", "big")
+    api.detach(1, 0)
+    assert "ifalias" not in link("one-1-0") and vlans_as(ovs_lab, {"b"})
