@@ -160,4 +160,5 @@ def test_ovswitch_clean_of_a_port_whose_records_hold_line_separators(ovs_host):
     assert records("one-7-0") == before
     port = json.loads(vsctl("--format=json", "--columns=external_ids", "list", "Port", "one-7-0").stdout)
     assert port["data"][0][0] == ["map", [["note", "\u2028"]]]
-    assert ping(g["p"], "10.62.0.7", count=3) and h.netfw_left() == []
+    eventually(lambda: ping(g["p"], "10.62.0.7"), "the peer reaching the VM after the clean")
+    assert h.netfw_left() == []
