@@ -101,8 +101,9 @@ deb-deps:
 deb-wheels: venv
 	@mkdir -p $(DEB_WHEELS)
 	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-	    > $(DEB_WHEELS)/requirements.txt
-	$(BIN)/pip download -q --only-binary=:all: --dest $(DEB_WHEELS) -r $(DEB_WHEELS)/requirements.txt
+	    > $(DEB_WHEELS)/requirements.new
+	$(BIN)/pip download -q --only-binary=:all: --dest $(DEB_WHEELS) -r $(DEB_WHEELS)/requirements.new
+	@mv $(DEB_WHEELS)/requirements.new $(DEB_WHEELS)/requirements.txt  # last: it says the wheels are all there
 
 deb-build: venv
 	@test -s $(DEB_WHEELS)/requirements.txt || { echo "no wheels in $(DEB_WHEELS): make deb-wheels (needs the network)"; exit 1; }
