@@ -1,4 +1,5 @@
 # netfw: the whole set-up on a fresh Debian 12 is `make demo` and `make test`.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ TOOLS := ip bridge tc iptables-restore ip6tables-restore ebtables-restore ipset 
 # user without them gets the Open vSwitch tests skipped, each saying why.
 OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool
 
-.PHONY: all deps venv compile demo test unit integration bench bench-quick clean
+.PHONY: all deps venv compile demo test unit integration bench bench-quick clean deb deb-deps
 
 all: test
 
@@ -54,6 +55,7 @@ demo: deps venv
 
 # Unit tests and integration tests (these inside the unprivileged sandbox: no root needed, host network untouched).
 test: deps venv
+	@$(MAKE) --no-print-directory deb-deps deb-wheels || echo "tests/test_deb.py will be skipped: see above"
 	scripts/sandbox $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: venv
@@ -67,5 +69,57 @@ bench: deps venv
 bench-quick: deps venv compile
 	scripts/sandbox $(BIN)/python scripts/bench.py --quick --out /tmp/netfw-bench-quick
 
+# The Debian package (debian/): $(DEB_DIST)/netfw_<version>_all.deb, checked by lintian (no error allowed).
+#   make deb          everything: the Debian build tools (installed as root, named otherwise), the wheels of netfw's
+#                     Python dependencies (deb-wheels: the only step that needs the network), then deb-build
+#   make deb-build    the package from the source tree and those wheels, offline (what tests/test_deb.py runs)
+DEB_TOOLS := dh dpkg-buildpackage visudo lintian
+DEB_BUILD_PACKAGES := debhelper dpkg-dev sudo lintian python3-venv
+DEB_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' netfw/__init__.py)
+DEB_SOURCES := pyproject.toml README.md netfw scripts/opennebula contrib docs/opennebula.md debian
+DEB_BUILD ?= build/deb
+DEB_DIST ?= dist
+DEB_WHEELS ?= build/wheels
+
+deb: deb-deps venv deb-wheels
+	$(MAKE) --no-print-directory deb-build
+
+deb-deps:
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $(DEB_BUILD_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(DEB_BUILD_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing tools:$$missing; as root, run: apt-get install -y --no-install-recommends $(DEB_BUILD_PACKAGES)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# netfw's Python dependencies as pyproject.toml lists them, as wheels (all pure Python).
+deb-wheels: venv
+	@mkdir -p $(DEB_WHEELS)
+	$(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+	    > $(DEB_WHEELS)/requirements.new
+	$(BIN)/pip download -q --only-binary=:all: --dest $(DEB_WHEELS) -r $(DEB_WHEELS)/requirements.new
+	@mv $(DEB_WHEELS)/requirements.new $(DEB_WHEELS)/requirements.txt  # last: it says the wheels are all there
+
+deb-build: venv
+	@test -s $(DEB_WHEELS)/requirements.txt || { echo "no wheels in $(DEB_WHEELS): make deb-wheels (needs the network)"; exit 1; }
+	rm -rf $(DEB_BUILD) && mkdir -p $(DEB_BUILD)/netfw-$(DEB_VERSION) $(DEB_DIST)
+	tar -c --exclude=__pycache__ $(DEB_SOURCES) | tar -x -C $(DEB_BUILD)/netfw-$(DEB_VERSION)
+	{ printf 'netfw (%s) unstable; urgency=medium\n\n  * netfw %s, built from %s.\n\n -- %s  %s\n' \
+	    "$(DEB_VERSION)" "$(DEB_VERSION)" "$$(git describe --always --dirty 2>/dev/null || echo a source tree)" \
+	    "$$(sed -n 's/^Maintainer: //p' debian/control)" \
+	    "$$(date -R -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))"; } \
+	    > $(DEB_BUILD)/netfw-$(DEB_VERSION)/debian/changelog
+	cd $(DEB_BUILD)/netfw-$(DEB_VERSION) && PIP=$(abspath $(BIN)/pip) WHEELS=$(abspath $(DEB_WHEELS)) \
+	    dpkg-buildpackage -b -us -uc --no-sign >../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
+	cp $(DEB_BUILD)/netfw_$(DEB_VERSION)_all.deb $(DEB_DIST)/
+	lintian --fail-on error $(DEB_DIST)/netfw_$(DEB_VERSION)_all.deb 2>&1 | grep -v '^running with root privileges'; \
+	    exit $${PIPESTATUS[0]}
+	@echo "built $(DEB_DIST)/netfw_$(DEB_VERSION)_all.deb"
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build dist

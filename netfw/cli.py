@@ -494,10 +494,36 @@ def log(
     guarded(go)
 
 
-@app.command()
+class OneCommand(typer.core.TyperCommand):
+    """`netfw one`: a driver action, or, when the first word is install or uninstall, that command with its own
+    options (netfw/install_cli.py), so that the driver actions' parsing stays exactly as it is."""
+
+    _KEY = "netfw.one.setup"
+
+    def parse_args(self, ctx, args):
+        from .install_cli import COMMANDS
+
+        if args and args[0] in COMMANDS:
+            ctx.meta[self._KEY] = list(args)
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        setup = ctx.meta.pop(self._KEY, None)
+        if setup is None:
+            return super().invoke(ctx)
+        from .install_cli import app as setup_app
+
+        group = typer.main.get_command(setup_app)
+        with group.make_context(ctx.info_name, setup, parent=ctx.parent) as sub:
+            return group.invoke(sub)
+
+
+@app.command(cls=OneCommand)
 def one(
     ctx: typer.Context,
-    action: str = typer.Argument(..., help="pre, post, clean, update_sg or update_nic."),
+    action: str = typer.Argument(..., help="pre, post, clean, update_sg or update_nic; or install / uninstall on "
+                                           "the front-end (netfw one install --help)."),
     args: Optional[list[str]] = typer.Argument(
         None, help="As OpenNebula passes them: post DEPLOY_ID HOST, clean HOST, update_sg DEPLOY_ID, "
                    "update_nic DEPLOY_ID VNET_ID."),
@@ -515,7 +541,8 @@ def one(
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """OpenNebula network-driver action: the base64 VM document on stdin; exit 0, 1 (failed, rolled back) or
-    2 (bad input, nothing touched), with one `ERROR: ...` line on stderr."""
+    2 (bad input, nothing touched), with one `ERROR: ...` line on stderr. On the front-end, `netfw one install`
+    and `netfw one uninstall` hook netfw into OpenNebula's drivers (see their --help)."""
     from . import driver
     from .document import MAX_INPUT
 
