@@ -8,15 +8,15 @@ states print as `RELATED,ESTABLISHED`, MACs print lower-case with two digits per
 
 Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), `-c` (the conntrack cap,
 which every new flow a security-group rule accepts goes through), `-p` (log and drop a new flow whose source holds
-its share of the cap), plus `-s` (the NIC's own source addresses) when IP
-spoofing is filtered, in IPv6 `-t` and `-l` (ND targets and link-layer options), and `-d` (log and drop what
-anti-spoofing refuses) with any spoofing filter; for ebtables `-e` (the ethertypes that may cross the tap, always),
-`-a` (ARP and Ethernet anti-spoofing) and `-d`.
+its share of the cap), plus `-s` (the NIC's own source addresses) when IP spoofing is filtered, in IPv6 `-t` and `-l`
+(ND targets and link-layer options), and `-d` (log and drop what anti-spoofing refuses) with any spoofing filter; for
+ebtables `-e` (the ethertypes that may cross the tap, always), `-a` (ARP and Ethernet anti-spoofing) and `-d`.
 
 Observability (netfw status, metrics, log) reads this layout back: each security-group rule's lines carry the
 comment `sg <SG> rule <n>` (n counts the NIC's rules from 1), every DROP has one reason (the final DROP of `-i`/`-o`:
-no rule matched; `-c` and `-p`: the conntrack cap; `-d`: anti-spoofing; ebtables `-e`: ethertype; `--ctstate INVALID`), and
-right before each reason's DROP an NFLOG rule, rate-limited in the kernel, logs to the NIC's group (see `drop`).
+no rule matched; `-c` and `-p`: the conntrack cap; `-d`: anti-spoofing; ebtables `-e`: ethertype; `--ctstate
+INVALID`), and right before each reason's DROP an NFLOG rule, rate-limited in the kernel, logs to the NIC's group (see
+`drop`).
 """
 
 from __future__ import annotations
