@@ -157,8 +157,9 @@ ROUTER_OPT = typer.Option(None, "--router/--no-router",
                           help="The VM may send DHCP server replies and IPv6 router advertisements.")
 XML_OPT = typer.Option(None, "--vm-xml", help="OpenNebula VM document, XML or base64 ('-': stdin); "
                                               "gives bridge, tap, MTU, addresses, filters and rules.")
-CT_MAX_OPT = typer.Option(None, "--conntrack-max", help="Conntrack entries the NIC may hold, IPv4 and IPv6 together "
-                                                        "(a flow above it is dropped); default 8192.")
+CT_MAX_OPT = typer.Option(None, "--conntrack-max", help="Conntrack entries the NIC may hold in each IP family, half "
+                                                        "of them from one source (a flow above is dropped); default "
+                                                        "8192.")
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing.")
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
 STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
@@ -533,7 +534,7 @@ def one(
     backend: Optional[str] = typer.Option(
         None, "--backend", help="iptables backend for NICs attached from now on: auto, nft or legacy."),
     conntrack_max: Optional[int] = typer.Option(
-        None, "--conntrack-max", help="Conntrack entries each handled NIC may hold (default 8192)."),
+        None, "--conntrack-max", help="Conntrack entries each handled NIC may hold per IP family (default 8192)."),
     log_stdout: bool = typer.Option(
         False, "--log-stdout", help="Run as a hook in a driver's <action>.d/ (the wrappers set it there): INFO and "
                                     "WARNING lines on stdout, which the driver logs; the ERROR line on stderr."),

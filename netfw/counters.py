@@ -99,7 +99,7 @@ def _target(line: str) -> str:
 def nic_counters(spec: NicSpec, saves: dict[str, Saved]) -> NicCounters:
     """The NIC's counters from the saves of its VM namespace ({'ip'|'ip6'|'eb': parse_counters(...)}). Pure."""
     out = NicCounters()
-    cap, spoofing = chain_name(spec, "c"), chain_name(spec, "d")
+    cap, by_source, spoofing = chain_name(spec, "c"), chain_name(spec, "p"), chain_name(spec, "d")
     for family in FAMILIES:
         chains = saves.get(family, {})
         for role, direction in (("i", "inbound"), ("o", "outbound")):
@@ -112,8 +112,8 @@ def nic_counters(spec: NicSpec, saves: dict[str, Saved]) -> NicCounters:
                         out.rules.setdefault(number, Count()).add(packets, bytes_)
                 elif target == "DROP":
                     out.drop(direction, "invalid" if "--ctstate INVALID" in line else "no_rule", packets, bytes_)
-        for line, packets, bytes_ in chains.get(cap, []):
-            if _target(line) == "DROP":  # the cap's inbound DROP names the tap as the way out
+        for line, packets, bytes_ in chains.get(cap, []) + chains.get(by_source, []):
+            if _target(line) == "DROP":  # the cap's inbound DROPs name the tap as the way out
                 direction = "inbound" if "--physdev-out" in line else "outbound"
                 out.drop(direction, "conntrack_cap", packets, bytes_)
                 accepted = out.accepted[direction]  # they were counted on their security-group rule's line

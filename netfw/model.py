@@ -176,7 +176,7 @@ class NicSpec:
     rules: tuple[Rule, ...] | None = None  # None: security group 0, allow everything (stateful)
     sg_ids: tuple[int, ...] = field(default=())  # the NIC's security groups, for display
     bandwidth: Bandwidth | None = None  # limits to enforce (None: none)
-    conntrack_max: int = DEFAULT_CONNTRACK_MAX  # cap on the NIC's conntrack entries (render.cap_shares splits it)
+    conntrack_max: int = DEFAULT_CONNTRACK_MAX  # cap on the NIC's conntrack entries, per family (render._cap)
 
     def __post_init__(self) -> None:
         if not (_is_int(self.vm) and _is_int(self.nic)):

@@ -74,6 +74,15 @@ def bridge(vm: int, nic: int) -> str:
     return _ifname(f"one-br-{vm}-{nic}", vm, nic, BRIDGE)
 
 
+def bridge_mac(vm: int, nic: int) -> str:
+    """The firewall bridge's own MAC: set, so that the bridge never takes a port's MAC (a Linux bridge takes its
+    lowest port's otherwise, and the tap's MAC must not be local to the firewall bridge: see CutOver). Derived from
+    (VM, NIC), locally administered and unicast; nothing else on the network carries it."""
+    check_ids(vm, nic)
+    digest = hashlib.sha256(f"{vm}/{nic}/{BRIDGE}/mac".encode()).digest()
+    return ":".join(f"{b:02x}" for b in ((digest[0] & 0xFC) | 0x02, *digest[1:6]))
+
+
 def veth_host(vm: int, nic: int) -> str:
     """The veth end that joins the VN bridge in the hypervisor namespace."""
     return _ifname(f"one-{vm}-{nic}-h", vm, nic, VETH_HOST)

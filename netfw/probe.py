@@ -127,6 +127,14 @@ def bridge_option(link: dict | None, key: str):
     return (link or {}).get("linkinfo", {}).get("info_data", {}).get(key)
 
 
+def local_macs(ns: str, bridge: str, port: str) -> set[str]:
+    """The MACs that bridge (in ns) keeps for itself on port: the port's local (permanent) FDB entries, which the
+    bridge delivers to its own device instead of forwarding (`bridge fdb show br B brport P`, `self` ones aside)."""
+    argv = ["bridge", "-n", ns, "-j", "fdb", "show", "br", bridge, "brport", port]
+    found = json.loads(runner.read(argv).stdout or "[]")
+    return {e["mac"] for e in found if e.get("state") == "permanent" and "self" not in e.get("flags", [])}
+
+
 def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     """Values of sysctl keys inside ns (None for a key that does not exist there)."""
     res = runner.read(in_netns(ns, "sysctl", "-e", *keys))

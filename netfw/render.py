@@ -7,15 +7,16 @@ live rules with a plain equality, and lets a repeated attach see that nothing ne
 states print as `RELATED,ESTABLISHED`, MACs print lower-case with two digits per byte, and multiport refuses `p:p`.
 
 Per NIC and family the chains are `one-<VM>-<NIC>-i` (to the VM) and `-o` (from the VM), `-c` (the conntrack cap,
-which every new flow a security-group rule accepts goes through), plus `-s` (the NIC's own source addresses) when IP
-spoofing is filtered, in IPv6 `-t` and `-l` (ND targets and link-layer options), and `-d` (log and drop what
-anti-spoofing refuses) with any spoofing filter; for ebtables `-e` (the ethertypes that may cross the tap, always),
-`-a` (ARP and Ethernet anti-spoofing) and `-d`.
+which every new flow a security-group rule accepts goes through), `-p` (log and drop a new flow whose source holds
+its share of the cap), plus `-s` (the NIC's own source addresses) when IP spoofing is filtered, in IPv6 `-t` and `-l`
+(ND targets and link-layer options), and `-d` (log and drop what anti-spoofing refuses) with any spoofing filter; for
+ebtables `-e` (the ethertypes that may cross the tap, always), `-a` (ARP and Ethernet anti-spoofing) and `-d`.
 
 Observability (netfw status, metrics, log) reads this layout back: each security-group rule's lines carry the
 comment `sg <SG> rule <n>` (n counts the NIC's rules from 1), every DROP has one reason (the final DROP of `-i`/`-o`:
-no rule matched; `-c`: the conntrack cap; `-d`: anti-spoofing; ebtables `-e`: ethertype; `--ctstate INVALID`), and
-right before each reason's DROP an NFLOG rule, rate-limited in the kernel, logs to the NIC's group (see `drop`).
+no rule matched; `-c` and `-p`: the conntrack cap; `-d`: anti-spoofing; ebtables `-e`: ethertype; `--ctstate
+INVALID`), and right before each reason's DROP an NFLOG rule, rate-limited in the kernel, logs to the NIC's group (see
+`drop`).
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ def zones(spec: NicSpec) -> tuple[FamilyRules, ...]:
 
 
 def chain_name(spec: NicSpec, role: str) -> str:
-    """A per-NIC chain: 'i', 'o' (names.chain), 'c' (conntrack cap), 'd' (anti-spoofing drops), 's' (own
-    sources), 't' (ND targets), 'l' (ND link-layer options), 'e' or 'a' (ebtables: ethertypes, anti-spoofing);
-    at most 20 characters."""
+    """A per-NIC chain: 'i', 'o' (names.chain), 'c' (conntrack cap), 'p' (its drops by source), 'd' (anti-spoofing
+    drops), 's' (own sources), 't' (ND targets), 'l' (ND link-layer options), 'e' or 'a' (ebtables: ethertypes,
+    anti-spoofing); at most 20 characters."""
     if role in ("i", "o"):
         return names.chain(spec.vm, spec.nic, role)
     return names.chain(spec.vm, spec.nic, "i")[: -len("i")] + role
@@ -175,7 +176,7 @@ def _family(spec: NicSpec, family: str, ipsets: list[IpsetSpec]) -> FamilyRules:
         chains[chain] += _rule_lines(spec, chain, version, index, rule, ipsets)
     for chain, direction in ((i, "in"), (o, "out")):
         chains[chain] += drop(spec, family, chain, direction, NO_RULE)
-    chains[c] = _cap(spec, family, c)
+    chains.update(_cap(spec, family, c))
     if spec.filter_ip:
         s = chain_name(spec, "s")
         chains[s] = [*(f"-A {s} -s {a} -j RETURN" for a in own_addresses(spec, version)), f"-A {s} -j {d}"]
@@ -226,29 +227,45 @@ def drop(spec: NicSpec, family: str, chain: str, direction: str, reason: str, ma
             f"-A {chain}{match} -j DROP"]
 
 
-def cap_shares(spec: NicSpec) -> dict[str, int]:
-    """The NIC's conntrack cap split between IPv4 and IPv6, which the kernel counts apart (one connlimit rule per
-    family, counting the NIC's zone): together never more than the cap."""
-    return {"ip": (spec.conntrack_max + 1) // 2, "ip6": spec.conntrack_max // 2}
+#: What one source of flows to the VM is, for its share of the cap (connlimit's mask): an IPv4 address, an IPv6 /64
+#: (one host's, as a host picks its addresses within its /64).
+SOURCE_PREFIX = {"ip": 32, "ip6": 64}
 
 
-def _cap(spec: NicSpec, family: str, c: str) -> list[str]:
-    """The conntrack cap: a flow a security-group rule accepts is counted on its first packet, and dropped (before
-    its entry is confirmed, so it takes no room) while the NIC's zone holds its share of the cap.
+def source_share(spec: NicSpec) -> int:
+    """How many of the NIC's flows of a family one source may hold open to the VM: half the cap, so that a flood from
+    one source leaves the other half to everyone else (issue 19, 7)."""
+    return max(spec.conntrack_max // 2, 1)
 
-    One chain for both directions, so that one connlimit rule (one count) sees the NIC's every new flow. Only a
-    flow's first packet is counted: with `--ctstate NEW` alone, every packet of an unreplied UDP flow would walk the
-    zone's list of flows (measured 10 kpps instead of 136: docs/benchmarks/conntrack_cap.md). Flows the security
-    group drops never get here, so they cannot fill the count. Its drops are logged with their direction.
+
+def _cap(spec: NicSpec, family: str, c: str) -> dict[str, list[str]]:
+    """The conntrack cap (chain `c`, and `p` for its drops by source): a flow a security-group rule accepts is counted
+    on its first packet, and dropped (before its entry is confirmed, so it takes no room) while the NIC's zone holds
+    `conntrack_max` flows of the family, or, for a flow to the VM, while its source holds half of them.
+
+    Each family gets the whole cap: the kernel counts IPv4 and IPv6 apart (one connlimit rule per family, each
+    counting the NIC's zone), so an IPv4-only VM can open `conntrack_max` flows, and a NIC's zone holds at most
+    twice that when both families are flooded. One chain for both directions, so that one connlimit rule (one count)
+    sees the NIC's every new flow of the family. Only a flow's first packet is counted: with `--ctstate NEW` alone,
+    every packet of an unreplied UDP flow would walk the zone's list of flows (measured 10 kpps instead of 136:
+    docs/benchmarks/conntrack_cap.md). Flows the security group drops never get here, so they cannot fill the
+    count. The source's share comes first: a flood over it walks only its source's list, and never reaches the
+    NIC's. Flows the VM opens have no share (the VM is their source). Drops are logged with their direction.
     """
     into = f" -m physdev --physdev-out {spec.tap} --physdev-is-bridged"
-    return [
-        f"-A {c} -m conntrack --ctstatus CONFIRMED -j ACCEPT",
-        f"-A {c} -m connlimit --connlimit-upto {cap_shares(spec)[family]} --connlimit-mask 0 --connlimit-saddr"
-        " -j ACCEPT",
-        *drop(spec, family, c, "in", CAP, into),
-        *drop(spec, family, c, "out", CAP),
-    ]
+    p = chain_name(spec, "p")
+    return {
+        c: [
+            f"-A {c} -m conntrack --ctstatus CONFIRMED -j ACCEPT",
+            f"-A {c}{into} -m connlimit --connlimit-above {source_share(spec)} --connlimit-mask "
+            f"{SOURCE_PREFIX[family]} --connlimit-saddr -j {p}",
+            f"-A {c} -m connlimit --connlimit-upto {spec.conntrack_max} --connlimit-mask 0 --connlimit-saddr"
+            " -j ACCEPT",
+            *drop(spec, family, c, "in", CAP, into),
+            *drop(spec, family, c, "out", CAP),
+        ],
+        p: drop(spec, family, p, "in", CAP, into),
+    }
 
 
 def _discovery(chain: str, version: int, types: tuple[int, ...]) -> list[str]:

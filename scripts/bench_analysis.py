@@ -203,7 +203,8 @@ it was attached with, so that its rules never end up split over both.
 An attached VM costs about 610 KiB of slab (870 KiB by meminfo; mostly the namespace itself: per-namespace sysctl
 tables, credentials and kernfs nodes, the bridge and the veth pair), so 1,000 VMs take 0.6-0.9 GiB. Legacy chains
 cost about 14 KiB per NIC. Conntrack costs about 250 KiB per 1,000 entries (about 250 B each, as KERNEL.md says),
-counted in every namespace that tracks the flow; netfw's default cap (8,192 per NIC) bounds a flooded NIC at 2 MiB.
+counted in every namespace that tracks the flow; netfw's default cap (8,192 per NIC and IP family) bounds a NIC
+flooded in one family at 2 MiB, in both at 4 MiB.
 
 ### A density limit found on the way
 

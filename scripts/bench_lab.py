@@ -230,7 +230,7 @@ def legacy_nic_chains(vm: int, rules: tuple[Rule, ...]) -> tuple[list[str], list
 
     nic = spec(vm, rules)
     fam = plain(nic, render(nic).family("ip"))
-    unused = {chain_name(nic, "c"), chain_name(nic, "d")}
+    unused = {chain_name(nic, "c"), chain_name(nic, "p"), chain_name(nic, "d")}
     decl, body = [], []
     for chain, lines in fam.chains.items():
         if chain in unused:  # the cap and anti-spoofing chains, which plain() left unreferenced

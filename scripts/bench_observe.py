@@ -191,13 +191,16 @@ def table(r: dict) -> list[str]:
 NEW_FLOWS = r"""
 import resource, socket, sys, time
 dst, first, count, seconds, gap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+sources = sys.argv[6].split(",") if len(sys.argv) > 6 else [""]  # round robin over these source addresses
 cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in sources]
+for sock, src in zip(socks, sources):
+    sock.bind((src, 0))
 end, c0, i = time.monotonic() + seconds, cpu(), 0
 while True:
     if gap:
         time.sleep(gap)
-    s.sendto(b"x" * 18, (dst, 1024 + (first + i) % 60000))  # a new flow per packet
+    socks[i % len(socks)].sendto(b"x" * 18, (dst, 1024 + (first + i) % 60000))  # a new flow per packet
     i += 1
     if count and i >= count or not count and i % 1000 == 0 and time.monotonic() >= end:
         break
@@ -205,10 +208,11 @@ print(i, cpu() - c0)
 """
 
 
-def cap_cost(caps: list[int | None], seconds: float, rounds: int) -> list[dict]:
-    """What the conntrack cap costs under a flood of new flows at a NIC whose share is full (None: no cap chain at
-    all), in packets per CPU second of the sender; and whether 100 new flows are admitted once the table is flushed
-    after the flood (the count is right again). A lab of its own: VM 2 allows UDP in, g1 floods it."""
+def cap_cost(caps: list[int | None], seconds: float, rounds: int, sources: int = 1) -> list[dict]:
+    """What the conntrack cap costs under a flood of new flows from one source whose share of the NIC's cap is full
+    (sources > 1: from that many addresses in turn, after they filled the NIC's cap; None: no cap chain at all), in
+    packets per CPU second of the sender; and whether 100 new flows are admitted once the table is flushed after the
+    flood (the count is right again). A lab of its own: VM 2 allows UDP in, g1 floods it."""
     import bench_lab as lab
     import tempfile
 
@@ -221,7 +225,11 @@ def cap_cost(caps: list[int | None], seconds: float, rounds: int) -> list[dict]:
     for cap in caps:
         lab.reset()
         lab.vn_bridge()
-        (g1, _), (_, a2) = lab.guest(1, 1), lab.guest(2, 2)
+        (g1, a1), (_, a2) = lab.guest(1, 1), lab.guest(2, 2)
+        extra = [f"{lab.SUBNET}.200.{n}" for n in range(1, sources)]
+        for address in extra:
+            sh("ip", "-n", g1, "addr", "add", f"{address}/16", "dev", "eth0")
+        srcs = ",".join([a1, *extra])
         spec = NicSpec(2, 0, lab.VN_BRIDGE, rules=(Rule("UDP", "INBOUND"), Rule("ALL", "OUTBOUND")),
                        conntrack_max=cap or 8192)
         with tempfile.TemporaryDirectory() as state_dir:
@@ -229,17 +237,19 @@ def cap_cost(caps: list[int | None], seconds: float, rounds: int) -> list[dict]:
             if cap is None:
                 load_plain(spec)
             sh(*in_ns(g1, "ping", "-c", "1", a2), check=False)
-            share = (cap or 8192) // 2
-            sh(*in_ns(g1, sys.executable, "-c", NEW_FLOWS, a2, "0", str(share), "0", "0"), timeout=300)
+            # one source fills its share (render.source_share); several fill the NIC's cap
+            fill = (cap or 8192) // 2 if sources == 1 else (cap or 8192)
+            sh(*in_ns(g1, sys.executable, "-c", NEW_FLOWS, a2, "0", str(fill), "0", "0", srcs), timeout=300)
             filled, rates = entries(), []
             for k in range(rounds):
                 out = sh(*in_ns(g1, sys.executable, "-c", NEW_FLOWS, a2, str(7919 * (k + 1)), "0", str(seconds),
-                                "0"), timeout=seconds + 60).stdout.split()
+                                "0", srcs), timeout=seconds + 60).stdout.split()
                 rates.append(int(out[0]) / float(out[1]) / 1000)
             after = entries()
             sh(*in_ns("one-2", "conntrack", "-F"), check=False)
             sh(*in_ns(g1, sys.executable, "-c", NEW_FLOWS, a2, "30000", "100", "0", "0.001"))
-            rows.append({"cap": cap, "filled": filled, "kpps_per_cpu_s": round(statistics.median(rates), 1),
+            rows.append({"cap": cap, "sources": sources, "filled": filled,
+                         "kpps_per_cpu_s": round(statistics.median(rates), 1),
                          "spread": [round(r, 1) for r in rates], "table_after": after,
                          "admitted_after_flush": entries()})
             print(rows[-1], flush=True)
@@ -258,6 +268,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=2)
     p.add_argument("--connects", type=int, default=300)
     p.add_argument("--cap-cost", action="store_true", help="instead: the conntrack cap under a new-flow flood, by cap")
+    p.add_argument("--sources", type=int, default=1, help="with --cap-cost: flood from this many addresses")
+    p.add_argument("--caps", default="none,2000,4096,8192,16384,32768", help="with --cap-cost: the caps measured")
     args = p.parse_args()
     in_sandbox()
     from loguru import logger
@@ -266,7 +278,8 @@ def main() -> int:
     import bench_traffic as traffic
     logger.remove()
     if args.cap_cost:
-        cap_cost([None, 2000, 4096, 8192, 16384, 32768], args.seconds, args.rounds)
+        caps = [None if c == "none" else int(c) for c in args.caps.split(",")]
+        cap_cost(caps, args.seconds, args.rounds, args.sources)
         return 0
     lab.reset()
     try:

@@ -17,6 +17,10 @@ group, then DROP. Flows are UDP datagrams with distinct destination ports, sent 
   d  per-packet cost (one sender, small UDP, pps in one interleaved run): the cap rule; `-m limit -j NFLOG` before
      the final DROP, with and without a reader
   e  iptables rule counters across `iptables-restore --noflush` (nft and legacy backends)
+  f  does a flood from one source lock the VM out? 5,000 flows from 10.60.0.1 against a cap of 1,000, then 10 new
+     flows from another source (10.60.0.3): the cap alone; with a shorter timeout for unreplied UDP entries in fw
+     (right after the flood, and once it expired); with a per-source share of the cap (connlimit per /32 first);
+     the same against a flood from two sources
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ CAP_FIRST = ("-m conntrack --ctstate NEW ! --ctstatus CONFIRMED -m connlimit --c
              "--connlimit-mask 0 -j DROP")
 HASHLIMIT = ("-m conntrack --ctstate NEW -m hashlimit --hashlimit-above {rate}/sec --hashlimit-burst {burst} "
              "--hashlimit-name cap -j DROP")
+PEER_SHARE = ("-m conntrack --ctstate NEW ! --ctstatus CONFIRMED -m connlimit --connlimit-above {share} "
+              "--connlimit-mask 32 --connlimit-saddr -j DROP")
 LOG = "-m limit --limit 10/sec --limit-burst 5 -j NFLOG --nflog-group 1 --nflog-prefix \"nic0 in: no rule\""
 ALLOWED = "-p udp -m udp --dport 21000:39999 -j ACCEPT"  # the security group of the "dropped" experiments
 LOG_UNLIMITED = "-j NFLOG --nflog-group 1 --nflog-prefix \"nic0 in: no rule\""
@@ -139,9 +145,10 @@ print(time.monotonic() - start)
 """
 
 
-def flows(nic: int, count: int, first: int = UDP_BASE, version: int = 4, gap: float = 0.0) -> float:
-    """count new UDP flows out<nic> -> vm<nic> (one datagram each, destination ports first...); seconds taken."""
-    res = sh(*nsenter(f"out{nic}", sys.executable, "-c", FLOWS, addr(nic, 1, version), addr(nic, 2, version),
+def flows(nic: int, count: int, first: int = UDP_BASE, version: int = 4, gap: float = 0.0, source: int = 1) -> float:
+    """count new UDP flows out<nic> -> vm<nic> (one datagram each, destination ports first...) from out<nic>'s
+    address number `source`; seconds taken."""
+    res = sh(*nsenter(f"out{nic}", sys.executable, "-c", FLOWS, addr(nic, source, version), addr(nic, 2, version),
                       str(first), str(count), str(gap)))
     return float(res.stdout)
 
@@ -401,6 +408,31 @@ def measure_cost(backend: str, seconds: float, rounds: int) -> list[dict]:
     return rows
 
 
+# --- f: a flood from one source against the cap ------------------------------------------------------------------
+
+
+def measure_lockout(backend: str, label: str, head: list[str], count: int, sources: tuple[int, ...] = (1,),
+                    udp_timeout: int | None = None, wait: float = 0.0) -> dict:
+    """count flows from the sources (out0's addresses 10.60.0.<n>, split evenly), then 10 new flows from
+    10.60.0.3 (after `wait` seconds): how many of those does the zone take?"""
+    lab(1)
+    for n in (3, *sources):
+        if n != 1:
+            sh("ip", "-n", "out0", "addr", "add", f"{addr(0, n)}/24", "dev", "eth0")
+    load(backend, 1, dict(head=head))
+    if udp_timeout:
+        sh(*nsenter(FW, "sysctl", "-qw", f"net.netfilter.nf_conntrack_udp_timeout={udp_timeout}"))
+    per = count // len(sources)
+    for i, n in enumerate(sources):
+        flows(0, per, first=UDP_BASE + i * per, source=n)
+    held = len(entries(1))
+    time.sleep(wait)
+    flows(0, 10, first=UDP_BASE + count, gap=0.002, source=3)
+    other = sum(p >= UDP_BASE + count for _, p in entries(1))
+    return dict(backend=backend, rule=label, flood=f"{count} from {len(sources)} source(s)", held_after_flood=held,
+                other_source_after=f"{wait:g} s", other_source_accepted=f"{other}/10")
+
+
 # --- e: counters across restore ----------------------------------------------------------------------------------
 
 COUNTED = """*filter
@@ -480,7 +512,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer flows, shorter and fewer cost rounds")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--only", default="abcde", help="which parts to run, e.g. 'bd'")
+    p.add_argument("--only", default="abcdef", help="which parts to run, e.g. 'bd'")
     args = p.parse_args()
     if os.environ.get("NETFW_IN_SANDBOX") != "1":
         os.execv(str(HERE / "sandbox"), [str(HERE / "sandbox"), sys.executable, *sys.argv])
@@ -514,9 +546,19 @@ def main() -> None:
     if "e" in args.only:
         results["e: rule counters across iptables-restore"] = [r for b in ("nft", "legacy") for r in
                                                                measure_counters(b)]
+    if "f" in args.only:
+        cap_first, share = CAP_FIRST.format(cap=cap), PEER_SHARE.format(share=cap // 2)
+        results["f: a flood from one source, then another source's new flows"] = [
+            measure_lockout("nft", "cap", [cap_first], flood_n),
+            measure_lockout("nft", "cap, unreplied UDP 5 s", [cap_first], flood_n, udp_timeout=5),
+            measure_lockout("nft", "cap, unreplied UDP 5 s", [cap_first], flood_n, udp_timeout=5, wait=6),
+            measure_lockout("nft", f"per-source share {cap // 2}, cap", [share, cap_first], flood_n),
+            measure_lockout("nft", f"per-source share {cap // 2}, cap", [share, cap_first], flood_n, sources=(1, 4)),
+        ]
     for title, rows in results.items():
         print(table(title, rows))
-    print("\nrules:", json.dumps(dict(CAP_NEW=CAP_NEW, CAP_FIRST=CAP_FIRST, HASHLIMIT=HASHLIMIT, LOG=LOG), indent=1))
+    print("\nrules:", json.dumps(dict(CAP_NEW=CAP_NEW, CAP_FIRST=CAP_FIRST, HASHLIMIT=HASHLIMIT, LOG=LOG,
+                                      PEER_SHARE=PEER_SHARE), indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 

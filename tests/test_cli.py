@@ -291,13 +291,17 @@ def _restores(fake) -> dict[str, str]:
     return {argv[2]: stdin for argv, stdin in fake.calls if argv[0] == "nsenter" and argv[2].endswith("-restore")}
 
 
-def test_attach_conntrack_max_is_split_between_the_families(cli):
+def test_attach_conntrack_max_is_each_familys_and_one_source_gets_half(cli):
+    """Issue 19, 7: an IPv4-only VM gets the whole cap (the kernel counts the families apart), and one source of
+    flows to the VM at most half of it (an IPv4 address, an IPv6 /64)."""
     result = cli("attach", "7", "0", "--bridge", "vnbr0", "--conntrack-max", "1001")
     assert result.exit_code == 0, result.output
     restores = _restores(cli.fake)
-    assert "-m connlimit --connlimit-upto 501 --connlimit-mask 0 --connlimit-saddr -j ACCEPT" in \
-        restores["iptables-restore"]
-    assert "--connlimit-upto 500 " in restores["ip6tables-restore"]
+    for tool, prefix in (("iptables-restore", 32), ("ip6tables-restore", 64)):
+        assert "-A one-7-0-c -m connlimit --connlimit-upto 1001 --connlimit-mask 0 --connlimit-saddr -j ACCEPT" in \
+            restores[tool]
+        assert ("-A one-7-0-c -m physdev --physdev-out one-7-0 --physdev-is-bridged -m connlimit --connlimit-above 500 "
+                f"--connlimit-mask {prefix} --connlimit-saddr -j one-7-0-p") in restores[tool]
 
 
 @pytest.mark.parametrize("value", ["1", "0", "-5", "2000000", "many"])

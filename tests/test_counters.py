@@ -47,9 +47,9 @@ def test_parse_counters_takes_the_filter_table_only():
 
 
 def counted(spec: NicSpec, table: dict[str, tuple[int, int]]):
-    """Counters by what a line is: 'accept', 'rule<n>', 'invalid', 'drop', 'cap-in', 'cap-out', 'spoof',
-    'eth-in', 'eth-out'; 0 for the rest (log lines, jumps that return)."""
-    c, d, e = "one-7-0-c", "one-7-0-d", "one-7-0-e"
+    """Counters by what a line is: 'accept', 'rule<n>', 'invalid', 'drop', 'cap-in', 'cap-out', 'source' (the
+    cap's drops by source), 'spoof', 'eth-in', 'eth-out'; 0 for the rest (log lines, jumps that return)."""
+    c, p, d, e = "one-7-0-c", "one-7-0-p", "one-7-0-d", "one-7-0-e"
 
     def counts(chain: str, line: str) -> tuple[int, int]:
         kind = None
@@ -62,6 +62,8 @@ def counted(spec: NicSpec, table: dict[str, tuple[int, int]]):
                 kind = "invalid" if "INVALID" in line else "drop"
         elif chain == c and line.endswith("-j DROP"):
             kind = "cap-in" if "--physdev-out" in line else "cap-out"
+        elif chain == p and line.endswith("-j DROP"):
+            kind = "source"
         elif chain == d and line.endswith("-j DROP"):
             kind = "spoof"
         elif chain == e and line.endswith("-j DROP"):
@@ -72,24 +74,26 @@ def counted(spec: NicSpec, table: dict[str, tuple[int, int]]):
 
 def test_each_packet_lands_in_one_verdict_and_one_reason():
     values = {"accept": (100, 10000), "rule1": (5, 300), "rule2": (3, 180), "rule3": (7, 700), "invalid": (2, 80),
-              "drop": (11, 1100), "cap-in": (1, 60), "cap-out": (2, 140), "spoof": (4, 400), "eth-in": (6, 600),
-              "eth-out": (8, 800)}
+              "drop": (11, 1100), "cap-in": (1, 60), "cap-out": (2, 140), "source": (3, 90), "spoof": (4, 400),
+              "eth-in": (6, 600), "eth-out": (8, 800)}
     counts = counted(SPEC, values)
     saves = {family: parse_counters(save(SPEC, family, counts)) for family in ("ip", "ip6", "eb")}
     c = nic_counters(SPEC, saves)
     # rule 2 renders to two IPv4 lines, each counted (3, 180); rule 3 is outbound; nothing renders rule 4
     assert c.rules == {1: Count(10, 600), 2: Count(6, 360), 3: Count(7, 700)}
-    # inbound: ACCEPT lines (4 ND in IPv6 + established, both families) + rule lines - the cap's inbound drops
+    # inbound: ACCEPT lines (4 ND in IPv6 + established, both families) + rule lines - the cap's inbound drops (the
+    # NIC's and a source's: all of them inbound)
     inbound_accept = 2 * 100 + 4 * 100 + 10 + 6
-    assert c.accepted["inbound"] == Count(inbound_accept - 2 * 1, 2 * 10000 + 4 * 10000 + 600 + 360 - 2 * 60)
+    assert c.accepted["inbound"] == Count(inbound_accept - 2 * (1 + 3),
+                                          2 * 10000 + 4 * 10000 + 600 + 360 - 2 * (60 + 90))
     assert c.drops["inbound"]["invalid"] == Count(4, 160)
     assert c.drops["inbound"]["no_rule"] == Count(22, 2200)
-    assert c.drops["inbound"]["conntrack_cap"] == Count(2, 120)
+    assert c.drops["inbound"]["conntrack_cap"] == Count(2 * (1 + 3), 2 * (60 + 90))
     assert c.drops["inbound"]["ethertype"] == Count(6, 600)
     assert c.drops["outbound"]["anti_spoofing"] == Count(3 * 4, 3 * 400)  # ip, ip6 and ebtables
     assert c.drops["outbound"]["ethertype"] == Count(8, 800)
     assert c.drops["inbound"]["anti_spoofing"] == Count(0, 0)
-    assert c.dropped["inbound"] == Count(4 + 22 + 2 + 6, 160 + 2200 + 120 + 600)
+    assert c.dropped["inbound"] == Count(4 + 22 + 8 + 6, 160 + 2200 + 300 + 600)
     assert c.dropped["outbound"] == Count(4 + 22 + 4 + 12 + 8, 160 + 2200 + 280 + 1200 + 800)
     assert c.reason_total("no_rule") == Count(44, 4400)
 

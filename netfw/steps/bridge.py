@@ -1,4 +1,10 @@
-"""FirewallBridge: one-br-<VM>-<NIC> inside the VM namespace, holding the tap and the veth end."""
+"""FirewallBridge: one-br-<VM>-<NIC> inside the VM namespace, holding the tap and the veth end.
+
+Its MAC is set (names.bridge_mac): a Linux bridge without a set MAC takes its lowest port's, which may be the tap's,
+and a frame to the bridge's own MAC stays in the bridge. The tap's MAC can be the VN bridge's (a VN bridge without
+an uplink takes a tap's MAC, LIBVIRT.md): the guest's frames to the host's address would never leave the VM
+namespace. The tap's own local entry is CutOver's.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ class FirewallBridge(Step):
     def __init__(self, vm: int, nic: int, mtu: int, fresh: Fresh | None = None):
         self.ns, self.name, self.mtu, self.fresh = names.netns(vm), names.bridge(vm, nic), mtu, fresh or Fresh()
         self.alias = names.alias(vm, nic, names.BRIDGE)
+        self.mac = names.bridge_mac(vm, nic)
         self._created = False
         self._old_mtu: int | None = None  # the MTU a repair changed
         self._removed: dict | None = None
@@ -19,7 +26,8 @@ class FirewallBridge(Step):
 
     def _lines(self) -> list[str]:
         return [
-            f"link add {self.name} mtu {self.mtu} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
+            f"link add {self.name} address {self.mac} mtu {self.mtu} type bridge"
+            " nf_call_iptables 1 nf_call_ip6tables 1",
             f"link set {self.name} alias {quote(self.alias)} up",
         ]
 
@@ -30,7 +38,6 @@ class FirewallBridge(Step):
         return [(probe.ip(self.ns, "link", "del", self.name), None)]
 
     def _create(self) -> None:
-        # No explicit MAC, even on restore: the bridge then takes its lowest port's MAC again as the ports return.
         self._created = True
         run_batch(probe.ip(self.ns), self._lines())
 
@@ -46,7 +53,7 @@ class FirewallBridge(Step):
         self._old_mtu = link["mtu"] if link["mtu"] != self.mtu else None
         self._or_undo(lambda: run_batch(probe.ip(self.ns), [
             f"link set {self.name} type bridge nf_call_iptables 1 nf_call_ip6tables 1",
-            f"link set {self.name} mtu {self.mtu} alias {quote(self.alias)} up",
+            f"link set {self.name} mtu {self.mtu} address {self.mac} alias {quote(self.alias)} up",
         ]))
         return self._old_mtu is not None  # an existing bridge is repaired, never deleted; undo puts its MTU back
 
@@ -90,6 +97,8 @@ class FirewallBridge(Step):
             drift.append(f"{self.ns}: bridge {self.name} has mtu {link.get('mtu')}, expected {self.mtu}")
         if not probe.is_up(link):
             drift.append(f"{self.ns}: bridge {self.name} is down")
+        if link.get("address") != self.mac:
+            drift.append(f"{self.ns}: bridge {self.name} has MAC {link.get('address')}, expected {self.mac}")
         if link.get("ifalias") != self.alias:
             drift.append(f"{self.ns}: bridge {self.name} has alias {link.get('ifalias')!r}, expected {self.alias!r}")
         return drift

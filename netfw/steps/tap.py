@@ -18,6 +18,14 @@ T is the tap's name, S the veth end's staging name (names.veth_host), B the VN b
 firewall bridge. The firewall bridge learns nothing (`learning off` on its two ports): with two ports there is
 nothing to learn, and a VN bridge that hairpins a frame back would otherwise make it move the VM's MAC to the veth.
 
+The tap's MAC is not local to the firewall bridge: joining a bridge makes a port's MAC a local (permanent) FDB entry,
+and a frame to a local MAC goes up to the bridge's own device instead of on. The tap's MAC is the veth end's, and
+it is the VN bridge's when that bridge took it (a VN bridge without an uplink takes its lowest port's MAC, e.g. a
+libvirt tap's `fe:...`; an Open vSwitch bridge its `other_config:hwaddr`): the guest's frames to the host's address
+on that bridge would stay in the firewall bridge. So after the tap joins, its entry is deleted
+(`bridge -n NS fdb del <tap's MAC> dev T master`); the tap keeps its MAC. (The firewall bridge's own MAC is set,
+never a port's: FirewallBridge.)
+
 Every state a killed run can leave is recognised and finished from where it stopped (the NIC's journal keeps the
 port settings the tap had before it left the bridge).
 """
@@ -114,13 +122,26 @@ class CutOver(Step):
         if port.kind != LINUX:
             runner.run(ovs.del_port_argv(port.bridge, self.tap))
 
-    def _onto_firewall(self) -> None:
+    def _onto_firewall(self, mac: str) -> None:
         run_batch(probe.ip(self.ns), [f"link set {self.tap} master {self.fwbr} up",
                                       f"link set {self.tap} type bridge_slave learning off"])
+        self._unlocal(mac)
 
-    def _move_in(self, outside: dict | None, veth: str) -> None:
+    def _local(self, inside: dict) -> bool:
+        """The tap's MAC is a local entry of the firewall bridge (the tap is on it). Read-only."""
+        return inside.get("address") in probe.local_macs(self.ns, self.fwbr, self.tap)
+
+    def _unlocal(self, mac: str) -> None:
+        """Delete the firewall bridge's local entry for the tap's MAC (see the module's docstring)."""
+        try:
+            runner.run(["bridge", "-n", self.ns, "fdb", "del", mac, "dev", self.tap, "master"])
+        except runner.CommandError as e:  # no such entry: nothing to delete
+            if e.stderr.strip() != "RTNETLINK answers: No such file or directory":
+                raise
+
+    def _move_in(self, outside: dict | None, veth: str, mac: str) -> None:
         """From any state of attach: the tap into the namespace, the veth end renamed T and joined, tap onto FB
-        (with the NIC's limits in the namespace)."""
+        (with the NIC's limits in the namespace). mac: the tap's."""
         port = self._need_port()
         lines = [f"link set {self.tap} netns {self.ns}"] if outside is not None else []
         if veth != self.tap:  # a link must be down to be renamed (the veth end is made down; a killed run...)
@@ -128,7 +149,7 @@ class CutOver(Step):
         self._unport(port)
         run_batch(["ip"], lines + self._joined_lines(port))
         self._joined(port)
-        self._onto_firewall()
+        self._onto_firewall(mac)
         if self.limits is not None:
             shape_firewall(self.ns, self.tap, self.nic_fw, self.limits, tap_moved=outside is not None,
                            fw_fresh=self.fresh.veth)
@@ -208,12 +229,15 @@ class CutOver(Step):
         if veth is None:
             raise runner.refused("cut-over", f"the veth end of tap {self.tap} is missing")
         if outside is None and self._attached(inside, veth):
-            return False
+            if not self._local(inside):
+                return False
+            self._unlocal(inside["address"])  # a repair: the tap's MAC was local to the firewall bridge
+            return True
         if outside is None and veth == self.tap and probe.master(inside) != self.fwbr:
-            self._onto_firewall()  # only the last command of a cut-over was missing
+            self._onto_firewall(inside["address"])  # only the last commands of a cut-over were missing
             return True
         self._done = "in"
-        self._or_undo(lambda: self._move_in(outside, veth))
+        self._or_undo(lambda: self._move_in(outside, veth, (outside or inside)["address"]))
         return True
 
     def undo(self) -> None:
@@ -267,7 +291,7 @@ class CutOver(Step):
                 raise runner.refused("detach", f"cannot put tap {self.tap} back behind its firewall: "
                                      "its veth end is gone")
             if outside is not None or inside is not None:
-                self._move_in(outside, veth)
+                self._move_in(outside, veth, (outside or inside)["address"])
 
     def check(self) -> list[str]:
         outside, inside, veth = self.facts()
@@ -276,6 +300,9 @@ class CutOver(Step):
         if inside is None:
             return [f"tap {self.tap} is missing"]
         drift = port_drift(f"tap {self.tap}", inside, self.fwbr)
+        if probe.master(inside) == self.fwbr and self._local(inside):
+            drift.append(f"{self.ns}: the tap's MAC {inside.get('address')} is a local entry of {self.fwbr}: the "
+                         "VM's frames to it (the VN bridge's MAC, if the bridge took the tap's) stay there")
         if veth != self.tap:
             drift.append(f"the veth end does not hold the tap's name {self.tap} in the hypervisor namespace")
         elif self.port is not None:

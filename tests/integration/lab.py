@@ -118,8 +118,9 @@ class Lab:
 
     def vm(self, vm: int, nic: int, ip4: str, bridge: str = "vnbr0", ip6: str | None = None,
            mtu: int = 1500, mac: str | None = None, tap: str | None = None, tag: int | None = None,
-           ofport: int | None = None) -> str:
-        """A simulated VM NIC: returns the guest namespace; its 'tap' (default one-<vm>-<nic>) is on bridge.
+           ofport: int | None = None, tap_mac: str | None = None) -> str:
+        """A simulated VM NIC: returns the guest namespace; its 'tap' (default one-<vm>-<nic>, with MAC tap_mac when
+        given, as libvirt gives a tap the guest's MAC with first byte fe) is on bridge.
         On an Open vSwitch bridge the tap is an OVS port (access port of VLAN `tag`, OpenFlow port `ofport`
         when given) and the guest computes its own checksums."""
         guest, tap = f"g{vm}-{nic}", tap or f"one-{vm}-{nic}"
@@ -127,7 +128,8 @@ class Lab:
             raise ValueError("tag and ofport are Open vSwitch port settings (this kernel has no bridge VLANs)")
         sh("ip", "netns", "add", guest)
         extra = ["address", mac] if mac else []
-        sh("ip", "link", "add", tap, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", guest,
+        own = ["address", tap_mac] if tap_mac else []
+        sh("ip", "link", "add", tap, *own, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0", "netns", guest,
            "mtu", str(mtu), *extra)
         if bridge in self.ovs_bridges:
             self._ovs_port(bridge, tap, tag, ofport)
@@ -161,6 +163,14 @@ def eventually(check, what: str, timeout: float = 15.0, interval: float = 0.1) -
         if time.monotonic() > deadline:
             raise AssertionError(f"not in force after {timeout:g} s: {what}")
         time.sleep(interval)
+
+
+def vn_bridge(request, lab: Lab) -> str:
+    """The VN bridge of a fixture parametrized with "linux" and "ovs": vnbr0, or ovsbr0 on the lab's Open vSwitch."""
+    if request.param == "ovs":
+        request.getfixturevalue("ovs")
+        return lab.ovs_bridge("ovsbr0")
+    return lab.bridge()
 
 
 def ping(guest: str, address: str, count: int = 1, wait: float = 1) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from netfw import api
 from netfw.model import Bandwidth, NicSpec
 
-from .lab import sh
+from .lab import sh, vn_bridge
 
 RATE = 1250  # KB/s: 10 Mbit/s
 MBITS = RATE * 8 / 1000
@@ -57,11 +57,7 @@ def police_supported() -> bool:
 @pytest.fixture(params=["linux", "ovs"])
 def pair(request, lab):
     """(VM 1's guest, VM 2's guest, the VN bridge): two simulated VMs on a Linux or an Open vSwitch bridge."""
-    if request.param == "ovs":
-        request.getfixturevalue("ovs")
-        bridge = lab.ovs_bridge("ovsbr0")
-    else:
-        bridge = lab.bridge()
+    bridge = vn_bridge(request, lab)
     return lab.vm(1, 0, "10.9.0.1/24", bridge=bridge), lab.vm(2, 0, "10.9.0.2/24", bridge=bridge), bridge
 
 

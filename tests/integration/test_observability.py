@@ -134,8 +134,8 @@ def test_a_udp_flood_leaves_a_capped_vm_within_its_cap_other_vms_and_established
     entries = conntrack("one-1")
     flows = [e for e in entries if "udp" in e and f"dst={VM1}" in e]
     assert len(entries) <= 1000
-    # IPv4's share of the cap is 500, and the SSH session holds one of them
-    assert len(flows) + 1 == render.cap_shares(NicSpec(1, 0, "vnbr0", conntrack_max=1000))["ip"] == 500
+    # the peer's share of the cap is 500 (issue 19, 7), and its SSH session holds one of them
+    assert len(flows) + 1 == render.source_share(NicSpec(1, 0, "vnbr0", conntrack_max=1000)) == 500
     nic = status(1)["nics"][0]
     assert nic["drops"]["conntrack_cap"]["packets"] >= 3 * 4500  # each round, every flow above the cap
     assert status(1)["conntrack"]["max"] == 1000
@@ -143,16 +143,29 @@ def test_a_udp_flood_leaves_a_capped_vm_within_its_cap_other_vms_and_established
 
 def test_the_cap_is_per_nic_and_counts_flows_the_vm_opens_too(vms):
     """The VM's own outbound flows share the count with inbound ones: one connlimit rule sees both directions."""
-    attach_vm1(conntrack_max=20)  # 10 for IPv4
+    attach_vm1(conntrack_max=12)  # 12 for IPv4, 6 of them for one source of flows to the VM
     out = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" \
-          f"[s.sendto(b'o', ('{PEER}', p)) for p in range(30000, 30006)]"
+          f"[s.sendto(b'o', ('{PEER}', p)) for p in range(30000, 30008)]"
     sh(*in_guest(vms[1], out))
     sh(*in_guest(vms[9], FLOWS, VM1, str(FLOOD_PORTS), "20", "1"))
     flows = [e for e in conntrack("one-1", "-p", "udp")]
-    assert len(flows) == 10
-    assert sum(f"dst={PEER}" in e.split("src=")[1] for e in flows) == 6  # the VM's six, then four of the peer's
+    assert len(flows) == 12
+    assert sum(f"dst={PEER}" in e.split("src=")[1] for e in flows) == 8  # the VM's eight, then four of the peer's
     drops = status(1)["nics"][0]
     assert drops["inbound"]["dropped"]["packets"] >= 16 and drops["drops"]["conntrack_cap"]["packets"] == 16
+
+
+def test_a_flood_from_one_source_leaves_the_other_half_of_the_cap_to_everyone_else(vms):
+    """Issue 19, 7: 5,000 UDP flows from the peer fill what one source may hold of VM 1's table (half its cap of
+    1,000, which IPv4 gets whole); then 10 of 10 new TCP connections from VM 2's guest to VM 1's SSH port open, while
+    the flooding peer's own new connection is dropped."""
+    attach_vm1(conntrack_max=1000)
+    sh(*in_guest(vms[9], FLOWS, VM1, str(FLOOD_PORTS), "5000", "1"))
+    held = [e for e in conntrack("one-1", "-p", "udp") if f"src={PEER}" in e]
+    assert len(held) == render.source_share(NicSpec(1, 0, "vnbr0", conntrack_max=1000)) == 500
+    assert connects(vms[2], VM1, 22, times=10) == 10
+    assert connects(vms[9], VM1, 22, expect=False) == 0
+    assert status(1)["nics"][0]["drops"]["conntrack_cap"]["packets"] >= 4500
 
 
 # --- 2. netfw status VM -------------------------------------------------------------------------------------------
