@@ -140,7 +140,7 @@ def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
     return applied.generation if applied.spec == spec else 1 - applied.generation
 
 
-def _locked(records: state.StateDir, vm: int, dry_run: bool):
+def locked(records: state.StateDir, vm: int, dry_run: bool):
     """The VM's lock for a real run; a dry run takes none (it creates nothing, not even a lock file)."""
     return contextlib.nullcontext() if dry_run else records.lock(vm)
 
@@ -149,7 +149,7 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     """Attach several NICs of one VM in one transaction: if one fails, those done in the same call are undone."""
     _one_vm(specs, "attach_all")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, specs[0].vm, dry_run):
         # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
         applied = [records.load(spec.vm, spec.nic) for spec in specs]
         pending = [records.intent(spec.vm, spec.nic) for spec in specs]
@@ -221,7 +221,7 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     """
     _one_vm(specs, "update_all")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, specs[0].vm, dry_run):
         steps: list[Step] = []
         for spec in specs:
             applied = records.load(spec.vm, spec.nic)
@@ -250,17 +250,23 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     if bridge:
         names.check_ifname(bridge, "bridge")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, vm, dry_run):
-        old, intent = records.load(vm, nic), records.intent(vm, nic)
-        applied = old or (intent[1] if intent else None) or _assumed(vm, nic, bridge)
-        known = _known(old, intent)
-        if known is not None:
-            applied = applied._replace(port=known)
-        if applied.port is None and bridge:
-            applied = applied._replace(port=_assumed(vm, nic, bridge).port)
-        applied, host = _now(applied)
-        steps = plan_detach(applied, records, resume=intent is not None, host=host)
-        return _execute("detach", [applied.spec], steps, dry_run)
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, vm, dry_run):
+        return detach_locked(records, vm, nic, dry_run=dry_run, bridge=bridge)
+
+
+def detach_locked(records: state.StateDir, vm: int, nic: int, *, dry_run: bool = False,
+                  bridge: str | None = None) -> Outcome:
+    """detach, for a caller that already holds VM vm's lock in records (netfw gc decides under it what to detach)."""
+    old, intent = records.load(vm, nic), records.intent(vm, nic)
+    applied = old or (intent[1] if intent else None) or _assumed(vm, nic, bridge)
+    known = _known(old, intent)
+    if known is not None:
+        applied = applied._replace(port=known)
+    if applied.port is None and bridge:
+        applied = applied._replace(port=_assumed(vm, nic, bridge).port)
+    applied, host = _now(applied)
+    steps = plan_detach(applied, records, resume=intent is not None, host=host)
+    return _execute("detach", [applied.spec], steps, dry_run)
 
 
 def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None,
