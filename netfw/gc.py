@@ -2,9 +2,9 @@
 
 After a host reboot the state directory describes namespaces that are gone (stale records); after a crash or an
 operator's mistake, kernel objects may be left without a record (orphans), and a killed run leaves a journal. gc
-detaches each of those NICs (netfw.api.detach: the tap, if it is still there, goes back to its VN bridge first, and
-a namespace that still holds a link netfw did not make is never deleted), and deletes a namespace `one-<VM>` that
-holds nothing but lo only when a journal of netfw's names that VM. It never touches a link without netfw's alias.
+detaches each of those NICs (netfw.api.detach: the tap, if netfw still holds it, goes back to its VN bridge first,
+and a namespace that still holds a link netfw did not make is never deleted), and deletes a namespace `one-<VM>`
+that holds nothing but lo only when a journal of netfw's names that VM. It never touches a link without netfw's alias.
 
 Each VM is decided under its lock, from what is read then: a first look without the lock only says which VMs to look
 at, since an attach, update or detach running meanwhile holds the lock and looks half-done (a journal, netfw's

@@ -43,7 +43,9 @@ if [ "$n" = "${NETFW_FAULT_AT:-0}" ]; then
         kill-before) kill -9 "$PPID"; exit 137 ;;
         kill-after) "$real" "$@"; kill -9 "$PPID"; exit 137 ;;
         pause-before) : >"$NETFW_FAULT_DIR/paused"
-            for _ in $(seq $((NETFW_FAULT_PAUSE * 10))); do [ -e "$NETFW_FAULT_DIR/resume" ] && break; sleep 0.1; done ;;
+            for _ in $(seq $((NETFW_FAULT_PAUSE * 10))); do
+                [ -e "$NETFW_FAULT_DIR/resume" ] && break; sleep 0.1
+            done ;;
     esac
 fi
 exec "$real" "$@"
