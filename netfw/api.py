@@ -57,11 +57,12 @@ def _ours(link: dict | None, spec: NicSpec) -> bool:
 
 
 def resolve(spec: NicSpec, known: Port | None = None,
-            interrupted: bool = False) -> tuple[int, Port, dict | None, frozenset[str]]:
+            taken: bool = False) -> tuple[int, Port, dict | None, frozenset[str]]:
     """Check the tap and the VN bridge as attach needs them; return the MTU to use and the tap's port. Read-only.
 
     known: the port the NIC's record or journal holds, the only source once the tap has left its bridge;
-    interrupted: a journal says a run was killed, so a tap off its bridge is that run's doing, not the operator's.
+    taken: the journal of a killed run says netfw had taken the tap, so a tap on no bridge is that run's doing,
+    not the operator's (a tap on another bridge never is).
     Also returns the tap's link when it is still in the hypervisor namespace (None otherwise), and the kinds of
     qdisc it carries there.
     """
@@ -79,7 +80,7 @@ def resolve(spec: NicSpec, known: Port | None = None,
         port = None
         if not linux or on == spec.bridge:
             port = connection.capture(spec.tap, tap, host, linux_only=linux)
-        if port is None and interrupted and known is not None and known.bridge == spec.bridge:
+        if port is None and taken and on is None and known is not None and known.bridge == spec.bridge:
             port = known  # a killed run took it off the bridge, the journal knows where it belongs
         if port is None or port.bridge != spec.bridge:
             problem = None if linux else connection.bridge_problem(spec.bridge, vn)
@@ -140,7 +141,7 @@ def _generation(applied: state.Applied | None, spec: NicSpec) -> int:
     return applied.generation if applied.spec == spec else 1 - applied.generation
 
 
-def _locked(records: state.StateDir, vm: int, dry_run: bool):
+def locked(records: state.StateDir, vm: int, dry_run: bool):
     """The VM's lock for a real run; a dry run takes none (it creates nothing, not even a lock file)."""
     return contextlib.nullcontext() if dry_run else records.lock(vm)
 
@@ -149,21 +150,28 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     """Attach several NICs of one VM in one transaction: if one fails, those done in the same call are undone."""
     _one_vm(specs, "attach_all")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, specs[0].vm, dry_run):
         # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
         applied = [records.load(spec.vm, spec.nic) for spec in specs]
         pending = [records.intent(spec.vm, spec.nic) for spec in specs]
         steps: list[Step] = []
-        resolved = [resolve(spec, _known(old, intent), intent is not None)  # all checked before anything changes
+        resolved = [resolve(spec, _known(old, intent), _taken(intent))  # all checked before anything changes
                     for spec, old, intent in zip(specs, applied, pending)]
-        for spec, (mtu, port, seen, tap_tc), old in zip(specs, resolved, applied):
+        for spec, (mtu, port, seen, tap_tc), old, intent in zip(specs, resolved, applied, pending):
             how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
             target = state.Applied(spec, mtu, _generation(old, spec), how, port)
-            steps += plan_attach(target, records, old.spec if old else None, seen=seen, tap_tc=tap_tc)
+            # seen None: the tap is inside the namespace, netfw holds it
+            steps += plan_attach(target, records, old.spec if old else None, seen=seen, tap_tc=tap_tc,
+                                 taken=_taken(intent) or seen is None)
         return _execute("attach", specs, steps, dry_run)
 
 
-def _known(old: state.Applied | None, intent: tuple[str, state.Applied] | None) -> Port | None:
+def _taken(intent: state.Intent | None) -> bool:
+    """The journal of a killed run says that netfw had taken the tap (state.Intent)."""
+    return intent is not None and intent.taken
+
+
+def _known(old: state.Applied | None, intent: state.Intent | None) -> Port | None:
     """The port a journal (newest) or the record holds for the NIC."""
     for applied in (intent[1] if intent else None, old):
         if applied is not None and applied.port is not None:
@@ -221,7 +229,7 @@ def update_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     """
     _one_vm(specs, "update_all")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, specs[0].vm, dry_run):
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, specs[0].vm, dry_run):
         steps: list[Step] = []
         for spec in specs:
             applied = records.load(spec.vm, spec.nic)
@@ -250,17 +258,27 @@ def detach(vm: int, nic: int, *, dry_run: bool = False, state_dir: str | Path | 
     if bridge:
         names.check_ifname(bridge, "bridge")
     check_host()
-    with state.opened(state_dir, create=not dry_run) as records, _locked(records, vm, dry_run):
-        old, intent = records.load(vm, nic), records.intent(vm, nic)
-        applied = old or (intent[1] if intent else None) or _assumed(vm, nic, bridge)
-        known = _known(old, intent)
-        if known is not None:
-            applied = applied._replace(port=known)
-        if applied.port is None and bridge:
-            applied = applied._replace(port=_assumed(vm, nic, bridge).port)
-        applied, host = _now(applied)
-        steps = plan_detach(applied, records, resume=intent is not None, host=host)
-        return _execute("detach", [applied.spec], steps, dry_run)
+    with state.opened(state_dir, create=not dry_run) as records, locked(records, vm, dry_run):
+        return detach_locked(records, vm, nic, dry_run=dry_run, bridge=bridge)
+
+
+def detach_locked(records: state.StateDir, vm: int, nic: int, *, dry_run: bool = False,
+                  bridge: str | None = None) -> Outcome:
+    """detach, for a caller that already holds VM vm's lock in records (netfw gc decides under it what to detach)."""
+    old, intent = records.load(vm, nic), records.intent(vm, nic)
+    applied = old or (intent[1] if intent else None) or _assumed(vm, nic, bridge)
+    known = _known(old, intent)
+    if known is not None:
+        applied = applied._replace(port=known)
+    if applied.port is None and bridge:
+        applied = applied._replace(port=_assumed(vm, nic, bridge).port)
+    applied, host = _now(applied)
+    tap, ns = applied.spec.tap, names.netns(vm)
+    # The tap inside netfw's namespace is proof that netfw holds it (read here, not by the cut-over, for the journal)
+    inner = probe.links(ns, [tap]) if tap not in host or _ours(host[tap], applied.spec) else {}
+    steps = plan_detach(applied, records, resume=intent is not None, host=host, inner=inner,
+                        taken=_taken(intent) or tap in inner)
+    return _execute("detach", [applied.spec], steps, dry_run)
 
 
 def verify(vm: int, nic: int | None = None, *, state_dir: str | Path | None = None,

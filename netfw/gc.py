@@ -2,9 +2,14 @@
 
 After a host reboot the state directory describes namespaces that are gone (stale records); after a crash or an
 operator's mistake, kernel objects may be left without a record (orphans), and a killed run leaves a journal. gc
-detaches each of those NICs (netfw.api.detach: the tap, if it is still there, goes back to its VN bridge first, and
-a namespace that still holds a link netfw did not make is never deleted), and deletes a namespace `one-<VM>` that
-holds nothing but lo only when a journal of netfw's names that VM. It never touches a link without netfw's alias.
+detaches each of those NICs (netfw.api.detach: the tap, if netfw still holds it, goes back to its VN bridge first,
+and a namespace that still holds a link netfw did not make is never deleted), and deletes a namespace `one-<VM>`
+that holds nothing but lo only when a journal of netfw's names that VM. It never touches a link without netfw's alias.
+
+Each VM is decided under its lock, from what is read then: a first look without the lock only says which VMs to look
+at, since an attach, update or detach running meanwhile holds the lock and looks half-done (a journal, netfw's
+objects without a record, an empty namespace). Under the lock a journal is a killed run's: flocks die with their
+holder.
 """
 
 from __future__ import annotations
@@ -32,21 +37,10 @@ class Item:
         return {"vm": self.vm, "nic": self.nic, "health": self.health, "removed": self.done, "error": self.error}
 
 
-def _journals(state_dir: str | Path | None) -> set[tuple[int, int]]:
-    found = set()
-    with state.opened(state_dir, create=False) as records:
-        for vm in records.vms():
-            try:
-                found |= {(vm, nic) for nic in records.nics(vm, intents=True)}
-            except StateError:  # a VM directory netfw refuses: survey reports it (error), gc leaves it
-                continue
-    return found
-
-
-def _detach(vm: int, nic: int, what: str, dry_run: bool, state_dir: str | Path | None) -> Item:
+def _detach(records: state.StateDir, vm: int, nic: int, what: str, dry_run: bool) -> Item:
     item = Item(vm, nic, what)
     try:
-        outcome = api.detach(vm, nic, dry_run=dry_run, state_dir=state_dir)
+        outcome = api.detach_locked(records, vm, nic, dry_run=dry_run)
     except (InputError, runner.CommandError, TransactionError) as e:
         item.error = str(e).splitlines()[0]
         return item
@@ -72,20 +66,45 @@ def _bare(vm: int, journaled: bool, dry_run: bool) -> Item | None:
     return item
 
 
+def _journals(records: state.StateDir, vm: int) -> set[int] | None:
+    """The NICs of VM vm with a journal (a run that did not finish); None when netfw refuses the VM's directory
+    (survey reports it as that VM's error, and gc leaves the VM alone)."""
+    try:
+        return set(records.nics(vm, intents=True))
+    except StateError:
+        return None
+
+
+def _collect_vm(records: state.StateDir, vm: int, state_dir: str | Path | None, dry_run: bool) -> list[Item]:
+    """Under VM vm's lock: detach its stale, orphan and interrupted NICs and delete its empty namespace, as they are
+    now (a run that held the lock before may have finished what looked half-done, or removed it)."""
+    journals = _journals(records, vm)
+    if journals is None:
+        return []
+    try:
+        found = health.survey(state_dir, vm)
+    except InputError:  # netfw knows nothing of the VM any more
+        found = []
+    keys = {h.nic: h.health for h in found if h.health in ("stale", "orphan") and h.nic is not None}
+    for nic in journals:
+        keys.setdefault(nic, "interrupted")
+    items = [_detach(records, vm, nic, what, dry_run) for nic, what in sorted(keys.items())]
+    if any(h.nic is None and h.health == "orphan" for h in found):
+        item = _bare(vm, bool(journals), dry_run)
+        items += [item] if item else []
+    return items
+
+
 def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[Item]:
     """Detach every stale, orphan or interrupted NIC; delete netfw's empty namespaces. Returns what was done."""
     with state.opened(state_dir, create=False) as records:
         if records.fd is None:  # a mistyped --state-dir: every attached NIC would look like an orphan
             raise InputError(f"state directory {records.path} does not exist: without its records gc would take "
                              "every VM's firewall for an orphan and remove it")
-    journals = _journals(state_dir)
-    found = health.survey(state_dir)
-    keys = {(h.vm, h.nic): h.health for h in found if h.health in ("stale", "orphan") and h.nic is not None}
-    for key in journals:
-        keys.setdefault(key, "interrupted")
-    items = [_detach(vm, nic, what, dry_run, state_dir) for (vm, nic), what in sorted(keys.items())]
-    for h in found:
-        if h.nic is None and h.health == "orphan":
-            item = _bare(h.vm, any(vm == h.vm for vm, _ in journals), dry_run)
-            items += [item] if item else []
-    return items
+        journaled = {vm for vm in records.vms() if _journals(records, vm)}
+        suspects = {h.vm for h in health.survey(state_dir) if h.health in ("stale", "orphan")} | journaled
+        items: list[Item] = []
+        for vm in sorted(suspects):
+            with api.locked(records, vm, dry_run):  # a dry run takes no lock: it creates nothing
+                items += _collect_vm(records, vm, state_dir, dry_run)
+        return items

@@ -70,13 +70,16 @@ def _families(ruleset: Ruleset) -> set[str]:
 
 def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None,
                 journal: bool = True, seen: dict | None = None, tap_tc: frozenset[str] = frozenset(),
-                resume: bool = False, host: dict | None = None) -> list[Step]:
+                resume: bool = False, host: dict | None = None, taken: bool = False,
+                inner: dict | None = None) -> list[Step]:
     """Journal, namespace, bridge, veth, rules, then the cut-over, then the record, then the journal goes.
 
     seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach);
     tap_tc: the kinds of qdisc it carried there (a rolled-back attach gives it back what it can of them);
-    host: the hypervisor namespace's links named after the tap and the veth's staging name, as detach's planning
-    read them (saves the cut-over's teardown its first probe).
+    host: the hypervisor namespace's links named after the tap and the veth's staging name, and inner: the VM
+    namespace's link named after the tap, as detach's planning read them (the cut-over's teardown reads them again
+    only after a change); taken: the journal says netfw has taken the tap (state.Intent); if not, the cut-over
+    writes it again, saying so, right before it takes the tap off its VN bridge.
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
@@ -87,11 +90,18 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         FirewallBridge(spec.vm, spec.nic, mtu, fresh),
         VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
-        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume, host),
+        CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume, host, inner,
+                taken, None if taken or not journal else _taking(records, spec, target)),
         *_shaping(spec, previous, fresh),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]
-    return _journaled(records, spec, target, "attach", steps) if journal else steps
+    return _journaled(records, spec, target, "attach", steps, taken) if journal else steps
+
+
+def _taking(records: StateDir, spec: NicSpec, target: Applied):
+    """What the cut-over calls right before it takes the tap: the journal, written again to say so."""
+    journal = Journal(records, spec.vm, spec.nic, state.document(target, "attach", taken=True))
+    return journal.apply
 
 
 def _shaping(spec: NicSpec, previous: NicSpec | None, fresh: Fresh | None = None) -> list[Step]:
@@ -100,9 +110,10 @@ def _shaping(spec: NicSpec, previous: NicSpec | None, fresh: Fresh | None = None
     return [Shaping(spec.vm, spec.nic, spec.tap, spec.bandwidth, before, fresh)] if spec.bandwidth or before else []
 
 
-def _journaled(records: StateDir, spec: NicSpec, target: Applied, op: str, steps: list[Step]) -> list[Step]:
+def _journaled(records: StateDir, spec: NicSpec, target: Applied, op: str, steps: list[Step],
+               taken: bool = False) -> list[Step]:
     """steps between the NIC's journal (written before the first change) and its removal (after the last)."""
-    return [Journal(records, spec.vm, spec.nic, state.document(target, op)), *steps,
+    return [Journal(records, spec.vm, spec.nic, state.document(target, op, taken)), *steps,
             Journal(records, spec.vm, spec.nic, None)]
 
 
@@ -125,12 +136,14 @@ def plan_update(target: Applied, records: StateDir, previous: Applied) -> list[S
     ])
 
 
-def plan_detach(target: Applied, records: StateDir, resume: bool = False, host: dict | None = None) -> list[Step]:
+def plan_detach(target: Applied, records: StateDir, resume: bool = False, host: dict | None = None,
+                inner: dict | None = None, taken: bool = False) -> list[Step]:
     """The tap back onto its VN bridge first (the VM keeps its network, and its limits), the record, then the rest:
     the whole namespace at once when nothing else is in it, else the attach steps reversed (rules, sets, veth,
-    bridge, and the namespace if it is empty by then)."""
+    bridge, and the namespace if it is empty by then). taken: netfw holds the tap (inside its namespace) or a killed
+    run's journal says it had taken it; a tap outside the namespace is never touched otherwise."""
     spec = target.spec
-    attach = plan_attach(target, records, journal=False, resume=resume, host=host)
+    attach = plan_attach(target, records, journal=False, resume=resume, host=host, taken=taken, inner=inner)
     cut_over = next(s for s in attach if isinstance(s, CutOver))
     record = next(s for s in attach if isinstance(s, Record))
     objects = [s for s in attach if not isinstance(s, (CutOver, Record, Shaping))]
@@ -138,4 +151,4 @@ def plan_detach(target: Applied, records: StateDir, resume: bool = False, host: 
     rebuild = [s for s in plan_attach(target, records, journal=False) if not isinstance(s, (CutOver, Record,
                                                                                                  Shaping))]
     return _journaled(records, spec, target, "detach", [
-        Reverse(cut_over), Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)])
+        Reverse(cut_over), Reverse(record), DropNamespace(spec.vm, spec.nic, spec.tap, fallback, rebuild)], taken)

@@ -50,15 +50,29 @@ class Applied(NamedTuple):
     port: Port | None = None  # the VM's port on its VN bridge as the connection layer made it (netfw.port)
 
 
+class Intent(NamedTuple):
+    """A NIC's journal: the operation a run was doing, its target, and whether netfw had taken the tap by then.
+
+    taken: the tap was inside netfw's namespace when the run began, or the run was about to take it off its VN
+    bridge (written again at that moment). Only then can a tap found outside the namespace, on no bridge, be a killed
+    run's doing that the next run finishes; otherwise it is someone else's, and never touched. A journal without the
+    field (an older netfw's) did not say: not taken.
+    """
+
+    op: str
+    target: Applied
+    taken: bool = False
+
+
 def _data(applied: Applied) -> dict:
     return {"spec": spec_to_dict(applied.spec), "mtu": applied.mtu, "generation": applied.generation,
             "backend": applied.backend, "port": None if applied.port is None else applied.port.as_dict()}
 
 
-def document(applied: Applied, op: str | None = None) -> str:
-    """The JSON text of a NIC's record, or (op given) of its journal: the operation under way and its target.
-    InputError when it would be too large to be read back."""
-    data = _data(applied) if op is None else {"op": op, "target": _data(applied)}
+def document(applied: Applied, op: str | None = None, taken: bool = False) -> str:
+    """The JSON text of a NIC's record, or (op given) of its journal: the operation under way, its target, and
+    whether netfw has taken the tap (Intent). InputError when it would be too large to be read back."""
+    data = _data(applied) if op is None else {"op": op, "target": _data(applied), "taken": taken}
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     if len(text.encode()) > MAX_RECORD:
         raise InputError(f"VM {applied.spec.vm} NIC {applied.spec.nic}: its state record would be larger than "
@@ -113,15 +127,17 @@ def _applied(data: object, vm: int, nic: int, shown: str) -> Applied:
     return Applied(spec, mtu, generation, how, port)
 
 
-def parse_intent(text: str, vm: int, nic: int, shown: str) -> tuple[str, Applied]:
-    """A journal's text as (operation, target), every field checked like a record's; else StateError."""
+def parse_intent(text: str, vm: int, nic: int, shown: str) -> Intent:
+    """A journal's text as Intent, every field checked like a record's; else StateError."""
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
     except (ValueError, RecursionError) as e:
         raise StateError(f"journal {shown}: not a netfw journal: {e}") from None
-    if not isinstance(data, dict) or set(data) != {"op", "target"} or data["op"] not in OPS:
-        raise StateError(f"journal {shown}: must be {{op: one of {', '.join(OPS)}, target: a record}}")
-    return data["op"], _applied(data["target"], vm, nic, shown)
+    if not isinstance(data, dict) or set(data) - {"taken"} != {"op", "target"} or data["op"] not in OPS or \
+            type(data.get("taken", False)) is not bool:
+        raise StateError(f"journal {shown}: must be {{op: one of {', '.join(OPS)}, target: a record, "
+                         "taken: true or false}")
+    return Intent(data["op"], _applied(data["target"], vm, nic, shown), data.get("taken", False))
 
 
 class StateDir:
@@ -176,8 +192,8 @@ class StateDir:
         text = self.read(vm, nic)
         return None if text is None else parse(text, vm, nic, str(self.record_path(vm, nic)))
 
-    def intent(self, vm: int, nic: int) -> tuple[str, Applied] | None:
-        """The NIC's journal: (the operation a killed run was doing, its target), or None when none is pending."""
+    def intent(self, vm: int, nic: int) -> Intent | None:
+        """The NIC's journal (what a killed run was doing), or None when none is pending."""
         text = self.read(vm, nic, intent=True)
         return None if text is None else parse_intent(text, vm, nic, str(self.intent_path(vm, nic)))
 

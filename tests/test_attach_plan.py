@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from netfw import api
+from netfw import api, runner, state
 from netfw.model import NicSpec
 from netfw.render import render
 from netfw.steps import FamilyRuleset
@@ -243,3 +245,79 @@ def test_verify_names_a_left_over_zone_rule_of_nic_0(mocker):
     step = FamilyRuleset("one-7", [rules.family("ip"), zones(NicSpec(7, 0, "vnbr0"))[0]])
     assert step.check() == [f"one-7: iptables raw `{OLD_ZONE_RULE}` is left over from an earlier netfw (update "
                             "removes it)"]
+
+
+def test_attach_says_in_its_journal_that_it_takes_the_tap_right_before_it_does(mocker, tmp_path):
+    """The journal records the moment netfw takes the tap: only a tap netfw took is ever put back (issue 19)."""
+    fake = FakeHost(mocker, links=HOST)
+    journal = tmp_path / "vm-7" / "nic-0.intent.json"
+    taken = []
+
+    def spy(argv, stdin, timeout):
+        if argv[0] != "tc" and "-j" not in argv:  # every command that changes something
+            taken.append((" ".join(argv), json.loads(journal.read_text())["taken"]))
+        return fake._execute(argv, stdin, timeout)
+
+    runner._execute.side_effect = spy
+    api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
+    assert [t for _, t in taken] == [False] * 8 + [True, True]
+    assert taken[-2][0] == "ip -batch -"  # the cut-over
+    assert not journal.exists()
+
+
+def _recorded(tmp_path, bridge: str = "vnbr0") -> None:
+    """VM 7 NIC 0's record (attached on bridge, with the port the tap had there)."""
+    applied = state.Applied(NicSpec(7, 0, bridge), 1450, port=api.Port("linux", bridge, None))
+    state.write(state.nic_path(tmp_path, 7, 0), state.document(applied))
+
+
+#: After a reboot: no namespace, no veth; VM 7 runs again with a new tap, on another VN bridge.
+REBOOTED = {None: {"vnbr0": link("vnbr0", "bridge"), "vnbr1": link("vnbr1", "bridge"),
+                   "one-7-0": link("one-7-0", "tun", master="vnbr1")}}
+
+
+@pytest.mark.parametrize("master, up", [("vnbr1", True), ("vnbr0", False), (None, True)])
+def test_detach_of_a_stale_record_never_touches_the_tap(mocker, tmp_path, master, up):
+    """The record says vnbr0; the tap in the hypervisor namespace is on vnbr1, or down on vnbr0 (quarantined), or
+    on no bridge: detach forgets the record and runs nothing that changes a link (it put the tap on vnbr0, up)."""
+    _recorded(tmp_path)
+    links = {None: {**REBOOTED[None], "one-7-0": link("one-7-0", "tun", master=master, up=up)}}
+    fake = FakeHost(mocker, links=links)
+    api.detach(7, 0, state_dir=tmp_path)
+    assert [c for c in fake.commands() if not c.startswith(" ") and "-j" not in c.split()] == []
+    assert not (tmp_path / "vm-7" / "nic-0.json").exists()
+
+
+def _journal(tmp_path, op: str, taken: bool) -> None:
+    applied = state.Applied(NicSpec(7, 0, "vnbr0"), 1450, port=api.Port("linux", "vnbr0", None))
+    with state.opened(tmp_path) as records:
+        records.write(7, 0, state.document(applied, op, taken), intent=True)
+
+
+#: A detach killed after the tap left the namespace, before it joined its VN bridge: the tap on no bridge, down,
+#: the veth end under its staging name, the namespace with the NIC's bridge and veth end.
+LOOSE = {None: {"vnbr0": link("vnbr0", "bridge"), "one-7-0": link("one-7-0", "tun", up=False),
+                "one-7-0-h": link("one-7-0-h", "veth", ifalias="netfw vm=7 nic=0 role=h", up=False)},
+         "one-7": {k: v for k, v in ATTACHED["one-7"].items() if k != "one-7-0"}}
+
+
+@pytest.mark.parametrize("taken", [True, False])
+def test_detach_puts_back_only_a_tap_that_a_killed_run_took(mocker, tmp_path, taken):
+    """The same loose tap: put back on its bridge when the killed run's journal says netfw took it; else left."""
+    _recorded(tmp_path)
+    _journal(tmp_path, "detach", taken)
+    fake = FakeHost(mocker, links=LOOSE, netns={"one-7"})
+    api.detach(7, 0, state_dir=tmp_path)
+    joins = [stdin for argv, stdin in fake.calls if stdin and "link set one-7-0 master" in stdin]
+    assert joins == (["link set one-7-0 master vnbr0\nlink set one-7-0 up\n"] if taken else [])
+    assert not (tmp_path / "vm-7" / "nic-0.intent.json").exists()
+
+
+def test_detach_leaves_a_loose_tap_whose_veth_end_is_gone(mocker, tmp_path):
+    """A journal that says netfw took the tap, but no veth end (a reboot since): the tap is a new one, left alone."""
+    _recorded(tmp_path)
+    _journal(tmp_path, "detach", True)
+    links = {None: {k: v for k, v in LOOSE[None].items() if k != "one-7-0-h"}}
+    fake = FakeHost(mocker, links=links)
+    api.detach(7, 0, state_dir=tmp_path)
+    assert [c for c in fake.commands() if not c.startswith(" ") and "-j" not in c.split()] == []

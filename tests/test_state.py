@@ -321,6 +321,29 @@ def test_a_record_round_trips(root):
         assert records.nics(7) == [0]
 
 
+@pytest.mark.parametrize("taken", [True, False, ...])
+def test_a_journal_round_trips_with_whether_netfw_took_the_tap(root, taken):
+    """`taken` says whether netfw had taken the tap; a journal without it (an older netfw's) says it had not."""
+    applied = state.Applied(SPEC, 1500)
+    data = json.loads(state.document(applied, "detach", taken=taken is True))
+    if taken is ...:
+        del data["taken"]
+    with state.opened(root) as records:
+        records.write(7, 0, json.dumps(data), intent=True)
+        assert records.intent(7, 0) == ("detach", applied, taken is True)
+        assert records.intent(7, 0).taken is (taken is True)
+
+
+@pytest.mark.parametrize("taken", ["yes", 1, None])
+def test_a_journal_whose_taken_is_not_a_boolean_is_refused(root, taken):
+    data = json.loads(state.document(state.Applied(SPEC, 1500), "attach"))
+    data["taken"] = taken
+    with state.opened(root) as records:
+        records.write(7, 0, json.dumps(data), intent=True)
+        with pytest.raises(state.StateError, match="taken: true or false"):
+            records.intent(7, 0)
+
+
 def test_too_large_a_record_is_refused_before_anything_changes(monkeypatch, root, fake):
     """A record netfw could not read back is never written: attach stops at planning, after its probes only."""
     monkeypatch.setattr(state, "MAX_RECORD", 200)

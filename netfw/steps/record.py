@@ -73,5 +73,11 @@ class Journal(Record):
     undo_only_if_clean = True
     bookkeeping = True
 
+    def undo(self) -> None:
+        """Put back the journal as it was before apply, also when the cut-over wrote it again since (plan._taking)."""
+        if self._changed or self._read() != self._before:
+            self._write(self._before)
+        self._changed = False
+
     def check(self) -> list[str]:
         return [] if self._read() is None else [f"an interrupted operation left {self.describe()}: run it again"]

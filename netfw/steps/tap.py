@@ -28,11 +28,19 @@ never a port's: FirewallBridge.)
 
 Every state a killed run can leave is recognised and finished from where it stopped (the NIC's journal keeps the
 port settings the tap had before it left the bridge).
+
+netfw puts back only what it took. The tap inside the namespace is proof that netfw holds it; a tap in the hypervisor
+namespace is touched only in the state a killed or failed cut-over leaves it in: netfw had taken it (the journal says
+so: `taken`, written before the tap leaves its bridge, or this very run took it), its veth end is still there (after
+a reboot it is not: the tap is a new one), and the tap is on no bridge. A tap on any bridge, or one a record, journal
+or VM document merely names, is someone else's (the connection layer's, the operator's: a tap set down or taken off
+its bridge to quarantine a VM) and is never moved, enslaved, set up or down.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from .. import names, ovs, probe, runner, script
 from ..model import Bandwidth
@@ -44,12 +52,16 @@ from .base import Fresh, Step, port_drift, run_batch
 class CutOver(Step):
     def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
                  seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset(),
-                 resume: bool = False, host: dict | None = None):
+                 resume: bool = False, host: dict | None = None, inner: dict | None = None, taken: bool = False,
+                 take: Callable[[], object] | None = None):
         self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
         self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
-        # The hypervisor's links named tap and staging as detach's planning read them, under the VM's lock, just
-        # before: the first facts() uses them instead of a probe; every later one reads again.
-        self.host = host
+        # The hypervisor's links named tap and staging (and the VM namespace's named tap) as detach's planning read
+        # them, under the VM's lock, just before: the first facts() uses them instead of a probe; every later one
+        # reads again.
+        self.host, self.inner = host, inner
+        # netfw has taken the tap (the journal says so); take: writes that in the journal, before the tap is taken
+        self.taken, self.take = taken, take
         # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.tc), and an attach rolled
         # back puts back on the tap the parts of libvirt's set-up it had (tap_tc: the qdisc kinds it carried).
         self.limits, self.tap_tc = limits, tap_tc
@@ -74,7 +86,7 @@ class CutOver(Step):
         after the cut-over, its staging name before, None when there is none). Read-only."""
         if self.fresh.veth and self.seen is not None:  # this run made the veth and planning saw the tap outside:
             return self.seen, None, self.staging  # nothing else can be the case (and no process need ask)
-        host, self.host = self.host, None
+        host, inner, self.host, self.inner = self.host, self.inner, None, None
         if host is None:
             host = probe.links(None, [self.tap, self.staging])
         named = host.get(self.tap)
@@ -82,7 +94,9 @@ class CutOver(Step):
         if veth is None and self.fresh.veth:  # made by this very run (in a dry run it only was recorded)
             veth = self.staging
         outside = named if named is not None and not self._ours(named) else None
-        inside = probe.links(self.ns, [self.tap]).get(self.tap) if outside is None else None
+        if outside is None and inner is None:
+            inner = probe.links(self.ns, [self.tap])
+        inside = inner.get(self.tap) if outside is None else None
         return outside, inside, veth
 
     def _need_port(self) -> Port:
@@ -236,6 +250,10 @@ class CutOver(Step):
         if outside is None and veth == self.tap and probe.master(inside) != self.fwbr:
             self._onto_firewall(inside["address"])  # only the last commands of a cut-over were missing
             return True
+        if outside is not None and not self.taken:  # the moment netfw takes the tap: the journal says so first
+            if self.take is not None:
+                self.take()
+            self.taken = True
         self._done = "in"
         self._or_undo(lambda: self._move_in(outside, veth, (outside or inside)["address"]))
         return True
@@ -246,24 +264,25 @@ class CutOver(Step):
             outside, inside, veth = self.facts()
             if outside is None:  # the tap made it in (fully or partly): take it out again
                 self._move_out(inside, veth, self.tap_tc)
-            elif not self._outside_joined(outside):  # still outside, but its OVS port was already deleted
+            elif self._left(outside, veth):  # still outside, but its OVS port was already deleted
                 self._move_out(None, veth, self.tap_tc)
 
     def teardown(self) -> bool:
         """Return the tap to its VN bridge as the veth end carries it now; fine when the tap is already gone."""
         self._done, self.seen = None, None
         outside, inside, veth = self.facts()
-        if outside is not None:  # the tap is back (a killed detach may have left it off its bridge)
-            if self.port is not None and not self._outside_joined(outside):
+        if outside is not None:  # the tap is back (a killed detach may have left it off its bridge), or never left
+            if not self.taken or veth is None or self.port is None:
+                return False  # not netfw's to touch, whatever a record, journal or document says
+            if self._left(outside, veth):
                 self._done = "out"
                 self._or_undo(lambda: self._move_out(None, veth, back=True))
                 return True
-            missing = self._unshaped_tap() if self.resume and self.limits is not None else frozenset()
+            missing = self._unshaped_tap() if self.resume and self.limits is not None and \
+                self._state(outside) == "joined" else frozenset()
             if missing:  # a run killed after the tap was back, before its limits were
                 shape_tap(self.tap, self.limits, missing)
                 return True
-            if veth == self.tap:  # cannot be: one name, one link
-                raise runner.refused("detach", f"two links named {self.tap}")
             return False
         if inside is None and veth != self.tap:
             return False  # no tap (the VM stopped) and the veth end is not holding its name
@@ -274,14 +293,20 @@ class CutOver(Step):
             self._or_undo(lambda: self._move_out(inside, veth))
         return True
 
-    def _outside_joined(self, outside: dict) -> bool:
+    def _state(self, outside: dict) -> str:
+        """Where the tap in the hypervisor namespace is: "joined" (up on its VN bridge), "loose" (on no bridge: no
+        Linux master, no OVS port), or "elsewhere" (on another bridge, or down on its own)."""
         port = self._need_port()
-        if not probe.is_up(outside):
-            return False
-        if port.kind == LINUX:
-            return probe.master(outside) == port.bridge
-        found = ovs.lookup(self.tap)
-        return found is not None and found.bridge == port.bridge
+        found = ovs.lookup(self.tap) if port.kind != LINUX else None
+        if probe.master(outside) is None and found is None:
+            return "loose"
+        on = probe.master(outside) if port.kind == LINUX else found.bridge if found else None
+        return "joined" if on == port.bridge and probe.is_up(outside) else "elsewhere"
+
+    def _left(self, outside: dict, veth: str | None) -> bool:
+        """True when the tap outside is as a killed or failed cut-over of netfw's left it: taken by netfw, its veth
+        end still there, on no bridge (see the module's docstring); only then is it put back."""
+        return self.taken and veth is not None and self.port is not None and self._state(outside) == "loose"
 
     def restore(self) -> None:
         if self._done == "out":
