@@ -260,8 +260,10 @@ def test_attach_says_in_its_journal_that_it_takes_the_tap_right_before_it_does(m
 
     runner._execute.side_effect = spy
     api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
-    assert [t for _, t in taken] == [False] * 8 + [True, True]
-    assert taken[-2][0] == "ip -batch -"  # the cut-over
+    cut = [t for _, t in taken].index(True)  # the cut-over, then its commands in the namespace
+    assert cut == 8 and [t for _, t in taken] == [False] * cut + [True] * (len(taken) - cut)
+    assert [argv.split()[:3] for argv, _ in taken[cut:]] == [["ip", "-batch", "-"], ["ip", "-n", "one-7"],
+                                                             ["bridge", "-n", "one-7"]]
     assert not journal.exists()
 
 
