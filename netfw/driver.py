@@ -12,6 +12,10 @@ that document with netfw.one, picks the NICs netfw handles, and calls the API:
 | update_sg  | DEPLOY_ID          | api.update_all: the rules of every handled NIC, atomically                 |
 | update_nic | DEPLOY_ID VNET_ID  | the handled NICs on VNET_ID: rules and addresses (update_all), then MTU    |
 
+post, update_sg and update_nic then remove, for each NIC they attached or updated whose driver may have built them,
+the legacy security groups of OpenNebula's filter driver named after that NIC (netfw.legacy, issue 20): once netfw's
+own firewall holds the NIC, it is filtered by netfw alone.
+
 Handled NICs: VN_MAD in the configured list. In pre, post and clean, ATTACH=YES (a hot attach or detach) narrows
 them (one.VmDoc.hotplug): on a NIC, that NIC only; on a PCI NIC, none; on a NIC_ALIAS, its parent NIC, which post
 re-applies with the alias's addresses and clean re-applies without them (api.update_all: never a detach of the
@@ -30,9 +34,10 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from . import api, one, state
+from . import api, legacy, one, runner, state
 from .errors import InputError
 from .model import NicSpec
+from .steps.base import show
 
 #: The environment variable that lists the handled VN_MADs (comma-separated), when --vn-mads is not given.
 VN_MADS_ENV = "NETFW_VN_MADS"
@@ -145,11 +150,36 @@ def _which(specs: list[NicSpec]) -> str:
     return ", ".join(str(s.nic) for s in specs)
 
 
-def _result(call: Call, action: str, specs: list[NicSpec], outcomes: list[api.Outcome]) -> Result:
+def _result(call: Call, action: str, specs: list[NicSpec], outcomes: list[api.Outcome],
+            extra: Result | None = None) -> Result:
     changed = sum(len(o.changed) for o in outcomes)
     summary = (f"netfw {action}: VM {call.doc.vm} NIC {_which(specs)}: "
-               + (f"{changed} change(s)" if changed else "no change") + _left(call.doc, call.cfg))
-    return Result(summary, [c for o in outcomes for c in o.commands])
+               + (f"{changed} change(s)" if changed else "no change") + (extra.summary if extra else "")
+               + _left(call.doc, call.cfg))
+    return Result(summary, [c for o in outcomes for c in o.commands] + (extra.commands if extra else []))
+
+
+#: VN_MADs whose drivers never call OpenNebula's filter driver (SGDriver): no legacy security groups to look for.
+#: Any other driver of a handled NIC (fw, 802.1Q, vxlan, elastic, nodeport, one not known here) may have built them.
+NO_LEGACY_SG = ("bridge", "ovswitch", "ovswitch_vxlan", "dummy")
+
+
+def without_legacy(call: Call, specs: list[NicSpec]) -> Result:
+    """Remove the legacy security groups of these NICs (netfw.legacy), now that netfw's firewall holds them: the
+    part of the summary line that says so, and in a dry run the commands it would run."""
+    mads = {n.spec.nic: n.vn_mad for n in call.nics}
+    nics = [s.nic for s in specs if mads.get(s.nic) not in NO_LEGACY_SG]
+    if not nics:
+        return Result("")
+    if not call.cfg.dry_run:
+        found = legacy.remove(call.doc.vm, nics)
+        commands: list[str] = []
+    else:
+        with runner.recording() as recorded:
+            found = legacy.remove(call.doc.vm, nics)
+        commands = show([(list(argv), stdin) for argv, stdin in recorded.commands])
+    done = sorted(found.found)
+    return Result(f"; legacy security groups removed: NIC {', '.join(map(str, done))}" if done else "", commands)
 
 
 def _left(doc: one.VmDoc, cfg: Config) -> str:
@@ -170,7 +200,7 @@ def pre(call: Call) -> Result:
 def post(call: Call) -> Result:
     """Every handled NIC behind its firewall, in one transaction (one NIC fails: all of this call undone)."""
     outcome = api.attach_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "post", call.specs, [outcome])
+    return _result(call, "post", call.specs, [outcome], without_legacy(call, call.specs))
 
 
 def clean(call: Call) -> Result:
@@ -212,7 +242,7 @@ def _without_alias(call: Call) -> Result:
 def update_sg(call: Call) -> Result:
     """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
     outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "update_sg", call.specs, [outcome])
+    return _result(call, "update_sg", call.specs, [outcome], without_legacy(call, call.specs))
 
 
 def update_nic(call: Call) -> Result:
@@ -225,7 +255,7 @@ def update_nic(call: Call) -> Result:
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
     outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
-    return _result(call, "update_nic", specs, [outcome])
+    return _result(call, "update_nic", specs, [outcome], without_legacy(call, specs))
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}

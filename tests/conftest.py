@@ -16,11 +16,14 @@ import pytest
 #: Test-harness switches, not netfw settings: set by scripts/sandbox (where the tests run), and the request to
 #: rewrite tests/data/render (tests/test_render.py).
 HARNESS = frozenset({"NETFW_IN_SANDBOX", "NETFW_UPDATE_RENDER"})
+#: netfw settings the session sets for every test, whatever the caller's: the legacy driver's lock file
+#: (netfw.legacy) is the session's own, never /tmp/onevnm-vnmmad::sgdriver-lock of the machine.
+SESSION = frozenset({"NETFW_LEGACY_SG_LOCK"})
 
 
 def netfw_environment() -> dict[str, str]:
     """The NETFW_* variables of this process that are netfw settings."""
-    return {k: v for k, v in os.environ.items() if k.startswith("NETFW_") and k not in HARNESS}
+    return {k: v for k, v in os.environ.items() if k.startswith("NETFW_") and k not in HARNESS | SESSION}
 
 
 def _restore(wanted: dict[str, str]) -> None:
@@ -31,12 +34,15 @@ def _restore(wanted: dict[str, str]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_netfw_settings_from_the_caller():
-    """The caller's NETFW_* settings are gone for the whole session (and back afterwards)."""
-    caller = netfw_environment()
+def _no_netfw_settings_from_the_caller(tmp_path_factory):
+    """The caller's NETFW_* settings are gone for the whole session (and back afterwards); SESSION's are set."""
+    caller, session = netfw_environment(), {k: os.environ.get(k) for k in SESSION}
     _restore({})
+    os.environ["NETFW_LEGACY_SG_LOCK"] = str(tmp_path_factory.mktemp("legacy") / "onevnm-vnmmad::sgdriver-lock")
     yield
     _restore(caller)
+    for key, value in session.items():
+        os.environ.pop(key, None) if value is None else os.environ.update({key: value})
 
 
 @pytest.fixture(autouse=True)

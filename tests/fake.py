@@ -13,7 +13,9 @@ from netfw import probe, runner
 class FakeHost:
     def __init__(self, mocker, links: dict[str | None, dict[str, dict]] | None = None,
                  saves: dict[tuple[str, str, str], str] | None = None, netns: set[str] | None = None,
-                 fail: str | None = None, ovs: dict[str, dict] | None = None):
+                 fail: str | None = None, ovs: dict[str, dict] | None = None,
+                 answers: dict[str, str] | None = None):
+        self.answers = answers or {}  # command line -> its standard output (checked first)
         self.links = links or {}
         # Open vSwitch ports by name: {"bridge": B, "port": {column: OVSDB JSON}, "iface": {column: OVSDB JSON}}
         self.ovs = ovs if ovs is not None else {}
@@ -36,6 +38,8 @@ class FakeHost:
         line = " ".join(argv) + " " + (stdin or "")
         if self.fail and self.fail in line:
             return runner.Result(tuple(argv), 99, "", "injected failure")
+        if " ".join(argv) in self.answers:
+            return runner.Result(tuple(argv), 0, self.answers[" ".join(argv)], "")
         ns = self._ns(argv)
         if argv[0] == "ovs-vsctl":  # without `ovs`: a host without Open vSwitch bridges, no bridge, no port
             return self._vsctl(argv)
@@ -51,7 +55,7 @@ class FakeHost:
             return runner.Result(tuple(argv), 0, json.dumps(list(self.links.get(ns, {}).values())), "")
         if argv[-1].endswith("tables-save"):  # every table (a NIC's filter and raw parts in one save)
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-1][:-len("tables-save")], None), ""), "")
-        if argv[-3].endswith("tables-save"):
+        if len(argv) >= 3 and argv[-3].endswith("tables-save"):
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-3][:-len("tables-save")], argv[-1]), ""), "")
         if argv[-1] == "net.netfilter.nf_conntrack_count":
             return runner.Result(tuple(argv), 0, "0\n", "")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, driver, state
+from netfw import api, driver, legacy, runner, state
 from netfw.cli import app
+from netfw.steps.base import show
 from netfw.model import InputError, NicSpec
 from netfw.runner import CommandError, Result
 from netfw.transaction import TransactionError
@@ -43,14 +44,31 @@ def shape(request, monkeypatch):
     return request.param
 
 
-class FakeApi:
-    """Records the API calls; `fail` maps a call name to the exception it raises."""
+@pytest.fixture(autouse=True)
+def _no_process(monkeypatch):
+    """The API is faked here: a command started through netfw.runner would reach this machine's own tables."""
+    def refuse(argv, stdin, timeout):
+        raise AssertionError(f"a unit test of the driver started {argv}")
+    monkeypatch.setattr(runner, "_execute", refuse)
 
-    def __init__(self, monkeypatch, fail: dict[str, BaseException] | None = None):
+
+class FakeApi:
+    """Records the API calls (and netfw.legacy.remove's, as "legacy"); `fail` maps a call name to the exception it
+    raises."""
+
+    def __init__(self, monkeypatch, fail: dict[str, BaseException] | None = None, legacy_found: tuple = ()):
         self.calls: list[tuple] = []
         self.fail = fail or {}
+        self.legacy_found = legacy_found  # the NICs whose legacy security groups the fake "finds" and removes
         for name in ("check_host", "attach_all", "update_all", "detach"):
             monkeypatch.setattr(api, name, self._fake(name))
+        monkeypatch.setattr(legacy, "remove", self._legacy)
+
+    def _legacy(self, vm, nics):
+        self.calls.append(("legacy", (vm, nics), {}))
+        if "legacy" in self.fail:
+            raise self.fail["legacy"]
+        return legacy.Plan(found={n: ["iptables -X x"] for n in nics if n in self.legacy_found})
 
     def _fake(self, name):
         def call(*args, **kw):
@@ -129,7 +147,7 @@ def test_conntrack_max_of_the_driver_reaches_every_nic(monkeypatch):
     assert one("--conntrack-max", "5000", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
     assert one("post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
     assert one("update_sg", "one-42", "--conntrack-max", "7000", stdin=b64("two_nics.xml"))[0] == 0
-    caps = [[s.conntrack_max for s in args[0]] for _, args, _ in fake.calls]
+    caps = [[s.conntrack_max for s in args[0]] for name, args, _ in fake.calls if name != "legacy"]
     assert caps == [[5000] * 3, [8192] * 3, [7000] * 3]  # NICs 0, 1 and 3 (ovswitch)
     code, _, err = one("--conntrack-max", "1", "post", "one-42", "h", stdin=b64("two_nics.xml"))
     assert code == 2 and errors(err) == ["ERROR: conntrack cap 1 is not an integer in 2..1048576"]
@@ -217,9 +235,17 @@ def test_dry_run_prints_the_commands(monkeypatch):
         assert kw["dry_run"] is True
         return api.Outcome("attach", 42, None, commands=["# step", "ip link add x"])
 
+    def remove(vm, nics):  # netfw.legacy.remove, in a dry run: its changing commands are recorded, not started
+        assert runner.dry() and (vm, nics) == (42, [0, 1])  # NIC 3 is ovswitch: no legacy security groups
+        runner.run(["iptables-restore", "--noflush"], stdin="*filter\n-X one-42-0-i\nCOMMIT\n")
+        return legacy.Plan(found={0: ["iptables -X one-42-0-i"]})
+
     monkeypatch.setattr(api, "attach_all", attach_all)
-    code, out, _ = one("post", "one-42", "h", "--dry-run", stdin=b64("two_nics.xml"))
-    assert code == 0 and out == "# step\nip link add x\n"
+    monkeypatch.setattr(legacy, "remove", remove)
+    code, out, err = one("post", "one-42", "h", "--dry-run", stdin=b64("two_nics.xml"))
+    assert code == 0 and out == "# step\nip link add x\n" + "".join(
+        line + "\n" for line in show([(["iptables-restore", "--noflush"], "*filter\n-X one-42-0-i\nCOMMIT\n")]))
+    assert "legacy security groups removed: NIC 0" in err
 
 
 # --- failures: exit codes and exactly one ERROR line ----------------------------------------------------------------
@@ -520,3 +546,58 @@ def test_the_chain_refuses_another_name(tmp_path):
     res = subprocess.run([str(tmp_path / "post")], input="", text=True, capture_output=True)
     assert res.returncode == 1 and errors(res.stderr) == [
         "ERROR: netfw chain: installed as post; only clean and update_nic are chained"]
+
+
+# --- issue 20: the legacy security groups of the NICs netfw handles go, after netfw's firewall holds them ------------
+
+
+def _order(fake: FakeApi) -> list[tuple]:
+    """(call, NICs) in the order they were made: a legacy removal with its NICs, an API call with its NICs."""
+    return [(name, args if name == "legacy" else [s.nic for s in args[0]]) for name, args, _ in fake.calls]
+
+
+@pytest.mark.parametrize("action, args, call", [("post", ["one-42", "h"], "attach_all"),
+                                                ("update_sg", ["one-42"], "update_all")])
+def test_post_and_update_sg_remove_the_legacy_groups_after_netfw_holds_the_nics(monkeypatch, action, args, call):
+    fake = FakeApi(monkeypatch, legacy_found=(0,))
+    code, _, err = one(action, *args, stdin=b64("two_nics.xml"))
+    assert code == 0, err
+    assert _order(fake) == [(call, [0, 1, 3]), ("legacy", (42, [0, 1]))]  # NIC 3 is ovswitch: never legacy groups
+    assert f"INFO: netfw {action}: VM 42 NIC 0, 1, 3: 1 change(s); legacy security groups removed: NIC 0" in err
+
+
+def test_update_nic_removes_them_for_the_nics_of_that_network(monkeypatch, tmp_path):
+    fake = FakeApi(monkeypatch)
+    wrapped = base64.encodebytes((DATA / "two_nics.xml").read_bytes()).decode()
+    assert one("update_nic", "one-42", "1", "--state-dir", str(tmp_path), stdin=wrapped)[0] == 0
+    assert _order(fake) == [("update_all", [1]), ("legacy", (42, [1]))]
+
+
+def test_a_hot_attach_removes_them_for_that_nic_only(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("post", "one-42", "h", stdin=b64("attach_nic.xml"))[0] == 0
+    assert _order(fake) == [("attach_all", [1]), ("legacy", (42, [1]))]
+
+
+def test_clean_and_pre_leave_them_to_the_driver(monkeypatch):
+    """clean runs before the driver's own (the chain), which removes them as it does without netfw."""
+    fake = FakeApi(monkeypatch)
+    assert one("clean", "h", stdin=b64("two_nics.xml"))[0] == 0
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    assert [name for name, _, _ in fake.calls] == ["detach", "detach", "detach", "check_host"]
+
+
+def test_bridge_and_ovswitch_nics_are_not_looked_at(monkeypatch):
+    fake = FakeApi(monkeypatch)
+    assert one("--vn-mads", "ovswitch", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
+    assert _order(fake) == [("attach_all", [3])]
+
+
+def test_a_failed_removal_fails_the_action_with_one_error_line(monkeypatch):
+    """netfw's firewall stays (the NIC is filtered twice, never unfiltered); OpenNebula cancels the deployment."""
+    fake = FakeApi(monkeypatch, fail={"legacy": CommandError(Result(("iptables-save", "-t", "filter"), 4, "",
+                                                                   "iptables-save: permission denied"))})
+    code, _, err = one("post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert code == 1 and errors(err) == ["ERROR: `iptables-save -t filter` exited 4: iptables-save: permission "
+                                         "denied"]
+    assert [name for name, _, _ in fake.calls] == ["attach_all", "legacy"]
