@@ -28,7 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_lab import VN_BRIDGE, in_ns, in_sandbox, ip_batch, legacy_table, security_group, sh, spec  # noqa: E402
+from bench_lab import (VN_BRIDGE, in_ns, in_sandbox, ip_batch, legacy_removed, legacy_table,  # noqa: E402
+                       security_group, sh, spec)
 
 PAIR = (1, 2)
 RULES = security_group(20)
@@ -230,6 +231,14 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
                         seq(attach, lambda: vm_flush("filter", "ebtables")), seq(detach, host_clean)),
         "netfw_zone": ("netfw with NIC 0 in a conntrack zone of its own (the raw `CT --zone` rule netfw loaded "
                        "before 2026-12-02)", seq(attach, lambda: old_zone(True)), seq(detach, host_clean)),
+        # issue 20: an 802.1Q/vxlan network with netfw installed as docs/opennebula.md way A says: the driver's post
+        # builds both NICs' legacy chains, then netfw's hook attaches them and removes those chains
+        "netfw_8021q": ("netfw on an 802.1Q/vxlan network, documented installation (legacy chains built, then removed "
+                        "by netfw's post)", seq(lambda: host_tables(legacy), attach,
+                                                 lambda: legacy_removed(list(PAIR), real=list(PAIR))),
+                        seq(detach, host_clean)),
+        "netfw_8021q_kept": ("netfw on an 802.1Q/vxlan network with the legacy chains kept (before issue 20)",
+                             seq(lambda: host_tables(legacy), attach), seq(detach, host_clean)),
         # remedies
         "netfw_hoff": ("netfw, hypervisor bridge-nf-call-iptables 0 (every NIC behind netfw)",
                        seq(attach, lambda: host_brnf(False)), seq(detach, host_clean)),
@@ -432,6 +441,8 @@ PIECES = (
     ("netfw's rules over those 2 (security group, physdev jumps, ebtables)", "hop_both_ct", "netfw"),
     ("of which netfw's ebtables ethertype chain", "netfw_no_eb", "netfw"),
     ("trimmed: NIC 0's raw-table zone rule of netfw before 2026-12-02", "netfw", "netfw_zone"),
+    ("802.1Q/vxlan network, documented installation (issue 20)", "netfw", "netfw_8021q"),
+    ("802.1Q/vxlan network, legacy chains kept (before issue 20)", "netfw", "netfw_8021q_kept"),
     ("remedy: hypervisor bridge-nf-call-iptables 0", "netfw", "netfw_hoff"),
     ("a hypervisor that uses conntrack itself", "netfw", "netfw_hct"),
     ("remedy there: raw CT --notrack for the VN bridge", "netfw_hct", "netfw_hct_notrack"),

@@ -262,6 +262,32 @@ def legacy_table(pair: list[int], background: list[int], rules: tuple[Rule, ...]
             *body]
 
 
+def legacy_removed(vms: list[int], real: list[int]) -> None:
+    """What netfw's post hook does on an `802.1Q` or `vxlan` network installed as docs/opennebula.md way A says, once
+    the driver's post built the legacy chains (issue 20): `netfw.legacy.remove` for the VMs in `real` (the code that
+    runs, under a lock file of the benchmark's own), and for the others the very plan `netfw.legacy.plan_family`
+    makes, from one save, in one chunked restore: the end state of one remove per VM, without 1,000 saves of a
+    20,000-rule table."""
+    import tempfile
+
+    from netfw import legacy, tables
+    rest = [vm for vm in vms if vm not in real]
+    if rest:
+        table, found = tables.parse_save(sh("iptables-nft-save", "-t", "filter").stdout), legacy.Plan()
+        body: list[str] = []
+        for vm in rest:
+            legacy.plan_family(table, vm, [0], found, "ip")
+            body += found.restore["ip"]
+        restore("nft", body)
+    with tempfile.TemporaryDirectory(prefix="netfw-bench-sg-") as tmp:
+        os.environ[legacy.LOCK_ENV] = f"{tmp}/onevnm-vnmmad::sgdriver-lock"
+        try:
+            for vm in real:
+                legacy.remove(vm, [0])
+        finally:
+            del os.environ[legacy.LOCK_ENV]
+
+
 # -- memory --------------------------------------------------------------------------------------------------------
 MEMINFO_KEYS = ("MemAvailable", "Slab", "SUnreclaim", "Percpu", "KernelStack", "PageTables", "VmallocUsed")
 

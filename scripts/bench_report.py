@@ -56,6 +56,17 @@ def dataplane_tables(r: dict) -> list[str]:
                  dp[k]["netfw"]["connect"]["median_us"], v["connect"]["median_us"]] for k, v in sorted(extra.items(), key=lambda kv: int(kv[0]))]
         out += ["**netfw with iptables-nft vs iptables-legacy in the VM namespaces**", "",
                 *_table(["K", "TCP nft", "TCP legacy", "kpps nft", "kpps legacy", "connect µs nft", "connect µs legacy"], rows), ""]
+    nets = r.get("dataplane_8021q", {})
+    if nets:
+        rows = [[int(k), dp[k]["netfw"]["udp_kpps"], v["documented"]["udp_kpps"],
+                 _ratio(v["documented"]["udp_kpps"], dp[k]["netfw"]["udp_kpps"]), v["kept"]["udp_kpps"],
+                 dp[k]["netfw"]["tcp_gbps"], v["documented"]["tcp_gbps"], v["kept"]["tcp_gbps"]]
+                for k, v in sorted(nets.items(), key=lambda kv: int(kv[0]))]
+        out += ["**netfw on an 802.1Q/vxlan network, installed as docs/opennebula.md way A** (the driver builds every "
+                "NIC's legacy chains, netfw's post removes them; the global chain `opennebula` stays), against netfw "
+                "alone (hypervisor table empty) and against the legacy chains kept (before issue 20)", "",
+                *_table(["K", "kpps netfw alone", "kpps 802.1Q documented", "documented / alone", "kpps legacy kept",
+                         "TCP alone", "TCP documented", "TCP legacy kept"], rows), ""]
     loads = [[int(k), v["rules"], v["nft_ms"], v["nft_batches"], v.get("xt_ms")] for k, v in sorted(r["legacy_load"].items(), key=lambda kv: int(kv[0]))]
     out += ["**Legacy layout: the hypervisor's table** (loaded once per K with iptables-nft-restore in ≤200-line batches, "
             "the user-namespace limit; and with one iptables-legacy-restore)", "",
