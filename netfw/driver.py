@@ -178,8 +178,8 @@ def without_legacy(call: Call, specs: list[NicSpec]) -> Result:
         with runner.recording() as recorded:
             found = legacy.remove(call.doc.vm, nics)
         commands = show([(list(argv), stdin) for argv, stdin in recorded.commands])
-    done = sorted(found.found)
-    return Result(f"; legacy security groups removed: NIC {', '.join(map(str, done))}" if done else "", commands)
+    done, what = sorted(found.found), "to remove" if call.cfg.dry_run else "removed"
+    return Result(f"; legacy security groups {what}: NIC {', '.join(map(str, done))}" if done else "", commands)
 
 
 def _left(doc: one.VmDoc, cfg: Config) -> str:

@@ -245,7 +245,7 @@ def test_dry_run_prints_the_commands(monkeypatch):
     code, out, err = one("post", "one-42", "h", "--dry-run", stdin=b64("two_nics.xml"))
     assert code == 0 and out == "# step\nip link add x\n" + "".join(
         line + "\n" for line in show([(["iptables-restore", "--noflush"], "*filter\n-X one-42-0-i\nCOMMIT\n")]))
-    assert "legacy security groups removed: NIC 0" in err
+    assert "legacy security groups to remove: NIC 0" in err  # a dry run removes nothing
 
 
 # --- failures: exit codes and exactly one ERROR line ----------------------------------------------------------------

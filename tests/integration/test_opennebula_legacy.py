@@ -25,7 +25,7 @@ import pytest
 from netfw import api
 
 from .lab import eventually, sh
-from .test_opennebula import ROOT, SCRIPTS, Host, host, shape  # noqa: F401  (the fixtures too)
+from .test_opennebula import NETFW, ROOT, SCRIPTS, Host, host, shape  # noqa: F401  (the fixtures too)
 
 PEER = "hostb"
 VLAN = 50
@@ -228,7 +228,13 @@ def test_802_1q_and_vxlan_flows_through_the_installed_scripts(legacy_host, kind,
     filtered(host, "10.62.0.7", CHANGED, bystander)
     # The driver's own update_sg still succeeds (it builds VM 7's chains again: asked for), netfw's removes them.
     driver.run("update_sg.legacy", "one-7", doc=doc["changed"])
-    assert legacy_of(7) != []
+    rebuilt = legacy_of(7)
+    assert rebuilt != []
+    dry = subprocess.run([str(NETFW), "one", "--dry-run", "update_sg", "one-7"], capture_output=True, text=True,
+                         input=host.stdin("update_sg", doc["changed"]), env=host.env())
+    assert dry.returncode == 0 and "legacy security groups to remove: NIC 0" in dry.stderr, dry.stderr
+    assert "-X one-7-0-i" in dry.stdout and "destroy one-7-0-ip-spoofing" in dry.stdout, dry.stdout
+    assert legacy_of(7) == rebuilt  # a dry run removes nothing
     assert "legacy security groups removed: NIC 0" in driver.run("update_sg", "one-7", doc=doc["changed"])
     filtered(host, "10.62.0.7", CHANGED, bystander)
 
