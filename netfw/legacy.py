@@ -99,9 +99,11 @@ def plan_family(table: tables.Table, vm: int, nics: list[int], plan: Plan, famil
     """Add to plan the family's lines that take the NICs' legacy chains and every jump to them away. Pure."""
     body: list[tuple[int, str]] = []
     chains = {c: n for c in table.policies if (n := _nic_of(c, vm, nics)) is not None}
-    for chain, rules in table.rules.items():
+    ends = tuple(f" {c}" for c in chains)  # a jump to one of them ends so: parse only those lines
+    for chain, rules in table.rules.items() if chains else ():
         if chain not in chains:  # the NIC's own chains are flushed below
-            body += [(chains[t], tables.delete_line(r)) for r in rules if (t := _target(r)) in chains]
+            body += [(chains[t], tables.delete_line(r)) for r in rules
+                     if r.endswith(ends) and (t := _target(r)) in chains]
     body += [(n, f"-F {c}") for c, n in chains.items()] + [(n, f"-X {c}") for c, n in chains.items()]
     for nic, line in body:
         plan.found.setdefault(nic, []).append(f"{family}tables {line}")
