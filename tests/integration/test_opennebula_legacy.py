@@ -1,5 +1,5 @@
-"""Issue 20: netfw hooked into OpenNebula's `802.1Q` and `vxlan` drivers exactly as docs/opennebula.md way A says
-(the installation block is read from that page and run), with stand-ins for the drivers' own work
+"""Issue 20: netfw hooked into OpenNebula's `802.1Q` and `vxlan` drivers as docs/opennebula.md says (`netfw one
+install`, and the block of its appendix read from the page and run), with stand-ins for the drivers' own work
 (tests/integration/legacy_driver.py: the VLAN or VXLAN device and bridge, and the legacy security groups built with
 the very commands OpenNebula's SGIPTables runs). Two simulated hosts: this sandbox (the hypervisor, where netfw runs)
 and a namespace `hostb` (the other end of the VLAN or VXLAN, over a veth underlay `eth1`, its bridge holding the
@@ -78,26 +78,33 @@ def document(path: Path, kind: str, vm: int, rules: list[dict], nics: tuple[int,
     return str(path)
 
 
-def way_a(folder: Path) -> None:
-    """Run the installation block of docs/opennebula.md way A, as the page says, in the driver's folder."""
+def by_hand(folder: Path) -> None:
+    """The appendix of docs/opennebula.md, installing by hand: its block for a driver's folder, run as it stands."""
     text = (ROOT / "docs" / "opennebula.md").read_text()
-    block = re.search(r"### A\. As hooks.*?```sh\n(.*?)```", text, re.S)[1]
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "mv clean clean.legacy" in b)
     lines = [line.split("#")[0].rstrip() for line in block.splitlines()]
     lines = [line for line in lines if line and not line.startswith(("cd ", "N=", "onehost "))]
-    assert lines, "no installation block found in docs/opennebula.md"
-    subprocess.run(["sh", "-ec", "\n".join(lines)], cwd=folder, check=True, env={"N": str(SCRIPTS), "PATH": "/usr/bin:/bin"})
+    subprocess.run(["sh", "-ec", "\n".join(lines)], cwd=folder, check=True,
+                   env={"N": str(SCRIPTS), "PATH": "/usr/bin:/bin"})
 
 
-def install(tmp_path: Path, kind: str) -> Path:
-    """The driver's folder as OpenNebula ships it (here the stand-ins), then netfw installed into it (way A)."""
-    folder = tmp_path / "vnm" / kind
+def install(tmp_path: Path, kind: str, how: str) -> Path:
+    """The driver's folder as OpenNebula ships it (here the stand-ins), then netfw hooked into it as
+    docs/opennebula.md says: `netfw one install` (the package's way), or by hand (its appendix)."""
+    remotes = tmp_path / "remotes"
+    folder = remotes / "vnm" / kind
     folder.mkdir(parents=True)
     for action in ("pre", "post", "clean", "update_sg", "update_nic"):
         script = folder / action
         script.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m tests.integration.legacy_driver '
                           f'{kind} {action} "$0" "$@"\n')
         script.chmod(0o755)
-    way_a(folder)
+    if how == "by hand":
+        by_hand(folder)
+    else:
+        res = subprocess.run([str(NETFW), "one", "install", "--remotes", str(remotes), "--drivers", kind,
+                              "--settings", "", "--scripts", str(SCRIPTS)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
     return folder
 
 
@@ -187,14 +194,25 @@ def kind(request) -> str:
     return request.param
 
 
-@pytest.fixture
-def legacy_host(host, kind, tmp_path):
+def _legacy_host(host: Host, kind: str, tmp_path: Path, how: str):
     underlay(host, kind)
-    yield Driver(host, install(tmp_path, kind))
+    yield Driver(host, install(tmp_path, kind, how))
     for tool in ("iptables", "ip6tables"):  # the legacy driver's objects in the sandbox's own tables
         sh(tool, "-F")
         sh(tool, "-X")
     sh("ipset", "destroy", check=False)
+
+
+@pytest.fixture
+def legacy_host(host, kind, tmp_path):
+    """This host with the driver `kind`, netfw hooked in by `netfw one install`."""
+    yield from _legacy_host(host, kind, tmp_path, "netfw one install")
+
+
+@pytest.fixture
+def legacy_host_by_hand(host, kind, tmp_path):
+    """The same, netfw hooked in by hand (the appendix of docs/opennebula.md)."""
+    yield from _legacy_host(host, kind, tmp_path, "by hand")
 
 
 def test_802_1q_and_vxlan_flows_through_the_installed_scripts(legacy_host, kind, tmp_path):
@@ -271,8 +289,9 @@ def test_802_1q_and_vxlan_flows_through_the_installed_scripts(legacy_host, kind,
     assert BRIDGE not in links and DEVICE not in links, links
 
 
-def test_the_source_of_a_live_migration_keeps_nothing(legacy_host, kind, tmp_path):
-    driver, host = legacy_host, legacy_host.host
+def test_the_source_of_a_live_migration_keeps_nothing(legacy_host_by_hand, kind, tmp_path):
+    """Installed by hand (the appendix of docs/opennebula.md), the other way the page documents."""
+    driver, host = legacy_host_by_hand, legacy_host_by_hand.host
     doc = document(tmp_path / "vm7.xml", kind, 7, FIRST_RULES)
     driver.run("pre", doc=doc)
     host.vm_nic(0, BRIDGE, "10.62.0.7/24", "02:00:0a:3e:00:07")
