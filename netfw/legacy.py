@@ -33,6 +33,7 @@ import fcntl
 import os
 import re
 import shlex
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -152,13 +153,18 @@ def _lock_path() -> str:
 def _open_lock(path: str, create: bool) -> int | None:
     """The legacy driver's lock file, never through a symbolic link and never truncated. Absent and not to be
     created (a dry run): None. Created world-writable, as oneadmin's driver opens it for writing."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO put there must not block the open
     for _ in range(3):
         try:
-            return os.open(path, flags)
+            fd = os.open(path, flags)
         except FileNotFoundError:
             if not create:
                 return None
+        else:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise runner.refused("legacy-lock", f"the legacy driver's lock file {path} is not a regular file")
+            return fd
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except FileExistsError:
@@ -207,6 +213,7 @@ def remove(vm: int, nics: list[int]) -> Plan:
                 runner.run([tool(family, "restore"), "--noflush"], stdin=tables.restore_text(family, body))
         if found.ipsets:
             _destroy(found.ipsets)
+    done = "would remove" if runner.dry() else "removed"
     for nic, what in found.found.items():
-        logger.info("NIC {}: removed the legacy security groups of {}: {}", nic, prefix(vm, nic), "; ".join(what))
+        logger.info("NIC {}: {} the legacy security groups of {}: {}", nic, done, prefix(vm, nic), "; ".join(what))
     return found

@@ -232,3 +232,13 @@ def test_a_dry_run_creates_no_lock_file_and_records_the_removal(tmp_path, monkey
     assert [argv for argv, _ in recorded.commands] == [("iptables-restore", "--noflush"),
                                                        ("ip6tables-restore", "--noflush"), ("ipset", "restore")]
     assert not (tmp_path / "lock").exists()
+
+
+def test_a_fifo_in_place_of_the_lock_file_is_refused_without_blocking(tmp_path, monkeypatch, mocker):
+    """Anyone can make a FIFO in /tmp: opening one for reading would wait for a writer forever."""
+    os.mkfifo(tmp_path / "lock")
+    monkeypatch.setenv(legacy.LOCK_ENV, str(tmp_path / "lock"))
+    fake = host(mocker)
+    with pytest.raises(CommandError, match="is not a regular file"):
+        legacy.remove(7, [0])
+    assert fake.calls == []
