@@ -18,11 +18,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import statefs
 from .errors import InputError
 
 
@@ -66,9 +66,7 @@ DRIVER_USER = "oneadmin"
 MAX_SCRIPT = 1 << 20  # a driver script, ours or OpenNebula's, is a few KiB
 MAX_SETTINGS = 64 << 10
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR, _READ = statefs.DIR_FLAGS, statefs.READ_FLAGS  # as the state directory: no symlink followed, no FIFO blocks
 _SETTING_RE = re.compile(r"[ \t]*(?:export[ \t]+)?NETFW_VN_MADS=(.*)")
 
 
@@ -316,33 +314,8 @@ def _apply(dir_fd: int, change: Change, owner: tuple[int, int] | None) -> None:
     elif change.kind == "remove":
         os.unlink(change.name, dir_fd=dir_fd)
     else:
-        write_atomic(dir_fd, change.name, change.data, change.mode, owner)
+        statefs.write_file(dir_fd, change.name, change.data, change.mode, owner)
     os.fsync(dir_fd)
-
-
-def write_atomic(dir_fd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Make name in the directory hold data: a new file (O_EXCL|O_NOFOLLOW), fchmod, fchown, fsync, rename."""
-    tmp = f".{name}.netfw-{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, _NEW, 0o600, dir_fd=dir_fd)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if owner:
-            os.fchown(fd, *owner)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
 
 
 # ----------------------------------------------------------------------------------------------------------- settings
@@ -501,7 +474,7 @@ def _write_settings(path: str, data: bytes) -> None:
     fd = _open_dir(parent, parent)
     try:
         st = _lstat(fd, name)
-        write_atomic(fd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644, (st.st_uid, st.st_gid) if st else None)
+        statefs.write_file(fd, name, data, stat.S_IMODE(st.st_mode) if st else 0o644, (st.st_uid, st.st_gid) if st else None)
         os.fsync(fd)
     finally:
         os.close(fd)

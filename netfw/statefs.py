@@ -19,10 +19,10 @@ from contextlib import contextmanager, suppress
 
 from .errors import InputError
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO must not hang netfw (it is refused right after, as not a regular file).
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_LOCK = _READ | os.O_CREAT  # flock needs no write access; never O_TRUNC: a lock file is never written
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_LOCK = READ_FLAGS | os.O_CREAT  # flock needs no write access; never O_TRUNC: a lock file is never written
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -75,7 +75,7 @@ def open_dir(name: str, shown: str, dir_fd: int | None = None, create: bool = Fa
     Safe to repeat. Only the last component is created: a missing parent is an error, not something to make.
     """
     try:
-        fd = os.open(name, _DIR, dir_fd=dir_fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         if not create:
             return None
@@ -85,7 +85,7 @@ def open_dir(name: str, shown: str, dir_fd: int | None = None, create: bool = Fa
             pass  # a concurrent call made it: it is checked below like any other
         except (OSError, ValueError) as e:
             raise StateError(f"{shown}: cannot create it: {getattr(e, 'strerror', None) or e}") from None
-        fd = _open(name, _DIR, shown, dir_fd)
+        fd = _open(name, DIR_FLAGS, shown, dir_fd)
     except (OSError, ValueError) as e:
         raise _refusal(shown, e, name, dir_fd) from None
     try:
@@ -99,7 +99,7 @@ def open_dir(name: str, shown: str, dir_fd: int | None = None, create: bool = Fa
 def read(dir_fd: int, name: str, shown: str, limit: int) -> bytes | None:
     """The content of regular file name (ours, not writable by others, at most limit bytes), None when missing."""
     try:
-        fd = os.open(name, _READ, dir_fd=dir_fd)
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
@@ -136,27 +136,38 @@ def locked(dir_fd: int, name: str, shown: str):
         os.close(fd)
 
 
-def replace(dir_fd: int, name: str, data: bytes, shown: str) -> None:
-    """Make file name hold data, atomically: a new temporary file (O_EXCL, 0600), fsync, rename, fsync of the
-    directory. A reader sees the old content or the new, never a part; a crash leaves at most a hidden .tmp file."""
+def write_file(dir_fd: int, name: str, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
+    """Make file name in the directory hold data, atomically: a new hidden temporary file (O_EXCL|O_NOFOLLOW, 0600),
+    its owner and mode set, fsync, rename over name. OSError as it comes, the temporary file removed; the caller
+    syncs the directory. Shared by the state records (replace) and `netfw one install`."""
     tmp = f".{name}.{secrets.token_hex(8)}.tmp"
-    fd = _open(tmp, _NEW, shown, dir_fd)
+    fd = os.open(tmp, _NEW, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+        if owner:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
         os.fsync(fd)
         os.close(fd)
         fd = -1
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException as e:
+    except BaseException:
         if fd >= 0:
             os.close(fd)
         with suppress(OSError):  # the original error is the one to report
             _unlink(dir_fd, tmp)
-        if isinstance(e, OSError):
-            raise StateError(f"cannot write {shown}: {e.strerror}") from None
         raise
+
+
+def replace(dir_fd: int, name: str, data: bytes, shown: str) -> None:
+    """Make file name hold data, atomically (write_file, 0600), then fsync the directory. A reader sees the old
+    content or the new, never a part; a crash leaves at most a hidden .tmp file."""
+    try:
+        write_file(dir_fd, name, data)
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise StateError(f"cannot write {shown}: {getattr(e, 'strerror', None) or e}") from None
     _sync(dir_fd, shown)
 
 
