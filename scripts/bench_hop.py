@@ -3,11 +3,13 @@
 
     scripts/bench_hop.py [--runs 3] [--seconds 2] [--rows a,b,...] [--json FILE]   (re-runs itself in the sandbox)
     scripts/bench_hop.py --pairs 10 [--seconds 1] [--rows p_...]                    (one setting at a time, paired)
+    scripts/bench_hop.py --quick [--json FILE]                  (smoke run: the nftables rungs and legacy, 1 run of 1 s)
 
 Two simulated VMs (guest namespaces g1, g2; their "taps" one-1-0, one-2-0 are veths on the VN bridge bnvn0) send
 64-byte UDP datagrams (iperf3 -u -l 64 -b 0, received kpps) while the path between them is built up one piece at a
 time: the legacy layout's single bridge, then netfw's second bridge and veth pair per VM, bridge netfilter in the VM
-and in the hypervisor namespace, conntrack, netfw's real rules, and the remedies. Every row is built from the same
+and in the hypervisor namespace, conntrack, netfw's real rules, the remedies, and (issue 22, scripts/bench_nft.py)
+the same security group in nftables without br_netfilter in the VM namespaces. Every row is built from the same
 two guests and torn down again; `runs` rounds over all rows (a row's runs are spread over the whole run, so a load
 drift on this shared machine hits every row alike); the median of the runs, and its ratio to the legacy row.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_nft as nft  # noqa: E402
 from bench_lab import (VN_BRIDGE, in_ns, in_sandbox, ip_batch, legacy_removed, legacy_table,  # noqa: E402
                        security_group, sh, spec)
 
@@ -194,6 +197,33 @@ def vm_flush(table: str, tool: str = "iptables") -> None:
         sh(*in_ns(ns, tool, "-t", table, "-F"))
 
 
+def nft_rung(key: str, family: str, stateful: bool) -> None:
+    """The security group in an nftables table of `family` in each hop's namespace (bridge: the hand-built hop;
+    inet: the routed one), with conntrack or stateless (bench_nft.ruleset). Proven before it is timed: br_netfilter off
+    in those namespaces, the rules drop what they must, conntrack in use there exactly when stateful."""
+    for vm in PAIR:
+        nft.load(f"hx{vm}", nft.ruleset(vm, RULES, family, stateful=stateful))
+        nft.brnf_off(f"hx{vm}", f"hxbr{vm}" if family == "bridge" else None)
+    PROOFS[key] = nft.prove([f"hx{vm}" for vm in PAIR], "g1", "g2", _addr2(), stateful)
+
+
+def sg_iptables() -> None:
+    """The security group as plain iptables rules with conntrack (netfw's without observability:
+    bench_nft.plain_chains) in each hand-built hop's namespace, for br_netfilter; no nftables table there."""
+    for vm in PAIR:
+        nft.unload(f"hx{vm}", "bridge")
+        sh(*in_ns(f"hx{vm}", "iptables-restore"), stdin=nft.iptables_text(vm, RULES))
+    PROOFS["hop_sg_ct"] = nft.prove([f"hx{vm}" for vm in PAIR], "g1", "g2", _addr2(), stateful=True)
+
+
+def _addr2() -> str:
+    return nft._addr("g2")
+
+
+#: What each nftables rung's last build proved (bench_nft.filters), reported with the results.
+PROOFS: dict[str, dict] = {}
+
+
 # -- the rows --------------------------------------------------------------------------------------------------------
 def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
     """key: (label, build, teardown). Every build starts from the two guests' taps on the VN bridge, nothing else."""
@@ -201,6 +231,7 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
     both = lambda f: lambda: [f(vm) for vm in PAIR]  # noqa: E731
     hop = lambda kind, brnf, rules=None: both(lambda vm: hop_build(vm, kind, brnf, rules))  # noqa: E731
     unhop = both(hop_remove)
+    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: nft.routed_remove(PAIR))
 
     def seq(*fs):
         return lambda: [f() for f in fs]
@@ -239,6 +270,26 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
                         seq(detach, host_clean)),
         "netfw_8021q_kept": ("netfw on an 802.1Q/vxlan network with the legacy chains kept (before issue 20)",
                              seq(lambda: host_tables(legacy), attach), seq(detach, host_clean)),
+        # issue 22: netfw's layout without br_netfilter in the VM namespaces, filtered by nftables (bench_nft.py)
+        "hop_sg_ct": ("netfw's path, VM namespaces: bridge netfilter + the security group in iptables with conntrack "
+                      "(netfw's rules without its observability and ebtables)", seq(hop("bridge", True), sg_iptables),
+                      seq(unhop, host_clean)),
+        "nft_bridge": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
+                       "family there, **stateless**",
+                       seq(hop("bridge", False), lambda: nft_rung("nft_bridge", "bridge", False)),
+                       seq(unhop, host_clean)),
+        "nft_bridge_ct": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
+                          "family there **with conntrack** (nf_conntrack_bridge)",
+                          seq(hop("bridge", False), lambda: nft_rung("nft_bridge_ct", "bridge", True)),
+                          seq(unhop, host_clean)),
+        "routed_hop": ("a veth pair per VM, the VM namespace routing (no second bridge, no netfilter)",
+                       routed, seq(unrouted, host_clean)),
+        "nft_routed": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
+                       "there, **stateless** (as `nft_bridge`)",
+                       seq(routed, lambda: nft_rung("nft_routed", "inet", False)), seq(unrouted, host_clean)),
+        "nft_routed_ct": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
+                          "there **with conntrack**", seq(routed, lambda: nft_rung("nft_routed_ct", "inet", True)),
+                          seq(unrouted, host_clean)),
         # remedies
         "netfw_hoff": ("netfw, hypervisor bridge-nf-call-iptables 0 (every NIC behind netfw)",
                        seq(attach, lambda: host_brnf(False)), seq(detach, host_clean)),
@@ -285,6 +336,16 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
     def gro(on):
         return lambda: veth_offload(["gro", "on" if on else "off"])
 
+    def ipt_sg():
+        hop_brnf(True)
+        sg_iptables()
+
+    def nft_sg():
+        hop_rules([])
+        hop_brnf(False)
+        nft_rung("nft_bridge", "bridge", False)
+
+    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: (nft.routed_remove(PAIR), host_clean()))
     return {
         "p_direct_hbrnf": ("one bridge: hypervisor bridge netfilter 0 → 1 (no rules)", lambda: None,
                            lambda: host_brnf(False), lambda: host_brnf(True), host_clean),
@@ -298,6 +359,12 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
         "p_hop_hbrnf": ("netfw's path, VM bridge netfilter and conntrack: hypervisor bridge netfilter 0 → 1",
                         lambda: (hop(), hop_brnf(True), hop_rules(VM_CONNTRACK)), lambda: host_brnf(False),
                         lambda: host_brnf(True), unhop),
+        "p_hop_nft": ("netfw's path, the security group in the VM namespaces: bridge netfilter + iptables with "
+                      "conntrack → no bridge netfilter, nftables' bridge family, stateless",
+                      hop, ipt_sg, nft_sg, unhop),
+        "p_routed_ct": ("the routed hop, the security group in nftables' inet family: stateless → with conntrack",
+                        routed, lambda: nft_rung("nft_routed", "inet", False),
+                        lambda: nft_rung("nft_routed_ct", "inet", True), unrouted),
         "p_netfw_eb": ("netfw: its ebtables chain off → on", attach_saving, lambda: tables[0].off(),
                        lambda: tables[0].on(), detach),
         "p_netfw_zone": ("netfw: NIC 0 in the default conntrack zone → a zone of its own (raw `CT --zone`, as "
@@ -386,8 +453,8 @@ def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
     for i in range(runs):
         for key in keys[i % len(keys):] + keys[:i % len(keys)]:
             label, build, teardown = table[key]
-            build()
             try:
+                build()
                 lab.wait_arp(g1, a2)
                 got = traffic.udp_cost(g1, g2, a2, seconds)
             except RuntimeError as e:  # a row that carries no traffic is reported, the run goes on
@@ -399,6 +466,9 @@ def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
                 out[key][metric].append(value)
             print(f"  run {i + 1} {key}: {got['kpps']} kpps, {got['cpu_us']} µs CPU per packet", flush=True)
     lab.reset()
+    for key, proof in PROOFS.items():
+        if key in out:
+            out[key]["proof"] = proof
     for row in out.values():
         for metric in ("kpps", "cpu_us"):
             got = [x for x in row[metric] if x is not None]
@@ -413,6 +483,10 @@ def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
     return out
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def table(r: dict, runs: int) -> str:
     """The breakdown in Markdown: CPU per packet (the measure that survives a busy machine) and kpps."""
     head = [f"**64-byte UDP between two VMs at K = 0, hop by hop** (median of {runs} runs, one run, rows interleaved). "
@@ -424,7 +498,9 @@ def table(r: dict, runs: int) -> str:
             "|---|---|---|---|---|---|---|"]
     fmt = lambda xs: ", ".join("–" if x is None else f"{x:g}" for x in xs)  # noqa: E731
     rows = [f"| {row['label']} (`{key}`) | {row['cpu_us_median']} | {fmt(row['cpu_us'])} | {row['extra_us']} | "
-            f"{row['cost_vs_legacy']} | {row['kpps_median']} | {row['kpps_vs_legacy']} |" for key, row in r.items()]
+            f"{row['cost_vs_legacy']} | {row['kpps_median']} | {row['kpps_vs_legacy']} |" if row["cpu_us_median"]
+            else f"| {row['label']} (`{key}`) | not measured: {_cell(row.get('error', '?'))} | | | | | |"
+            for key, row in r.items()]
     return "\n".join(head + rows + ["", "**What each piece costs** (difference of the medians above; single pieces "
                                      "below about 0.7 µs are within this machine's run-to-run spread)", "", pieces(r)])
 
@@ -443,6 +519,16 @@ PIECES = (
     ("trimmed: NIC 0's raw-table zone rule of netfw before 2026-12-02", "netfw", "netfw_zone"),
     ("802.1Q/vxlan network, documented installation (issue 20)", "netfw", "netfw_8021q"),
     ("802.1Q/vxlan network, legacy chains kept (before issue 20)", "netfw", "netfw_8021q_kept"),
+    ("issue 22: the security group in iptables with conntrack over bridge netfilter alone", "hop_vbrnf", "hop_sg_ct"),
+    ("issue 22: nftables' bridge family, stateless, in the VM namespaces (br_netfilter off there)", "hop_hbrnf",
+     "nft_bridge"),
+    ("issue 22: that path against the same rules in iptables with conntrack over bridge netfilter", "hop_sg_ct",
+     "nft_bridge"),
+    ("issue 22: that path against netfw's (br_netfilter, iptables and conntrack in the VM namespaces)", "netfw",
+     "nft_bridge"),
+    ("issue 22: the VM namespace routing instead of bridging (no netfilter there)", "hop_hbrnf", "routed_hop"),
+    ("issue 22: nftables' inet family, stateless, on the routed hop", "routed_hop", "nft_routed"),
+    ("issue 22: conntrack there (inet family, two namespaces per packet)", "nft_routed", "nft_routed_ct"),
     ("remedy: hypervisor bridge-nf-call-iptables 0", "netfw", "netfw_hoff"),
     ("a hypervisor that uses conntrack itself", "netfw", "netfw_hct"),
     ("remedy there: raw CT --notrack for the VN bridge", "netfw_hct", "netfw_hct_notrack"),
@@ -465,6 +551,10 @@ def pieces(r: dict) -> str:
     return "\n".join(out)
 
 
+#: --quick: the nftables rungs (issue 22), each proven to filter before it is timed, and legacy (always measured).
+QUICK_ROWS = ("nft_bridge", "nft_bridge_ct", "nft_routed_ct")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
@@ -472,10 +562,14 @@ def main() -> int:
     p.add_argument("--rows", help="comma-separated row keys (legacy is always measured)")
     p.add_argument("--json", help="write the results here too")
     p.add_argument("--pairs", type=int, metavar="N", help="instead: each paired A/B N times (--rows: pair keys)")
+    p.add_argument("--quick", action="store_true", help=f"a smoke run: 1 run of 1 s, rows {','.join(QUICK_ROWS)} "
+                   "unless --rows")
     args = p.parse_args()
     in_sandbox()
     t = time.perf_counter()
     only = args.rows.split(",") if args.rows else None
+    if args.quick:
+        args.runs, args.seconds, only = 1, 1, only or list(QUICK_ROWS)
     if args.pairs:
         r = measure_pairs(args.pairs, args.seconds, only)
         text = pairs_table(r, args.pairs)
