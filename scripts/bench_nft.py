@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -94,6 +95,8 @@ def stateless(line: str) -> str:
 
 def load(ns: str, script: str) -> None:
     """One `nft -f` transaction in a namespace; a refusal raises with nft's first error line (and the rule it names)."""
+    if not shutil.which("nft"):
+        raise RuntimeError("nft is not installed (Debian package nftables)")
     res = sh(*in_ns(ns, "nft", "-f", "-"), stdin=script, check=False)
     if res.returncode:
         lines = res.stderr.splitlines()

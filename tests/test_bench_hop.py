@@ -50,6 +50,7 @@ def test_stateless_ruleset_has_no_conntrack_and_says_what_replaces_it():
 
 @pytest.mark.skipif(os.environ.get("NETFW_IN_SANDBOX") != "1",
                     reason="needs the sandbox: scripts/sandbox .venv/bin/pytest tests")
+@pytest.mark.skipif(not shutil.which("nft"), reason="nft is not installed (Debian package nftables, in .ci/run)")
 def test_quick_run_times_only_proven_rungs(tmp_path):
     out = tmp_path / "hop.json"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_hop.py"), "--quick", "--json", str(out)],
