@@ -278,6 +278,9 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
                        "family there, **stateless**",
                        seq(hop("bridge", False), lambda: nft_rung("nft_bridge", "bridge", False)),
                        seq(unhop, host_clean)),
+        "nft_bridge_hoff": ("`nft_bridge`, and bridge-nf-call-iptables 0 in the hypervisor too (no br_netfilter on the "
+                            "path)", seq(hop("bridge", False), lambda: nft_rung("nft_bridge_hoff", "bridge", False),
+                                         lambda: host_brnf(False)), seq(unhop, host_clean)),
         "nft_bridge_ct": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
                           "family there **with conntrack** (nf_conntrack_bridge)",
                           seq(hop("bridge", False), lambda: nft_rung("nft_bridge_ct", "bridge", True)),
@@ -526,6 +529,7 @@ PIECES = (
      "nft_bridge"),
     ("issue 22: that path against netfw's (br_netfilter, iptables and conntrack in the VM namespaces)", "netfw",
      "nft_bridge"),
+    ("issue 22: then also the hypervisor's bridge-nf-call-iptables 0", "nft_bridge", "nft_bridge_hoff"),
     ("issue 22: the VM namespace routing instead of bridging (no netfilter there)", "hop_hbrnf", "routed_hop"),
     ("issue 22: nftables' inet family, stateless, on the routed hop", "routed_hop", "nft_routed"),
     ("issue 22: conntrack there (inet family, two namespaces per packet)", "nft_routed", "nft_routed_ct"),
