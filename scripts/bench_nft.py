@@ -17,7 +17,8 @@ gets them: `bench_observe.plain`), translated to nft syntax here by iptables' ow
 only the FORWARD jumps (physdev matches, which have no nft form) are written by hand as `iifname`/`oifname`.
 
 Every build proves itself before it is timed: br_netfilter is off in the VM namespaces (sysctl read there, bridge
-flags), a datagram the rules drop does not arrive and one they allow does, and (stateful rung) conntrack has entries.
+flags), a datagram the rules drop does not arrive and one they allow does, and the allowed flow has a conntrack entry in
+both VM namespaces (stateful rungs) or in neither (stateless ones).
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ def brnf_off(ns: str, bridge: str | None) -> None:
 _SEND = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 0))
+print(s.getsockname()[1], flush=True)
 for _ in range(int(sys.argv[3])):
     s.sendto(b"x" * 32, (sys.argv[1], int(sys.argv[2])))
 """
@@ -185,37 +188,39 @@ def _no_ports(ns: str) -> int:
     return int(lines[1][lines[0].index("NoPorts")])
 
 
-def arrived(src: str, dst: str, addr: str, port: int, n: int = 20, deadline: float = 2.0) -> int:
-    """How many of n datagrams src sends to addr:port (nothing listens there) reach dst, waited for up to deadline."""
+def arrived(src: str, dst: str, addr: str, port: int, n: int = 20, deadline: float = 2.0) -> tuple[int, int]:
+    """(how many of n datagrams src sends to addr:port, where nothing listens, reach dst, waited for up to deadline;
+    the source port they were sent from)."""
     before = _no_ports(dst)
-    sh(*in_ns(src, sys.executable, "-c", _SEND, addr, str(port), str(n)))
+    sport = int(sh(*in_ns(src, sys.executable, "-c", _SEND, addr, str(port), str(n))).stdout)
     end = time.monotonic() + deadline
     while (got := _no_ports(dst) - before) < n and time.monotonic() < end:
         time.sleep(0.05)
-    return got
+    return got, sport
 
 
 def filters(src: str, dst: str, addr: str) -> dict:
     """The rules really filter: datagrams to a port the group does not allow never arrive (checked after those to an
     allowed port arrived, so the path was up), datagrams to an allowed port all do. Raises otherwise."""
-    ok = arrived(src, dst, addr, ALLOWED_PORT)
-    dropped = arrived(src, dst, addr, DROPPED_PORT, deadline=0.5)
+    ok, sport = arrived(src, dst, addr, ALLOWED_PORT)
+    dropped, _ = arrived(src, dst, addr, DROPPED_PORT, deadline=0.5)
     if ok != 20 or dropped != 0:
         raise RuntimeError(f"rules not in force: {ok}/20 datagrams to allowed port {ALLOWED_PORT} arrived, "
                            f"{dropped}/20 to dropped port {DROPPED_PORT}")
-    return {"allowed_arrived": ok, "dropped_arrived": dropped}
+    return {"allowed_arrived": ok, "dropped_arrived": dropped, "allowed_sport": sport}
 
 
-def conntrack_entries(ns: str) -> int:
-    return int(sh(*in_ns(ns, "cat", "/proc/sys/net/netfilter/nf_conntrack_count")).stdout)
+def tracked(ns: str, sport: int) -> int:
+    """Conntrack entries of a namespace for UDP flows from source port sport to ALLOWED_PORT."""
+    res = sh(*in_ns(ns, "conntrack", "-L", "-p", "udp", "--sport", str(sport), "--dport", str(ALLOWED_PORT)))
+    return len(res.stdout.splitlines())
 
 
 def prove(hops: list[str], src: str, dst: str, addr: str, stateful: bool) -> dict:
-    """filters(), and conntrack as the rung says: the proof's flows are new entries in every VM namespace of the path
-    (stateful) or in none (stateless). Raises otherwise; returns what it saw."""
-    before = [conntrack_entries(ns) for ns in hops]
+    """filters(), and conntrack as the rung says: the allowed flow of the proof has an entry in every VM namespace of
+    the path (stateful) or in none (stateless). Raises otherwise; returns what it saw."""
     proof = filters(src, dst, addr)
-    proof["new_conntrack_entries"] = new = [conntrack_entries(ns) - n for ns, n in zip(hops, before)]
-    if (all(n > 0 for n in new) if stateful else any(n > 0 for n in new)) != stateful:
+    proof["conntrack_entries"] = found = [tracked(ns, proof["allowed_sport"]) for ns in hops]
+    if (all(found) if stateful else any(found)) != stateful:
         raise RuntimeError(f"conntrack {'unused' if stateful else 'used'} in the VM namespaces: {proof}")
     return proof
