@@ -198,30 +198,7 @@ def vm_flush(table: str, tool: str = "iptables") -> None:
 
 
 def nft_rung(key: str, family: str, stateful: bool) -> None:
-    """The security group in an nftables table of `family` in each hop's namespace (bridge: the hand-built hop;
-    inet: the routed one), with conntrack or stateless (bench_nft.ruleset). Proven before it is timed: br_netfilter off
-    in those namespaces, the rules drop what they must, conntrack in use there exactly when stateful."""
-    for vm in PAIR:
-        nft.load(f"hx{vm}", nft.ruleset(vm, RULES, family, stateful=stateful))
-        nft.brnf_off(f"hx{vm}", f"hxbr{vm}" if family == "bridge" else None)
-    PROOFS[key] = nft.prove([f"hx{vm}" for vm in PAIR], "g1", "g2", _addr2(), stateful)
-
-
-def sg_iptables() -> None:
-    """The security group as plain iptables rules with conntrack (netfw's without observability:
-    bench_nft.plain_chains) in each hand-built hop's namespace, for br_netfilter; no nftables table there."""
-    for vm in PAIR:
-        nft.unload(f"hx{vm}", "bridge")
-        sh(*in_ns(f"hx{vm}", "iptables-restore"), stdin=nft.iptables_text(vm, RULES))
-    PROOFS["hop_sg_ct"] = nft.prove([f"hx{vm}" for vm in PAIR], "g1", "g2", _addr2(), stateful=True)
-
-
-def _addr2() -> str:
-    return nft._addr("g2")
-
-
-#: What each nftables rung's last build proved (bench_nft.filters), reported with the results.
-PROOFS: dict[str, dict] = {}
+    nft.rung(key, PAIR, RULES, family, stateful)
 
 
 # -- the rows --------------------------------------------------------------------------------------------------------
@@ -272,8 +249,8 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
                              seq(lambda: host_tables(legacy), attach), seq(detach, host_clean)),
         # issue 22: netfw's layout without br_netfilter in the VM namespaces, filtered by nftables (bench_nft.py)
         "hop_sg_ct": ("netfw's path, VM namespaces: bridge netfilter + the security group in iptables with conntrack "
-                      "(netfw's rules without its observability and ebtables)", seq(hop("bridge", True), sg_iptables),
-                      seq(unhop, host_clean)),
+                      "(netfw's rules without its observability and ebtables)",
+                      seq(hop("bridge", True), lambda: nft.sg_iptables(PAIR, RULES)), seq(unhop, host_clean)),
         "nft_bridge": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
                        "family there, **stateless**",
                        seq(hop("bridge", False), lambda: nft_rung("nft_bridge", "bridge", False)),
@@ -341,7 +318,7 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
 
     def ipt_sg():
         hop_brnf(True)
-        sg_iptables()
+        nft.sg_iptables(PAIR, RULES)
 
     def nft_sg():
         hop_rules([])
@@ -469,7 +446,7 @@ def measure(runs: int, seconds: float, only: list[str] | None = None) -> dict:
                 out[key][metric].append(value)
             print(f"  run {i + 1} {key}: {got['kpps']} kpps, {got['cpu_us']} µs CPU per packet", flush=True)
     lab.reset()
-    for key, proof in PROOFS.items():
+    for key, proof in nft.PROOFS.items():
         if key in out:
             out[key]["proof"] = proof
     for row in out.values():

@@ -224,3 +224,34 @@ def prove(hops: list[str], src: str, dst: str, addr: str, stateful: bool) -> dic
     if (all(found) if stateful else any(found)) != stateful:
         raise RuntimeError(f"conntrack {'unused' if stateful else 'used'} in the VM namespaces: {proof}")
     return proof
+
+
+# -- the rungs' rule sets, proven -------------------------------------------------------------------------------------
+#: What each rung's last build proved (prove()), reported with the results.
+PROOFS: dict[str, dict] = {}
+
+
+def _hops(pair: tuple[int, int]) -> list[str]:
+    return [f"hx{vm}" for vm in pair]
+
+
+def rung(key: str, pair: tuple[int, int], rules, family: str, stateful: bool) -> None:
+    """The security group in an nftables table of `family` in each hop namespace hx<vm> (bridge: the hand-built hop
+    with its bridge hxbr<vm>; inet: the routed one), with conntrack or stateless (ruleset()). Proven before it is timed:
+    br_netfilter off in those namespaces, the rules drop what they must, conntrack in use there exactly when stateful.
+    The first VM of the pair sends, the second receives."""
+    for vm in pair:
+        load(f"hx{vm}", ruleset(vm, rules, family, stateful=stateful))
+        brnf_off(f"hx{vm}", f"hxbr{vm}" if family == "bridge" else None)
+    src, dst = (f"g{vm}" for vm in pair)
+    PROOFS[key] = prove(_hops(pair), src, dst, _addr(dst), stateful)
+
+
+def sg_iptables(pair: tuple[int, int], rules) -> None:
+    """The security group as plain iptables rules with conntrack (plain_chains) in each hand-built hop's namespace, for
+    br_netfilter, and no nftables table there; proven as rung() proves."""
+    for vm in pair:
+        unload(f"hx{vm}", "bridge")
+        sh(*in_ns(f"hx{vm}", "iptables-restore"), stdin=iptables_text(vm, rules))
+    src, dst = (f"g{vm}" for vm in pair)
+    PROOFS["hop_sg_ct"] = prove(_hops(pair), src, dst, _addr(dst), stateful=True)
