@@ -208,7 +208,6 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
     both = lambda f: lambda: [f(vm) for vm in PAIR]  # noqa: E731
     hop = lambda kind, brnf, rules=None: both(lambda vm: hop_build(vm, kind, brnf, rules))  # noqa: E731
     unhop = both(hop_remove)
-    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: nft.routed_remove(PAIR))
 
     def seq(*fs):
         return lambda: [f() for f in fs]
@@ -248,28 +247,7 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
         "netfw_8021q_kept": ("netfw on an 802.1Q/vxlan network with the legacy chains kept (before issue 20)",
                              seq(lambda: host_tables(legacy), attach), seq(detach, host_clean)),
         # issue 22: netfw's layout without br_netfilter in the VM namespaces, filtered by nftables (bench_nft.py)
-        "hop_sg_ct": ("netfw's path, VM namespaces: bridge netfilter + the security group in iptables with conntrack "
-                      "(netfw's rules without its observability and ebtables)",
-                      seq(hop("bridge", True), lambda: nft.sg_iptables(PAIR, RULES)), seq(unhop, host_clean)),
-        "nft_bridge": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
-                       "family there, **stateless**",
-                       seq(hop("bridge", False), lambda: nft_rung("nft_bridge", "bridge", False)),
-                       seq(unhop, host_clean)),
-        "nft_bridge_hoff": ("`nft_bridge`, and bridge-nf-call-iptables 0 in the hypervisor too (no br_netfilter on the "
-                            "path)", seq(hop("bridge", False), lambda: nft_rung("nft_bridge_hoff", "bridge", False),
-                                         lambda: host_brnf(False)), seq(unhop, host_clean)),
-        "nft_bridge_ct": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
-                          "family there **with conntrack** (nf_conntrack_bridge)",
-                          seq(hop("bridge", False), lambda: nft_rung("nft_bridge_ct", "bridge", True)),
-                          seq(unhop, host_clean)),
-        "routed_hop": ("a veth pair per VM, the VM namespace routing (no second bridge, no netfilter)",
-                       routed, seq(unrouted, host_clean)),
-        "nft_routed": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
-                       "there, **stateless** (as `nft_bridge`)",
-                       seq(routed, lambda: nft_rung("nft_routed", "inet", False)), seq(unrouted, host_clean)),
-        "nft_routed_ct": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
-                          "there **with conntrack**", seq(routed, lambda: nft_rung("nft_routed_ct", "inet", True)),
-                          seq(unrouted, host_clean)),
+        **nft_rows(hop, unhop, seq),
         # remedies
         "netfw_hoff": ("netfw, hypervisor bridge-nf-call-iptables 0 (every NIC behind netfw)",
                        seq(attach, lambda: host_brnf(False)), seq(detach, host_clean)),
@@ -295,6 +273,36 @@ def rows(state_dir: str) -> dict[str, tuple[str, callable, callable]]:
     }
 
 
+def nft_rows(hop, unhop, seq) -> dict[str, tuple[str, callable, callable]]:
+    """rows() of issue 22: the security group in nftables without br_netfilter in the VM namespaces (bench_nft), and
+    the same rules in iptables over br_netfilter beside them."""
+    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: nft.routed_remove(PAIR))
+    return {
+        "hop_sg_ct": ("netfw's path, VM namespaces: bridge netfilter + the security group in iptables with conntrack "
+                      "(netfw's rules without its observability and ebtables)",
+                      seq(hop("bridge", True), lambda: nft.sg_iptables(PAIR, RULES)), seq(unhop, host_clean)),
+        "nft_bridge": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
+                       "family there, **stateless**",
+                       seq(hop("bridge", False), lambda: nft_rung("nft_bridge", "bridge", False)),
+                       seq(unhop, host_clean)),
+        "nft_bridge_hoff": ("`nft_bridge`, and bridge-nf-call-iptables 0 in the hypervisor too (no br_netfilter on the "
+                            "path)", seq(hop("bridge", False), lambda: nft_rung("nft_bridge_hoff", "bridge", False),
+                                         lambda: host_brnf(False)), seq(unhop, host_clean)),
+        "nft_bridge_ct": ("netfw's path, br_netfilter off in the VM namespaces, the security group in nftables' bridge "
+                          "family there **with conntrack** (nf_conntrack_bridge)",
+                          seq(hop("bridge", False), lambda: nft_rung("nft_bridge_ct", "bridge", True)),
+                          seq(unhop, host_clean)),
+        "routed_hop": ("a veth pair per VM, the VM namespace routing (no second bridge, no netfilter)",
+                       routed, seq(unrouted, host_clean)),
+        "nft_routed": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
+                       "there, **stateless** (as `nft_bridge`)",
+                       seq(routed, lambda: nft_rung("nft_routed", "inet", False)), seq(unrouted, host_clean)),
+        "nft_routed_ct": ("a veth pair per VM, the VM namespace routing, the security group in nftables' inet family "
+                          "there **with conntrack**", seq(routed, lambda: nft_rung("nft_routed_ct", "inet", True)),
+                          seq(unrouted, host_clean)),
+    }
+
+
 # -- paired A/B: one setting toggled on a path that stays built ----------------------------------------------------
 def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, callable]]:
     """key: (label, build, setting A, setting B, teardown). A pair's two runs follow each other, so a load drift on
@@ -316,16 +324,6 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
     def gro(on):
         return lambda: veth_offload(["gro", "on" if on else "off"])
 
-    def ipt_sg():
-        hop_brnf(True)
-        nft.sg_iptables(PAIR, RULES)
-
-    def nft_sg():
-        hop_rules([])
-        hop_brnf(False)
-        nft_rung("nft_bridge", "bridge", False)
-
-    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: (nft.routed_remove(PAIR), host_clean()))
     return {
         "p_direct_hbrnf": ("one bridge: hypervisor bridge netfilter 0 → 1 (no rules)", lambda: None,
                            lambda: host_brnf(False), lambda: host_brnf(True), host_clean),
@@ -339,12 +337,7 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
         "p_hop_hbrnf": ("netfw's path, VM bridge netfilter and conntrack: hypervisor bridge netfilter 0 → 1",
                         lambda: (hop(), hop_brnf(True), hop_rules(VM_CONNTRACK)), lambda: host_brnf(False),
                         lambda: host_brnf(True), unhop),
-        "p_hop_nft": ("netfw's path, the security group in the VM namespaces: bridge netfilter + iptables with "
-                      "conntrack → no bridge netfilter, nftables' bridge family, stateless",
-                      hop, ipt_sg, nft_sg, unhop),
-        "p_routed_ct": ("the routed hop, the security group in nftables' inet family: stateless → with conntrack",
-                        routed, lambda: nft_rung("nft_routed", "inet", False),
-                        lambda: nft_rung("nft_routed_ct", "inet", True), unrouted),
+        **nft_pairs(hop, unhop),
         "p_netfw_eb": ("netfw: its ebtables chain off → on", attach_saving, lambda: tables[0].off(),
                        lambda: tables[0].on(), detach),
         "p_netfw_zone": ("netfw: NIC 0 in the default conntrack zone → a zone of its own (raw `CT --zone`, as "
@@ -363,6 +356,29 @@ def pairs(state_dir: str) -> dict[str, tuple[str, callable, callable, callable, 
                          lambda: vm_sysctl("net.netfilter.nf_conntrack_checksum=1"),
                          lambda: vm_sysctl("net.netfilter.nf_conntrack_checksum=0"), detach),
         "p_netfw_gro": ("netfw: GRO on the veth pairs off → on", attach, gro(False), gro(True), detach),
+    }
+
+
+def nft_pairs(hop, unhop) -> dict[str, tuple[str, callable, callable, callable, callable]]:
+    """pairs() of issue 22: br_netfilter + iptables → nftables' bridge family with the same rules; conntrack on the
+    routed hop."""
+    def ipt_sg():
+        hop_brnf(True)
+        nft.sg_iptables(PAIR, RULES)
+
+    def nft_sg():
+        hop_rules([])
+        hop_brnf(False)
+        nft_rung("nft_bridge", "bridge", False)
+
+    routed, unrouted = (lambda: nft.routed_build(PAIR)), (lambda: (nft.routed_remove(PAIR), host_clean()))
+    return {
+        "p_hop_nft": ("netfw's path, the security group in the VM namespaces: bridge netfilter + iptables with "
+                      "conntrack → no bridge netfilter, nftables' bridge family, stateless",
+                      hop, ipt_sg, nft_sg, unhop),
+        "p_routed_ct": ("the routed hop, the security group in nftables' inet family: stateless → with conntrack",
+                        routed, lambda: nft_rung("nft_routed", "inet", False),
+                        lambda: nft_rung("nft_routed_ct", "inet", True), unrouted),
     }
 
 

@@ -3,15 +3,19 @@ VM namespaces, filtered by nftables with the same security group as the other ru
 
 This kernel has CONFIG_NF_TABLES_BRIDGE=y but no CONFIG_NF_CONNTRACK_BRIDGE: a `ct state` rule in a bridge-family
 chain (or a netdev-family one) is refused when it is loaded ("Could not process rule: Protocol error", the whole
-`nft -f` transaction with it), so nftables' bridge family with its own conntrack cannot be measured here. What is:
+`nft -f` transaction with it), so nftables' bridge family with its own conntrack cannot be measured here: the rung
+`nft_bridge_ct` tries it and is reported as not measured with nft's refusal. What is measured:
 - `nft_bridge`: netfw's path (veth pair and firewall bridge per VM), br_netfilter off in the VM namespaces, the
   security group in an nftables bridge-family table, **stateless**: the group's rules, its `ct state invalid` rule
   left out and its `ct state related,established` rule replaced by one that lets the replies of the benchmark's
   iperf3 in by port (REPLY_STANDIN); a one-way UDP stream is never ESTABLISHED, so its datagrams walk the same rules
-  as under conntrack, but without conntrack's lookup and entry;
-- `routed_hop` / `nft_routed_ct`: the VM namespace forwards at layer 3 between the tap and the veth pair (no firewall
-  bridge, so no br_netfilter at all; static neighbour entries), without rules, and with the same security group in
-  an nftables inet-family table **with conntrack** (`ct state` rules in the forward hook, as netfw's iptables rules).
+  as under conntrack, but without conntrack's lookup and entry. `nft_bridge_hoff`: the same with the hypervisor's
+  bridge netfilter off too;
+- `routed_hop` / `nft_routed` / `nft_routed_ct`: the VM namespace forwards at layer 3 between the tap and the veth
+  pair (no firewall bridge, so no br_netfilter at all; static neighbour entries), without rules, with the same
+  security group stateless (as `nft_bridge`), and with it **with conntrack** in an nftables inet-family table (`ct
+  state` rules in the forward hook, as netfw's iptables rules);
+- `hop_sg_ct`, the comparison: the same rules in iptables with conntrack over br_netfilter (sg_iptables).
 The rules are netfw's own rendering of the group (`render`, without issue 11's observability, as the legacy rung
 gets them: `bench_observe.plain`), translated to nft syntax here by iptables' own `iptables-restore-translate`;
 only the FORWARD jumps (physdev matches, which have no nft form) are written by hand as `iifname`/`oifname`.
@@ -66,7 +70,7 @@ def translated(vm: int, rules) -> list[str]:
 
 def ruleset(vm: int, rules, family: str, stateful: bool) -> str:
     """An `nft -f` script: table <family> netfw with the NIC's chains and a forward base chain jumping to them by the
-    tap's name, IPv4 only (as netfw's iptables FORWARD). stateless: the `ct state` rules left out."""
+    tap's name, IPv4 only (as netfw's iptables FORWARD). stateless: no `ct state` match (stateless())."""
     tap, fam = f"one-{vm}-0", f"{family} {TABLE}"
     body = translated(vm, rules)
     if not any(" ct state related,established " in l for l in body):
@@ -90,7 +94,8 @@ REPLY_STANDIN = f"meta l4proto {{ tcp, udp }} th sport {GROUP_PORTS}"
 
 
 def stateless(line: str) -> str:
-    """A translated rule with its `ct state related,established` match replaced by REPLY_STANDIN."""
+    """A translated rule with its `ct state related,established` match replaced by REPLY_STANDIN (ruleset() leaves the
+    `ct state invalid` rule out)."""
     return line.replace("ct state related,established", REPLY_STANDIN)
 
 
