@@ -81,7 +81,8 @@ def test_start_begin_attaches_the_pending_nic_as_attach_does_with_the_tap_queue_
     assert "INFO: netfw hook: VM 7 NIC 0: attached before QEMU starts" in err
     into_firewall = (["ip", "-n", "one-7", "-batch", "-"], "link set one-7-0 master one-br-7-0 up\n"
                                                            "link set one-7-0 type bridge_slave learning off\n")
-    flushed = (into_firewall[0], "link set one-7-0 txqueuelen 0\nlink set one-7-0 txqueuelen 500\n" + into_firewall[1])
+    flushed = (into_firewall[0], "link set one-7-0 addrgenmode none\nlink set one-7-0 txqueuelen 0\n"
+                                "link set one-7-0 txqueuelen 500\n" + into_firewall[1])
     assert into_firewall in reference
     # exactly attach's commands, but the tap's queue is emptied (and its length given back) before it comes up
     assert fake.calls == [flushed if call == into_firewall else call for call in reference]
