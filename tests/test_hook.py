@@ -263,6 +263,13 @@ def test_the_wrapper_without_netfw_fails_closed(tmp_path):
     assert res.returncode == 1 and res.stderr.startswith("ERROR: netfw hook: command /nonexistent not found")
 
 
+def test_a_domain_without_a_record_is_left_alone_whatever_its_xml(mocker, root):
+    """The XML is read only for a VM netfw has a pending record of: another VM's start never depends on it."""
+    fake = FakeHost(mocker, links=HOST)
+    code, _, err = hook(root, "one-7", "start", "begin", "-", xml=BOMB)
+    assert code == 0 and err == "INFO: netfw hook: VM 7: no pending record: left alone\n" and fake.calls == []
+
+
 def test_runner_is_never_reached_for_a_left_alone_domain(mocker, root):
     mocker.patch.object(runner, "_execute", side_effect=AssertionError("no command"))
     assert hook(root, "vm1", "start", "begin", "-")[0] == 0
