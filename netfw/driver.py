@@ -257,7 +257,7 @@ def _without_alias(call: Call) -> Result:
 def update_sg(call: Call) -> Result:
     """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
     outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "update_sg", call.specs, [outcome], without_legacy(call, call.specs))
+    return _result(call, "update_sg", call.specs, [outcome], _kept(call, call.specs))
 
 
 def update_nic(call: Call) -> Result:
@@ -270,7 +270,15 @@ def update_nic(call: Call) -> Result:
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
     outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
-    return _result(call, "update_nic", specs, [outcome], without_legacy(call, specs))
+    return _result(call, "update_nic", specs, [outcome], _kept(call, specs))
+
+
+def _kept(call: Call, specs: list[NicSpec]) -> Result:
+    """After an update: the pending record holds the updated NICs as they are now (the next start of the domain
+    attaches them with these rules, not those of the last pre), then the legacy security groups go."""
+    updated = "" if call.cfg.dry_run else pending.on_update(call.cfg.state_dir, call.doc.vm, specs)
+    legacy_part = without_legacy(call, specs)
+    return Result(updated + legacy_part.summary, legacy_part.commands)
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}

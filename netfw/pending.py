@@ -5,7 +5,9 @@ the guest runs. `pre` writes `DIR/vm-<VM>/pending.json` (under the VM's lock, at
 each handled NIC's spec as `post` would attach it (the driver's own settings, the conntrack cap, applied) and the
 iptables backend; the hook (netfw.hook) attaches them at libvirt's `start begin`, before QEMU runs. A full `pre`
 replaces the record; a hot-attach `pre` (ATTACH=YES) puts its NIC into it (no hook runs for a hot-plug, but a later
-start of the domain must find the NIC); `clean` removes the record, a hot-detach `clean` its NIC only.
+start of the domain must find the NIC); `update_sg` and `update_nic` put the NICs they updated into it as updated
+(a later start gets the current rules, not those of the last `pre`); `clean` removes the record, a hot-detach
+`clean` its NIC only.
 
 The record is read back as strictly as a state record: every spec by the model's own validation
 (model.spec_from_dict), for this VM, each NIC once.
@@ -117,6 +119,20 @@ def on_pre(state_dir: str | None, vm: int, specs: list[NicSpec], hot: bool) -> P
     """`netfw one pre`: replace the record (hot: put these NICs into it), under the VM's lock."""
     with opened(state_dir) as records, records.lock(vm):
         return record(records, specs, vm, only=hot)
+
+
+def on_update(state_dir: str | None, vm: int, specs: list[NicSpec]) -> str:
+    """`netfw one update_sg` and `update_nic`, once the NICs are updated: the record holds them as updated (a VM
+    without a record has none made). The part of the summary line saying so."""
+    with opened(state_dir, create=False) as records:
+        if records.fd is None:
+            return ""
+        with records.lock(vm):
+            old = load(records, vm)
+            if old is None:
+                return ""
+            save(records, vm, old._replace(nics={**old.nics, **{s.nic: s for s in specs}}))
+    return "; pending record updated"
 
 
 def on_clean(state_dir: str | None, vm: int, hotplug_of: str | None, hot: list | None) -> str:

@@ -201,3 +201,45 @@ def test_an_alias_hot_attach_and_detach_rewrite_the_parent_nic(monkeypatch, root
     changed = [n for n in without if without[n] != with_alias[n]]
     assert len(changed) == 1 and set(without[changed[0]].ips) < set(with_alias[changed[0]].ips)
     assert sorted(without) == sorted(with_alias)
+
+
+def _changed() -> Doc:
+    """two_nics.xml with a rule of SG 100 (NIC 0) and one of SG 101 (NIC 1) changed."""
+    raw = b64("two_nics.xml").raw
+    new = raw.replace(b"<![CDATA[22,80:90]]>", b"<![CDATA[22,80:91]]>").replace(b"<![CDATA[53]]>", b"<![CDATA[5353]]>")
+    assert new.count(b"80:91") == 1 and new.count(b"5353") == 1
+    return Doc(new)
+
+
+@pytest.mark.parametrize("action, args", [("update_sg", ["one-42"]), ("update_nic", ["one-42", "1"])])
+def test_an_update_puts_the_updated_nics_into_the_record(monkeypatch, root, action, args):
+    """A start of the domain after update_sg or update_nic gets the rules as updated, not those of the last pre."""
+    fake = FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    before = read(root).nics
+    changed = _changed()
+    code, _, err = one(action, *args, stdin=changed)
+    assert code == 0 and "; pending record updated" in err, err
+    updated = next(args[0] for name, args, _ in fake.calls if name == "update_all")
+    after = read(root).nics
+    assert {n: after[n] for n in (s.nic for s in updated)} == {s.nic: s for s in updated}
+    assert {n: s for n, s in after.items() if n not in {s.nic for s in updated}} == \
+        {n: s for n, s in before.items() if n not in {s.nic for s in updated}}
+    assert after != before
+
+
+def test_an_update_of_a_vm_without_a_record_makes_none(monkeypatch, root):
+    FakeApi(monkeypatch)
+    code, _, err = one("update_sg", "one-42", stdin=b64("two_nics.xml"))
+    assert code == 0 and "pending" not in err and read(root) is None
+
+
+def test_a_failed_update_leaves_the_record(monkeypatch, root):
+    from netfw.runner import CommandError, Result
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    before = (root / "vm-42" / "pending.json").read_text()
+    FakeApi(monkeypatch, fail={"update_all": CommandError(Result(("x",), 1, "", "boom"))})
+    changed = _changed()
+    assert one("update_sg", "one-42", stdin=changed)[0] == 1
+    assert (root / "vm-42" / "pending.json").read_text() == before
