@@ -7,12 +7,13 @@ tests/integration/test_libvirt_netfw.py).
 
 Each round, on a Linux bridge and on Open vSwitch (the lab's private one, userspace datapath): OpenNebula's `pre`
 for VM 7 (tests/data/one/e2e_two_nics.xml: 2 NICs; e2e_ovswitch.xml: 1), the taps made with /dev/net/tun and held
-open as libvirtd holds them, on the VN bridge, up; 1.5 s for the tap's own IPv6 (DAD, router solicitation, MLD),
-then a peer sends 10 unicast and 10 broadcast UDP datagrams to a port no rule allows. Then either the hook at
+open as libvirtd holds them, on the VN bridge, up; 2 IPv6 datagrams of the tap's own (from an address given to
+it), then a peer sends 10 unicast and 10 broadcast UDP datagrams to a port no rule allows. Then either the hook at
 `start begin` (before QEMU would start) or `post` (as without the hook: after the guest runs, here with nobody
-reading yet), and the frames waiting in the tap's queue are read: what QEMU would hand the guest from before the
-move. Printed: the frames of before delivered, by path; the wall and CPU time (of netfw's processes) of the hook at
-`start begin` and `stopped end` against `post` and `clean`.
+reading yet), and the frames waiting in the tap's queue are read: what QEMU would hand the guest. Printed, by path:
+the frames of before delivered (the tap's marked IPv6 datagrams and MLD reports, the peer's) and all frames waiting
+(also the tap's other IPv6 packets of before, and netfw's own objects' after the move); the wall and CPU time (of
+netfw's processes) of the hook at `start begin` and `stopped end` against `post` and `clean`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def round_(kind: str, with_hook: bool, tmp: Path, times: dict) -> int:
         res, wall, cpu = timed(lambda: host.one("post", "one-7", "host-a", doc=doc))
         times.setdefault((kind, "post"), []).append((wall, cpu))
     assert res.returncode == 0, res.stderr
-    stale = sum(of_before(f) for t in tap.values() for f in t.frames())
+    frames = [f for t in tap.values() for f in t.frames()]
+    stale = (sum(of_before(f) for f in frames), len(frames))
     for t in tap.values():
         t.close()
     if with_hook:
@@ -108,10 +110,12 @@ def main() -> int:
                         stale.setdefault((kind, with_hook), []).append(round_(kind, with_hook, Path(tmp), times))
     finally:
         ovs.stop()
-    print(f"| VN bridge | frames of before the move delivered to the guest, per round ({args.rounds}) | |")
+    print(f"| VN bridge | path | frames of before the move delivered to the guest (all frames waiting), per round |")
     print("|---|---|---|")
     for kind in ("linux", "ovs"):
-        print(f"| {kind} | without the hook (post): {stale[(kind, False)]} | with the hook: {stale[(kind, True)]} |")
+        for with_hook, path in ((False, "without the hook (post)"), (True, "with the hook")):
+            rounds = ", ".join(f"{of} ({total})" for of, total in stale[(kind, with_hook)])
+            print(f"| {kind} | {path} | {rounds} |")
     print()
     print("| VN bridge | call | wall (median) | CPU of netfw's processes (median) |")
     print("|---|---|---|---|")

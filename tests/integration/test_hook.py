@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOK = ROOT / "scripts" / "libvirt" / "qemu.d" / "netfw"
 DATA = ROOT / "tests" / "data" / "one"
 NETFW = ROOT / ".venv" / "bin" / "netfw"
-P0 = "g20-0"  # the peer on vnbr0 (lab.vm names its namespace g<VM>-<NIC>)
+P0, P1 = "g20-0", "g21-0"  # the peers on vnbr0 and vnbr1 (lab.vm names its namespace g<VM>-<NIC>)
 MACS = {0: "02:00:0a:3d:00:07", 1: "02:00:0a:3d:01:07"}
 BRIDGES = {0: "vnbr0", 1: "vnbr1"}
 
@@ -92,6 +92,7 @@ def host(lab, state_dir, tmp_path):
     peers = {"p0": lab.vm(20, 0, "10.61.0.2/24"), "p1": lab.vm(21, 0, "10.61.1.2/24", bridge="vnbr1")}
     quiet("vnbr0", "vnbr1", *peers.values())
     sh("ip", "-n", P0, "neigh", "replace", "10.61.0.7", "lladdr", MACS[0], "dev", "eth0", "nud", "permanent")
+    sh("ip", "-n", P1, "neigh", "replace", "10.61.1.7", "lladdr", MACS[1], "dev", "eth0", "nud", "permanent")
     h = Host(state_dir, tmp_path)
     taps: list[Tap] = []
     h.taps, h.peers = taps, peers
@@ -106,21 +107,27 @@ def taps(h: Host, nics=(0, 1)) -> dict[int, Tap]:
     return made
 
 
-#: An address the test gives each tap before the move: its duplicate address detection and MLD report name it, so
-#: the tap's own IPv6 packets of before are told apart from anything later (netfw's veth end carries the tap's MAC).
+#: An address the test gives each tap before the move, the source of IPv6 packets of the tap's own: they are told
+#: apart from anything later by it (netfw's veth end carries the tap's MAC, so its own link-local address too).
 MARK = "fe80::aa:bbcc"
 MARKS = (socket.inet_pton(socket.AF_INET6, MARK), socket.inet_pton(socket.AF_INET6, "ff02::1:ffaa:bbcc"))
 
 
 def unfiltered_before_the_move(h: Host, peer: str = P0, address: str = "10.61.0", nics=(0, 1)) -> None:
-    """What reaches a tap while it sits on the VN bridge: the peer's unicast to a port no rule allows and its
-    broadcasts, and the tap's own IPv6 packets (with MARK among them)."""
+    """What reaches a tap while it sits on the VN bridge: the tap's own IPv6 packets (beside those the kernel sends
+    by itself, two datagrams from MARK, an address of its own, out of the tap: queued when sendto returns), the
+    peer's unicast to a port no rule allows and its broadcasts."""
     for nic in nics:
-        sh("ip", "addr", "add", f"{MARK}/64", "dev", f"one-7-{nic}")
-    time.sleep(1.5)
+        tap = f"one-7-{nic}"
+        sh("ip", "addr", "add", f"{MARK}/64", "dev", tap, "nodad")
+        index = socket.if_nametoindex(tap)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind((MARK, 0, 0, index))
+            for _ in range(2):
+                s.sendto(b"the tap's own", ("ff02::1", 9, 0, index))
     send_udp(peer, f"{address}.7", 5001, 10)
     send_udp(peer, f"{address}.255", 5001, 10, broadcast=True)
-    time.sleep(0.3)
+    time.sleep(0.5)  # the bridge forwards in softirq, right after the peer's sendto
 
 
 def of_before(frame: bytes) -> bool:
@@ -158,9 +165,12 @@ def test_start_begin_moves_the_held_taps_and_no_frame_from_before_reaches_the_gu
     got = tap[0].collect(1.0)
     assert any(f[12:14] == b"\x08\x00" and f[23] == 1 for f in got), got
     assert not any(udp_port(f) == 5001 for f in got)
-    tap[0].send(_arp_request(MACS[0], "10.61.0.7", "10.61.0.2"))
-    eventually(lambda: any(is_arp_reply(f, socket.inet_aton("10.61.0.2")) for f in tap[0].frames()),
-               "the peer's ARP reply through the firewall")
+
+    def answered() -> bool:
+        tap[0].send(_arp_request(MACS[0], "10.61.0.7", "10.61.0.2"))
+        return any(is_arp_reply(f, socket.inet_aton("10.61.0.2")) for f in tap[0].collect(0.5))
+
+    eventually(answered, "the peer's ARP reply through the firewall")
 
 
 def _arp_request(mac: str, ip: str, target: str) -> bytes:
@@ -254,6 +264,34 @@ def test_when_the_domain_stops_the_hook_removes_what_netfw_keeps_and_it_starts_a
     res = host.one("clean", "host-a")  # OpenNebula's clean after a stop: what is left goes, the pending record too
     assert res.returncode == 0, res.stderr
     assert host.files() == [] and "one-7" not in snapshot()
+
+
+def _echo_reaches(tap: Tap, peer: str, address: str) -> bool:
+    """The peer's ICMP echo request reaches the guest within a second (nobody answers: the tap is the test's)."""
+    tap.frames()
+    sh("ip", "netns", "exec", peer, "ping", "-c", "1", "-W", "0.3", address, check=False)
+    return any(f[12:14] == b"\x08\x00" and f[23] == 1 for f in tap.collect(0.7))
+
+
+def test_a_start_after_update_sg_gets_the_current_rules(host):
+    """update_sg puts the NICs it updated into the pending record: the next start attaches them as updated, not
+    with the rules of the last pre (SG 101 of NIC 1 allows ICMP echo only after the update)."""
+    ok(host.one("pre"))
+    tap = taps(host)
+    ok(host.hook("start", "begin", domain_xml()))
+    assert not _echo_reaches(tap[1], P1, "10.61.1.7")
+    res = host.one("update_sg", "one-7", doc="e2e_sg_changed.xml")
+    assert res.returncode == 0 and "; pending record updated" in res.stderr, res.stderr
+    assert _echo_reaches(tap[1], P1, "10.61.1.7")
+    for t in tap.values():
+        t.close()
+    ok(host.hook("stopped", "end", domain_xml()))
+    ok(host.hook("prepare", "begin", domain_xml()))
+    tap = taps(host)
+    ok(host.hook("start", "begin", domain_xml()))
+    assert _echo_reaches(tap[1], P1, "10.61.1.7")
+    res = host.one("post", "one-7", "host-a", doc="e2e_sg_changed.xml")
+    assert res.returncode == 0 and "no change" in res.stderr, res.stderr
 
 
 def test_a_stale_veth_end_of_netfws_is_removed_at_prepare_begin(host):
