@@ -214,7 +214,7 @@ def _forget(call: Call | None, doc: one.VmDoc, cfg: Config) -> str:
 def post(call: Call) -> Result:
     """Every handled NIC behind its firewall, in one transaction (one NIC fails: all of this call undone)."""
     outcome = api.attach_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "post", call.specs, [outcome], without_legacy(call, call.specs))
+    return _result(call, "post", call.specs, [outcome], _kept(call, call.specs))
 
 
 def clean(call: Call) -> Result:
@@ -274,7 +274,7 @@ def update_nic(call: Call) -> Result:
 
 
 def _kept(call: Call, specs: list[NicSpec]) -> Result:
-    """After an update: the pending record holds the updated NICs as they are now (the next start of the domain
+    """After an attach or update: the pending record holds those NICs as they are now (the next start of the domain
     attaches them with these rules, not those of the last pre), then the legacy security groups go."""
     updated = "" if call.cfg.dry_run else pending.on_update(call.cfg.state_dir, call.doc.vm, specs)
     legacy_part = without_legacy(call, specs)

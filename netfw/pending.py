@@ -5,7 +5,8 @@ the guest runs. `pre` writes `DIR/vm-<VM>/pending.json` (under the VM's lock, at
 each handled NIC's spec as `post` would attach it (the driver's own settings, the conntrack cap, applied) and the
 iptables backend; the hook (netfw.hook) attaches them at libvirt's `start begin`, before QEMU runs. A full `pre`
 replaces the record; a hot-attach `pre` (ATTACH=YES) puts its NIC into it (no hook runs for a hot-plug, but a later
-start of the domain must find the NIC); `update_sg` and `update_nic` put the NICs they updated into it as updated
+start of the domain must find the NIC); `post`, `update_sg` and `update_nic` put the NICs they attached or updated
+into it as they are now
 (a later start gets the current rules, not those of the last `pre`); `clean` removes the record, a hot-detach
 `clean` its NIC only.
 
@@ -122,16 +123,18 @@ def on_pre(state_dir: str | None, vm: int, specs: list[NicSpec], hot: bool) -> P
 
 
 def on_update(state_dir: str | None, vm: int, specs: list[NicSpec]) -> str:
-    """`netfw one update_sg` and `update_nic`, once the NICs are updated: the record holds them as updated (a VM
-    without a record has none made). The part of the summary line saying so."""
+    """`netfw one post`, `update_sg` and `update_nic`, once the NICs are attached or updated: the record holds them
+    as they are now (a VM without a record has none made; an unchanged record is not written). The part of the
+    summary line saying so."""
     with opened(state_dir, create=False) as records:
         if records.fd is None:
             return ""
         with records.lock(vm):
             old = load(records, vm)
-            if old is None:
+            new = old and old._replace(nics={**old.nics, **{s.nic: s for s in specs}})
+            if new is None or new == old:
                 return ""
-            save(records, vm, old._replace(nics={**old.nics, **{s.nic: s for s in specs}}))
+            save(records, vm, new)
     return "; pending record updated"
 
 

@@ -243,3 +243,16 @@ def test_a_failed_update_leaves_the_record(monkeypatch, root):
     changed = _changed()
     assert one("update_sg", "one-42", stdin=changed)[0] == 1
     assert (root / "vm-42" / "pending.json").read_text() == before
+
+
+def test_post_keeps_the_record_as_attached_and_does_not_rewrite_an_unchanged_one(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    path, before = root / "vm-42" / "pending.json", read(root).nics
+    inode = path.stat().st_ino
+    code, _, err = one("post", "one-42", "h", stdin=b64("two_nics.xml"))
+    assert code == 0 and "pending" not in err and path.stat().st_ino == inode  # the same document: not written
+    code, _, err = one("post", "one-42", "h", stdin=_changed())
+    assert code == 0 and "; pending record updated" in err and path.stat().st_ino != inode
+    after = read(root).nics
+    assert after[0].rules != before[0].rules and after[1].rules != before[1].rules and after[3] == before[3]
