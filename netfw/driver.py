@@ -6,9 +6,9 @@ that document with netfw.one, picks the NICs netfw handles, and calls the API:
 
 | action     | arguments          | what netfw does                                                            |
 |------------|--------------------|----------------------------------------------------------------------------|
-| pre        | (none)             | check the host (tools, br_netfilter) and the document; touch nothing       |
+| pre        | (none)             | check the host and the document; the VM's pending record (netfw.pending)   |
 | post       | DEPLOY_ID HOST     | api.attach_all: every handled NIC in one transaction                       |
-| clean      | HOST               | api.detach per handled NIC (gone taps tolerated); fail if one is left      |
+| clean      | HOST               | api.detach per handled NIC (gone taps tolerated), the pending record goes  |
 | update_sg  | DEPLOY_ID          | api.update_all: the rules of every handled NIC, atomically                 |
 | update_nic | DEPLOY_ID VNET_ID  | the handled NICs on VNET_ID: rules and addresses (update_all), then MTU    |
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from . import api, legacy, one, runner, state
+from . import api, legacy, one, pending, runner, state
 from .errors import InputError
 from .model import NicSpec
 from .steps.base import show
@@ -192,15 +192,29 @@ def _left(doc: one.VmDoc, cfg: Config) -> str:
 
 
 def pre(call: Call) -> Result:
-    """Checks only (the tap does not exist yet); the document was validated when it was parsed."""
+    """Check the host (the tap does not exist yet; the document was validated when it was parsed), then record what
+    the handled NICs need for the libvirt qemu hook: the VM's pending record (netfw.pending)."""
     api.check_host()
-    return Result(f"netfw pre: VM {call.doc.vm}: host ready for NIC {_which(call.specs)}")
+    vm, which = call.doc.vm, _which(call.specs)
+    if call.cfg.dry_run:
+        return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending record not written (dry run)")
+    done = pending.on_pre(call.cfg.state_dir, vm, call.specs, hot=call.doc.hotplug_of is not None)
+    return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending for the libvirt hook: NIC "
+                  f"{', '.join(map(str, sorted(done.nics)))}")
+
+
+def _forget(call: Call | None, doc: one.VmDoc, cfg: Config) -> str:
+    """clean: the pending record goes, or its hot-detached NIC's part (netfw.pending.on_clean)."""
+    if cfg.dry_run or (doc.hotplug_of is not None and call is None):
+        return ""
+    hot = list(call.nics) if doc.hotplug_of is not None else None
+    return pending.on_clean(cfg.state_dir, doc.vm, doc.hotplug_of, hot)
 
 
 def post(call: Call) -> Result:
     """Every handled NIC behind its firewall, in one transaction (one NIC fails: all of this call undone)."""
     outcome = api.attach_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "post", call.specs, [outcome], without_legacy(call, call.specs))
+    return _result(call, "post", call.specs, [outcome], _kept(call, call.specs))
 
 
 def clean(call: Call) -> Result:
@@ -221,7 +235,7 @@ def clean(call: Call) -> Result:
             failures.append(f"NIC {spec.nic}: {e}")
     if failures:
         raise ActionError(f"netfw clean: VM {call.doc.vm}: " + "; ".join(failures))
-    return _result(call, "clean", call.specs, outcomes)
+    return _result(call, "clean", call.specs, outcomes, Result(_forget(call, call.doc, call.cfg)))
 
 
 def _without_alias(call: Call) -> Result:
@@ -233,16 +247,17 @@ def _without_alias(call: Call) -> Result:
     for spec in specs:
         if spec not in attached:
             logger.info("NIC {} is not attached (no record in {}): nothing to re-apply", spec.nic, root)
+    forgot = _forget(call, call.doc, call.cfg)
     if not attached:
-        return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do")
+        return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do{forgot}")
     outcome = api.update_all(attached, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "clean", attached, [outcome])
+    return _result(call, "clean", attached, [outcome], Result(forgot))
 
 
 def update_sg(call: Call) -> Result:
     """Replace the rules of every handled NIC atomically; a handled NIC that is not attached is an input error."""
     outcome = api.update_all(call.specs, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "update_sg", call.specs, [outcome], without_legacy(call, call.specs))
+    return _result(call, "update_sg", call.specs, [outcome], _kept(call, call.specs))
 
 
 def update_nic(call: Call) -> Result:
@@ -255,7 +270,15 @@ def update_nic(call: Call) -> Result:
     if not specs:
         return Result(f"netfw update_nic: VM {call.doc.vm}: no handled NIC on virtual network {vnet}")
     outcome = api.update_all(specs, dry_run=cfg.dry_run, state_dir=cfg.state_dir)
-    return _result(call, "update_nic", specs, [outcome], without_legacy(call, specs))
+    return _result(call, "update_nic", specs, [outcome], _kept(call, specs))
+
+
+def _kept(call: Call, specs: list[NicSpec]) -> Result:
+    """After an attach or update: the pending record holds those NICs as they are now (the next start of the domain
+    attaches them with these rules, not those of the last pre), then the legacy security groups go."""
+    updated = "" if call.cfg.dry_run else pending.on_update(call.cfg.state_dir, call.doc.vm, specs)
+    legacy_part = without_legacy(call, specs)
+    return Result(updated + legacy_part.summary, legacy_part.commands)
 
 
 _HANDLERS = {"pre": pre, "post": post, "clean": clean, "update_sg": update_sg, "update_nic": update_nic}
@@ -282,8 +305,9 @@ def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Res
             what = {"nic": "NIC", "pci": "PCI NIC", "alias": "NIC_ALIAS's parent NIC"}[doc.hotplug_of]
             return Result(f"netfw {action}: VM {doc.vm}: the {what} being hot-(de)attached is not one netfw "
                           f"handles: nothing to do" + _left(doc, cfg))
+        gone = _forget(None, doc, cfg) if action in ("pre", "clean") else ""  # none handled: nothing pending
         return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {','.join(cfg.vn_mads)}: nothing to do"
-                      + _left(doc, cfg))
+                      + gone + _left(doc, cfg))
     return _HANDLERS[action](Call(doc, nics, named, cfg))
 
 
