@@ -57,14 +57,15 @@ def packages() -> dict[str, str]:
                if line.strip().startswith("Depends:") and "linux-image-" in line]
     if not kernels:
         raise AssetsUnavailable(f"apt-cache depends {KERNEL_META}: names no kernel package")
-    found = {}
+    found, name = {}, None
+    for line in _out("apt-cache", "policy", kernels[0], BUSYBOX).splitlines():  # one call: each reads the lists
+        if not line.startswith(" "):
+            name = line.rstrip(":")
+        elif line.strip().startswith("Candidate:") and name:
+            found[name] = line.split(":", 1)[1].strip()
     for name in (kernels[0], BUSYBOX):
-        policy = _out("apt-cache", "policy", name)
-        version = next((line.split(":", 1)[1].strip() for line in policy.splitlines()
-                        if line.strip().startswith("Candidate:")), "(none)")
-        if version == "(none)":
+        if found.get(name, "(none)") == "(none)":
             raise AssetsUnavailable(f"apt-cache policy {name}: no candidate version (apt-get update?)")
-        found[name] = version
     return found
 
 
