@@ -6,9 +6,9 @@ that document with netfw.one, picks the NICs netfw handles, and calls the API:
 
 | action     | arguments          | what netfw does                                                            |
 |------------|--------------------|----------------------------------------------------------------------------|
-| pre        | (none)             | check the host (tools, br_netfilter) and the document; touch nothing       |
+| pre        | (none)             | check the host and the document; the VM's pending record (netfw.pending)   |
 | post       | DEPLOY_ID HOST     | api.attach_all: every handled NIC in one transaction                       |
-| clean      | HOST               | api.detach per handled NIC (gone taps tolerated); fail if one is left      |
+| clean      | HOST               | api.detach per handled NIC (gone taps tolerated), the pending record goes  |
 | update_sg  | DEPLOY_ID          | api.update_all: the rules of every handled NIC, atomically                 |
 | update_nic | DEPLOY_ID VNET_ID  | the handled NICs on VNET_ID: rules and addresses (update_all), then MTU    |
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from . import api, legacy, one, runner, state
+from . import api, legacy, one, pending, runner, state
 from .errors import InputError
 from .model import NicSpec
 from .steps.base import show
@@ -192,9 +192,37 @@ def _left(doc: one.VmDoc, cfg: Config) -> str:
 
 
 def pre(call: Call) -> Result:
-    """Checks only (the tap does not exist yet); the document was validated when it was parsed."""
+    """Check the host (the tap does not exist yet; the document was validated when it was parsed), then record what
+    the handled NICs need for the libvirt qemu hook: the VM's pending record (netfw.pending), replaced by a full pre,
+    completed by a hot attach's (no hook runs for a hot-plug: post attaches it, a later start of the domain finds
+    it)."""
     api.check_host()
-    return Result(f"netfw pre: VM {call.doc.vm}: host ready for NIC {_which(call.specs)}")
+    vm, which = call.doc.vm, _which(call.specs)
+    if call.cfg.dry_run:
+        return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending record not written (dry run)")
+    with state.opened(call.cfg.state_dir) as records, records.lock(vm):
+        done = pending.record(records, call.specs, vm, only=call.doc.hotplug_of is not None)
+    return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending for the libvirt hook: NIC "
+                  f"{', '.join(map(str, sorted(done.nics)))}")
+
+
+def _forget(call: Call | None, doc: one.VmDoc, cfg: Config) -> str:
+    """clean: the pending record goes (a hot detach: its NIC's part; an alias's: its parent without the alias's
+    addresses). The part of the summary line that says so."""
+    if cfg.dry_run:
+        return ""
+    hot = [n for n in call.nics] if call is not None and doc.hotplug_of is not None else None
+    if doc.hotplug_of is not None and not hot:
+        return ""  # a hot-(de)attached NIC netfw does not handle: the record stays as it is
+    with state.opened(cfg.state_dir) as records, records.lock(doc.vm):
+        had = pending.load(records, doc.vm)
+        if hot is None:
+            pending.forget(records, doc.vm)
+        elif doc.hotplug_of == "alias":
+            pending.forget(records, doc.vm, [], replace={n.spec.nic: n.alias_detached for n in hot})
+        else:
+            pending.forget(records, doc.vm, [n.spec.nic for n in hot])
+    return "; pending record updated" if had and hot else "; pending record removed" if had else ""
 
 
 def post(call: Call) -> Result:
@@ -221,7 +249,7 @@ def clean(call: Call) -> Result:
             failures.append(f"NIC {spec.nic}: {e}")
     if failures:
         raise ActionError(f"netfw clean: VM {call.doc.vm}: " + "; ".join(failures))
-    return _result(call, "clean", call.specs, outcomes)
+    return _result(call, "clean", call.specs, outcomes, Result(_forget(call, call.doc, call.cfg)))
 
 
 def _without_alias(call: Call) -> Result:
@@ -233,10 +261,11 @@ def _without_alias(call: Call) -> Result:
     for spec in specs:
         if spec not in attached:
             logger.info("NIC {} is not attached (no record in {}): nothing to re-apply", spec.nic, root)
+    forgot = _forget(call, call.doc, call.cfg)
     if not attached:
-        return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do")
+        return Result(f"netfw clean: VM {call.doc.vm} NIC {_which(specs)}: not attached, nothing to do{forgot}")
     outcome = api.update_all(attached, dry_run=call.cfg.dry_run, state_dir=call.cfg.state_dir)
-    return _result(call, "clean", attached, [outcome])
+    return _result(call, "clean", attached, [outcome], Result(forgot))
 
 
 def update_sg(call: Call) -> Result:
@@ -282,8 +311,9 @@ def run(action: str, args: list[str], document: bytes | str, cfg: Config) -> Res
             what = {"nic": "NIC", "pci": "PCI NIC", "alias": "NIC_ALIAS's parent NIC"}[doc.hotplug_of]
             return Result(f"netfw {action}: VM {doc.vm}: the {what} being hot-(de)attached is not one netfw "
                           f"handles: nothing to do" + _left(doc, cfg))
+        gone = _forget(None, doc, cfg) if action in ("pre", "clean") else ""  # none handled: nothing pending
         return Result(f"netfw {action}: VM {doc.vm}: no NIC with VN_MAD in {','.join(cfg.vn_mads)}: nothing to do"
-                      + _left(doc, cfg))
+                      + gone + _left(doc, cfg))
     return _HANDLERS[action](Call(doc, nics, named, cfg))
 
 

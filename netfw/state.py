@@ -174,12 +174,16 @@ class StateDir:
 
     def read(self, vm: int, nic: int, intent: bool = False) -> str | None:
         """The text of the NIC's record (or journal) (a checked file), or None when there is none."""
+        name = self._name(nic, intent)
+        return self.read_named(vm, name, f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / name}")
+
+    def read_named(self, vm: int, name: str, shown: str) -> str | None:
+        """The UTF-8 text of file name of VM vm's directory (checked, at most MAX_RECORD bytes), None when missing."""
         fd = self._vm_dir(vm, create=False)
         if fd is None:
             return None
-        shown = f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / self._name(nic, intent)}"
         try:
-            data = statefs.read(fd, self._name(nic, intent), shown, MAX_RECORD)
+            data = statefs.read(fd, name, shown, MAX_RECORD)
         finally:
             os.close(fd)
         try:
@@ -218,11 +222,14 @@ class StateDir:
     def write(self, vm: int, nic: int, text: str | None, intent: bool = False) -> None:
         """Replace the NIC's record (or journal) atomically with text, or remove it when text is None. Safe to
         repeat."""
+        name = self._name(nic, intent)
+        self.write_named(vm, name, text, f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / name}")
+
+    def write_named(self, vm: int, name: str, text: str | None, shown: str) -> None:
+        """Replace file name of VM vm's directory atomically (statefs.replace), or remove it when text is None."""
         fd = self._vm_dir(vm, create=text is not None)
         if fd is None:
             return
-        name = self._name(nic, intent)
-        shown = f"{'journal' if intent else 'state record'} {self.path / f'vm-{vm}' / name}"
         try:
             if text is None:
                 statefs.remove(fd, name, shown)

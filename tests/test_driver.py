@@ -52,6 +52,13 @@ def _no_process(monkeypatch):
     monkeypatch.setattr(runner, "_execute", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    """pre and clean keep the VM's pending record in the state directory: never the machine's /var/lib/netfw."""
+    monkeypatch.setenv("NETFW_STATE_DIR", str(tmp_path / "netfw-state"))
+    return tmp_path / "netfw-state"
+
+
 class FakeApi:
     """Records the API calls (and netfw.legacy.remove's, as "legacy"); `fail` maps a call name to the exception it
     raises."""

@@ -68,11 +68,14 @@ def test_pre_as_root_without_sudo_runs_the_real_netfw(tmp_path):
     for name, where in tools.items():
         (folder / name).symlink_to(where)
     assert shutil.which("sudo", path=str(folder)) is None
+    (tmp_path / "state").mkdir(mode=0o700)
     res = subprocess.run(as_root([str(WRAPPERS / "pre")]), input=DOC, text=True, capture_output=True,
                          env={"PATH": str(folder), "NETFW_CONF": "/nonexistent",
-                              "NETFW_BIN": str(ROOT / ".venv" / "bin" / "netfw")})
+                              "NETFW_BIN": str(ROOT / ".venv" / "bin" / "netfw"),
+                              "NETFW_STATE_DIR": str(tmp_path / "state")})  # pre writes the pending record
     assert res.returncode == 0, res.stderr
-    assert "INFO: netfw pre: VM 42: host ready for NIC 0, 1" in res.stderr
+    assert "INFO: netfw pre: VM 42: host ready for NIC 0, 1, 3; pending for the libvirt hook: NIC 0, 1, 3" in res.stderr
+    assert (tmp_path / "state" / "vm-42" / "pending.json").is_file()
 
 
 def test_not_root_and_no_sudo_is_one_error_line(tmp_path):

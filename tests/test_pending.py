@@ -1,0 +1,189 @@
+"""The VM's pending record (netfw.pending): written by `netfw one pre`, replaced by the next, completed by a hot
+attach's, removed by `clean` (a hot detach's: its NIC only), read back as strictly as a state record. The API is
+faked (tests/test_driver.py's FakeApi): nothing touches the host but the test's own state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from netfw import pending, runner, state
+from netfw.model import NicSpec, spec_to_dict
+from netfw.statefs import StateError
+
+from . import oned
+from .test_driver import Doc, FakeApi, b64, errors, one
+
+
+@pytest.fixture(autouse=True, params=oned.SHAPES)
+def shape(request, monkeypatch):
+    monkeypatch.setattr(Doc, "shape", request.param, raising=False)
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _no_process(monkeypatch):
+    def refuse(argv, stdin, timeout):
+        raise AssertionError(f"a unit test of the pending record started {argv}")
+    monkeypatch.setattr(runner, "_execute", refuse)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFW_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def read(root, vm=42) -> pending.Pending | None:
+    with state.opened(root, create=False) as records:
+        return pending.load(records, vm)
+
+
+def test_pre_records_what_post_would_attach(monkeypatch, root):
+    fake = FakeApi(monkeypatch)
+    code, _, err = one("--conntrack-max", "5000", "pre", stdin=b64("two_nics.xml"))
+    assert code == 0, err
+    assert "INFO: netfw pre: VM 42: host ready for NIC 0, 1, 3; pending for the libvirt hook: NIC 0, 1, 3" in err
+    assert one("--conntrack-max", "5000", "post", "one-42", "h", stdin=b64("two_nics.xml"))[0] == 0
+    attached = next(args[0] for name, args, _ in fake.calls if name == "attach_all")
+    got = read(root)
+    assert got == pending.Pending(42, "auto", {s.nic: s for s in attached})  # the very specs post attaches
+    path = root / "vm-42" / "pending.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == os.geteuid()
+    assert [c[0] for c in fake.calls][:1] == ["check_host"]  # the host checks stay
+
+
+def test_pre_records_the_backend(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("--backend", "legacy", "pre", stdin=b64("two_nics.xml"))[0] == 0
+    assert read(root).backend == "legacy"
+
+
+def test_the_next_pre_replaces_the_record(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    assert one("pre", "--vn-mads", "fw", stdin=b64("two_nics.xml"))[0] == 0
+    assert sorted(read(root).nics) == [0]
+
+
+def test_pre_without_a_handled_nic_removes_the_record(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    code, _, err = one("pre", "--vn-mads", "dummy", stdin=b64("two_nics.xml"))
+    assert code == 0 and "nothing to do; pending record removed" in err
+    assert read(root) is None
+
+
+def test_a_hot_attach_pre_puts_its_nic_into_the_record(monkeypatch, root):
+    """No hook runs for a hot-plug (post attaches the NIC); a later start of the domain must find it."""
+    FakeApi(monkeypatch)
+    assert one("pre", "--vn-mads", "fw", stdin=b64("two_nics.xml"))[0] == 0  # NIC 0 only
+    code, _, err = one("pre", stdin=b64("attach_nic.xml"))  # ATTACH=YES on NIC 1
+    assert code == 0 and "pending for the libvirt hook: NIC 0, 1" in err
+    assert sorted(read(root).nics) == [0, 1]
+
+
+def test_a_hot_attach_pre_without_a_record_records_its_nic_alone(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("attach_nic.xml"))[0] == 0
+    assert sorted(read(root).nics) == [1]
+
+
+def test_clean_removes_the_record(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    code, _, err = one("clean", "h", stdin=b64("two_nics.xml"))
+    assert code == 0 and "; pending record removed" in err
+    assert read(root) is None and not (root / "vm-42" / "pending.json").exists()
+
+
+def test_a_hot_detach_clean_removes_its_nic_only(monkeypatch, root):
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    code, _, err = one("clean", "h", stdin=b64("attach_nic.xml"))  # ATTACH=YES on NIC 1
+    assert code == 0 and "; pending record updated" in err
+    assert sorted(read(root).nics) == [0, 3]
+
+
+def test_a_dry_run_pre_writes_nothing(monkeypatch, root):
+    FakeApi(monkeypatch)
+    code, _, err = one("pre", "--dry-run", stdin=b64("two_nics.xml"))
+    assert code == 0 and "pending record not written (dry run)" in err
+    assert not root.exists()
+
+
+def test_a_bad_document_writes_no_record(monkeypatch, root):
+    FakeApi(monkeypatch)
+    bad = Doc(b64("two_nics.xml").raw.replace(b"<ID>42</ID>", b"<ID>x</ID>"))
+    assert one("pre", stdin=bad)[0] == 2
+    assert not root.exists()
+
+
+def test_a_failing_host_check_writes_no_record(monkeypatch, root):
+    from netfw.model import InputError
+    FakeApi(monkeypatch, fail={"check_host": InputError("br_netfilter is not loaded")})
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 2
+    assert not root.exists()
+
+
+# --- read back as strictly as a state record ------------------------------------------------------------------------
+
+
+def _write(root, text: str, vm: int = 42) -> None:
+    (root / f"vm-{vm}").mkdir(parents=True, mode=0o700)
+    root.chmod(0o700)
+    (root / f"vm-{vm}" / "pending.json").write_text(text)
+    (root / f"vm-{vm}" / "pending.json").chmod(0o600)
+
+
+GOOD = {"vm": 42, "backend": "auto", "nics": [spec_to_dict(NicSpec(42, 0, "br0", mac="02:00:00:00:00:01"))]}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(vm=43), "it is for VM 43, not VM 42"),
+    (lambda d: d.update(vm=True), "it is for VM True, not VM 42"),
+    (lambda d: d.update(backend="iptables; reboot"), "is not one of auto, nft, legacy"),
+    (lambda d: d.update(extra=1), "must be {vm, backend, nics"),
+    (lambda d: d.update(nics={}), "must be {vm, backend, nics"),
+    (lambda d: d["nics"].append(d["nics"][0]), "NIC 0 is for VM 42 or appears twice"),
+    (lambda d: d["nics"][0].update(vm=7), "NIC 0 is for VM 7 or appears twice"),
+    (lambda d: d["nics"][0].update(tap="eth0"), "is not the NIC's"),
+    (lambda d: d["nics"][0].update(bridge="br0\nx"), "bridge"),
+    (lambda d: d["nics"][0].update(mac="02:00:00:00:00:01%"), "MAC"),
+    (lambda d: d["nics"][0].update(rules="all"), "rules is neither null nor a list"),
+    (lambda d: d["nics"][0].update(extra=1), "unknown field(s) extra"),
+])
+def test_a_bad_record_is_refused(root, change, message):
+    data = json.loads(json.dumps(GOOD))
+    change(data)
+    _write(root, json.dumps(data))
+    with pytest.raises(StateError) as e:
+        read(root)
+    assert message in str(e.value) and "pending record" in str(e.value)
+
+
+def test_a_record_that_is_not_json_or_a_symlink_is_refused(root, tmp_path):
+    _write(root, '{"vm": 42, "vm": 42}')
+    with pytest.raises(StateError, match="a key appears twice"):
+        read(root)
+    (root / "vm-42" / "pending.json").unlink()
+    (tmp_path / "elsewhere").write_text(json.dumps(GOOD))
+    (root / "vm-42" / "pending.json").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StateError, match="symbolic link"):
+        read(root)
+
+
+def test_a_good_record_reads_back(root):
+    _write(root, json.dumps(GOOD))
+    assert read(root) == pending.Pending(42, "auto", {0: NicSpec(42, 0, "br0", mac="02:00:00:00:00:01")})
+
+
+def test_a_hot_attach_pre_fails_closed_on_a_bad_record(monkeypatch, root):
+    FakeApi(monkeypatch)
+    _write(root, "{")
+    code, _, err = one("pre", stdin=b64("attach_nic.xml"))
+    assert code == 2 and errors(err)[0].startswith("ERROR: pending record ")
+    assert (root / "vm-42" / "pending.json").read_text() == "{"
