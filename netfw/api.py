@@ -151,19 +151,28 @@ def attach_all(specs: list[NicSpec], *, dry_run: bool = False, state_dir: str | 
     _one_vm(specs, "attach_all")
     check_host()
     with state.opened(state_dir, create=not dry_run) as records, locked(records, specs[0].vm, dry_run):
-        # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
-        applied = [records.load(spec.vm, spec.nic) for spec in specs]
-        pending = [records.intent(spec.vm, spec.nic) for spec in specs]
-        steps: list[Step] = []
-        resolved = [resolve(spec, _known(old, intent), _taken(intent))  # all checked before anything changes
-                    for spec, old, intent in zip(specs, applied, pending)]
-        for spec, (mtu, port, seen, tap_tc), old, intent in zip(specs, resolved, applied, pending):
-            how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
-            target = state.Applied(spec, mtu, _generation(old, spec), how, port)
-            # seen None: the tap is inside the namespace, netfw holds it
-            steps += plan_attach(target, records, old.spec if old else None, seen=seen, tap_tc=tap_tc,
-                                 taken=_taken(intent) or seen is None)
-        return _execute("attach", specs, steps, dry_run)
+        return attach_locked(records, specs, dry_run=dry_run)
+
+
+def attach_locked(records: state.StateDir, specs: list[NicSpec], *, dry_run: bool = False,
+                  flush: bool = False) -> Outcome:
+    """attach_all, for a caller that already holds the VM's lock in records (the libvirt hook reads the VM's pending
+    record under it). flush: empty the queue of each tap the cut-over takes before it comes up behind the firewall
+    (the hook, before QEMU runs: netfw.steps.tap)."""
+    _one_vm(specs, "attach_all")
+    # every record is read (and validated) before any command runs: a bad one is refused with nothing touched
+    applied = [records.load(spec.vm, spec.nic) for spec in specs]
+    pending = [records.intent(spec.vm, spec.nic) for spec in specs]
+    steps: list[Step] = []
+    resolved = [resolve(spec, _known(old, intent), _taken(intent))  # all checked before anything changes
+                for spec, old, intent in zip(specs, applied, pending)]
+    for spec, (mtu, port, seen, tap_tc), old, intent in zip(specs, resolved, applied, pending):
+        how = old.backend if old else backend.configured()  # a NIC keeps the backend it has
+        target = state.Applied(spec, mtu, _generation(old, spec), how, port)
+        # seen None: the tap is inside the namespace, netfw holds it
+        steps += plan_attach(target, records, old.spec if old else None, seen=seen, tap_tc=tap_tc,
+                             taken=_taken(intent) or seen is None, flush=flush)
+    return _execute("attach", specs, steps, dry_run)
 
 
 def _taken(intent: state.Intent | None) -> bool:

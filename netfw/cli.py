@@ -559,6 +559,11 @@ def one(
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 
 
+from .hook_cli import app as _hook_app  # noqa: E402 (typer alone: its commands import what they need)
+
+app.add_typer(_hook_app, name="hook")
+
+
 #: Longest message of an unforeseen error kept on its ERROR line (it may quote megabytes of input).
 MAX_UNEXPECTED = 1000
 

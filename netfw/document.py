@@ -76,10 +76,10 @@ class _Excess(Exception):
     """The first pass stopped: the document exceeds a cap (the message says which)."""
 
 
-def _measure(xml: bytes) -> None:
+def _measure(xml: bytes, fail=error) -> None:
     """Refuse a document over a shape cap, stopping at the first excess; syntax errors are left to the parse."""
     if _CROWDED_TAG.search(xml):
-        raise error(f"an element has {MAX_TAG_ATTRIBUTES} attributes or more (netfw's cap)")
+        raise fail(f"an element has {MAX_TAG_ATTRIBUTES} attributes or more (netfw's cap)")
     parser = expat.ParserCreate()
     depth = elements = attributes = 0
 
@@ -106,26 +106,27 @@ def _measure(xml: bytes) -> None:
     try:
         parser.Parse(xml, True)
     except _Excess as e:
-        raise error(str(e)) from None
+        raise fail(str(e)) from None
     except expat.ExpatError:
         pass  # defusedxml reports it, with the same words
 
 
-def _parse(xml: bytes) -> Element:
-    """Parse XML text with DTDs, entities and external references forbidden."""
+def parse(xml: bytes, fail=error) -> Element:
+    """Parse XML text with DTDs, entities and external references forbidden, within the size and shape caps;
+    fail(message) makes the InputError (the libvirt hook's domain XML names itself: netfw.domain)."""
     if len(xml) > MAX_DOCUMENT:
-        raise error(f"it is {len(xml)} bytes, more than {MAX_DOCUMENT}")
-    _measure(xml)
+        raise fail(f"it is {len(xml)} bytes, more than {MAX_DOCUMENT}")
+    _measure(xml, fail)
     try:
         return safe_et.fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DTDForbidden:
-        raise error(_DTD) from None
+        raise fail(_DTD) from None
     except defusedxml.EntitiesForbidden:
-        raise error("entity declarations are not allowed (XML bomb?)") from None
+        raise fail("entity declarations are not allowed (XML bomb?)") from None
     except defusedxml.ExternalReferenceForbidden:
-        raise error("external references are not allowed") from None
+        raise fail("external references are not allowed") from None
     except ParseError as e:
-        raise error(f"it is not well-formed XML ({e})") from None
+        raise fail(f"it is not well-formed XML ({e})") from None
 
 
 def _strip_namespaces(root: Element) -> None:
@@ -137,7 +138,7 @@ def _strip_namespaces(root: Element) -> None:
 
 def read(data: bytes | str) -> Element:
     """The <VM> root element of a document given as plain XML or base64; InputError for anything else."""
-    root = _parse(_decode(_as_bytes(data)))
+    root = parse(_decode(_as_bytes(data)))
     _strip_namespaces(root)
     if root.tag != "VM":
         raise error(f"the root element is <{root.tag}>, not <VM>")

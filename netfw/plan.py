@@ -71,7 +71,7 @@ def _families(ruleset: Ruleset) -> set[str]:
 def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = None,
                 journal: bool = True, seen: dict | None = None, tap_tc: frozenset[str] = frozenset(),
                 resume: bool = False, host: dict | None = None, taken: bool = False,
-                inner: dict | None = None) -> list[Step]:
+                inner: dict | None = None, flush: bool = False) -> list[Step]:
     """Journal, namespace, bridge, veth, rules, then the cut-over, then the record, then the journal goes.
 
     seen: the tap as planning found it in the hypervisor namespace (saves the cut-over a probe on a fresh attach);
@@ -79,7 +79,8 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
     host: the hypervisor namespace's links named after the tap and the veth's staging name, and inner: the VM
     namespace's link named after the tap, as detach's planning read them (the cut-over's teardown reads them again
     only after a change); taken: the journal says netfw has taken the tap (state.Intent); if not, the cut-over
-    writes it again, saying so, right before it takes the tap off its VN bridge.
+    writes it again, saying so, right before it takes the tap off its VN bridge; flush: the cut-over empties the
+    tap's queue before the tap comes up behind the firewall (the libvirt hook, before QEMU runs).
 
     The rules are in force before the tap moves, so the VM is never on the firewall bridge unfiltered.
     """
@@ -91,7 +92,7 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         VethPair(spec.vm, spec.nic, mtu, spec.tap, mac, fresh),
         *rule_steps(target, previous, fresh),
         CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume, host, inner,
-                taken, None if taken or not journal else _taking(records, spec, target)),
+                taken, None if taken or not journal else _taking(records, spec, target), flush),
         *_shaping(spec, previous, fresh),
         Record(records, spec.vm, spec.nic, state.document(target)),
     ]

@@ -124,6 +124,14 @@ def test_installed_layout(root):
         assert installed.read_bytes() == (ROOT / "scripts/opennebula" / name).read_bytes()
         assert stat.S_IMODE(installed.stat().st_mode) == 0o755
 
+    # the libvirt qemu hook, active: a link (it goes with the package) to the script `netfw hook install` copies
+    installed = root / "usr/share/netfw/libvirt/qemu.d/netfw"
+    assert installed.read_bytes() == (ROOT / "scripts/libvirt/qemu.d/netfw").read_bytes()
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o755
+    assert os.readlink(root / "etc/libvirt/hooks/qemu.d/netfw") == "/usr/share/netfw/libvirt/qemu.d/netfw"
+    p = run(str(root / "usr/sbin/netfw"), "hook", "install", "--help", env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0 and "qemu.d/netfw" in p.stdout, p.stderr
+
     # netfw-gc enabled at boot, the metrics timer not
     wants = root / "etc/systemd/system/multi-user.target.wants/netfw-gc.service"
     assert os.readlink(wants) == "/lib/systemd/system/netfw-gc.service"
@@ -169,6 +177,7 @@ def test_maintainer_scripts_are_idempotent_remove_keeps_the_vms_and_purge_the_co
     assert p.returncode == 0, p.stderr
     assert "The firewalls of the VMs behind netfw stay in place" in p.stderr
     assert not (root / "usr/sbin/netfw").exists() and not (root / "usr/lib/netfw").exists()
+    assert not os.path.lexists(root / "etc/libvirt/hooks/qemu.d/netfw")  # no hook left that would fail every start
     assert record.read_text() == '{"a VM": "still behind netfw"}'
     assert (root / "etc/sudoers.d/netfw").exists() and (root / "etc/netfw/opennebula.conf").exists()
 

@@ -53,8 +53,9 @@ class CutOver(Step):
     def __init__(self, vm: int, nic: int, tap: str, port: Port | None, fresh: Fresh | None = None,
                  seen: dict | None = None, limits: Bandwidth | None = None, tap_tc: frozenset[str] = frozenset(),
                  resume: bool = False, host: dict | None = None, inner: dict | None = None, taken: bool = False,
-                 take: Callable[[], object] | None = None):
+                 take: Callable[[], object] | None = None, flush: bool = False):
         self.vm, self.nic, self.tap, self.port = vm, nic, tap, port
+        self.flush = flush  # empty the tap's queue before it comes up behind the firewall (see _flush_lines)
         self.seen = seen  # the tap as planning saw it in the hypervisor namespace (None: not there, or not looked)
         # The hypervisor's links named tap and staging (and the VM namespace's named tap) as detach's planning read
         # them, under the VM's lock, just before: the first facts() uses them instead of a probe; every later one
@@ -136,10 +137,24 @@ class CutOver(Step):
         if port.kind != LINUX:
             runner.run(ovs.del_port_argv(port.bridge, self.tap))
 
-    def _onto_firewall(self, mac: str) -> None:
-        run_batch(probe.ip(self.ns), [f"link set {self.tap} master {self.fwbr} up",
+    def _onto_firewall(self, link: dict) -> None:
+        """The tap (inside the namespace) onto the firewall bridge, up, not learning; its MAC no local entry."""
+        run_batch(probe.ip(self.ns), [*self._flush_lines(link), f"link set {self.tap} master {self.fwbr} up",
                                       f"link set {self.tap} type bridge_slave learning off"])
-        self._unlocal(mac)
+        self._unlocal(link["address"])
+
+    def _flush_lines(self, link: dict) -> list[str]:
+        """With flush (the libvirt hook at `start begin`: the tap exists, no QEMU reads it yet): empty the tap's queue
+        while it is down in the namespace, before it comes up behind the firewall. Frames the VN bridge delivered to
+        it (and its own IPv6 packets) while it sat there unfiltered wait in that queue for QEMU; tun resizes its
+        queue on a txqueuelen change (tun_device_event -> tun_queue_resize -> ptr_ring_resize_multiple) and frees
+        what does not fit the new size (tun_ptr_free): 0 frees them all, then the length it had comes back."""
+        if not self.flush:
+            return []
+        length = link.get("txqlen")
+        length = length if isinstance(length, int) and not isinstance(length, bool) and 0 < length < 1 << 31 \
+            else 1000  # tun's default
+        return [f"link set {self.tap} txqueuelen 0", f"link set {self.tap} txqueuelen {length}"]
 
     def _local(self, inside: dict) -> bool:
         """The tap's MAC is a local entry of the firewall bridge (the tap is on it). Read-only."""
@@ -153,9 +168,9 @@ class CutOver(Step):
             if e.stderr.strip() != "RTNETLINK answers: No such file or directory":
                 raise
 
-    def _move_in(self, outside: dict | None, veth: str, mac: str) -> None:
+    def _move_in(self, outside: dict | None, veth: str, link: dict) -> None:
         """From any state of attach: the tap into the namespace, the veth end renamed T and joined, tap onto FB
-        (with the NIC's limits in the namespace). mac: the tap's."""
+        (with the NIC's limits in the namespace). link: the tap's, as last read (its MAC, its queue length)."""
         port = self._need_port()
         lines = [f"link set {self.tap} netns {self.ns}"] if outside is not None else []
         if veth != self.tap:  # a link must be down to be renamed (the veth end is made down; a killed run...)
@@ -163,7 +178,7 @@ class CutOver(Step):
         self._unport(port)
         run_batch(["ip"], lines + self._joined_lines(port))
         self._joined(port)
-        self._onto_firewall(mac)
+        self._onto_firewall(link)
         if self.limits is not None:
             shape_firewall(self.ns, self.tap, self.nic_fw, self.limits, tap_moved=outside is not None,
                            fw_fresh=self.fresh.veth)
@@ -248,14 +263,14 @@ class CutOver(Step):
             self._unlocal(inside["address"])  # a repair: the tap's MAC was local to the firewall bridge
             return True
         if outside is None and veth == self.tap and probe.master(inside) != self.fwbr:
-            self._onto_firewall(inside["address"])  # only the last commands of a cut-over were missing
+            self._onto_firewall(inside)  # only the last commands of a cut-over were missing
             return True
         if outside is not None and not self.taken:  # the moment netfw takes the tap: the journal says so first
             if self.take is not None:
                 self.take()
             self.taken = True
         self._done = "in"
-        self._or_undo(lambda: self._move_in(outside, veth, (outside or inside)["address"]))
+        self._or_undo(lambda: self._move_in(outside, veth, outside or inside))
         return True
 
     def undo(self) -> None:
@@ -316,7 +331,7 @@ class CutOver(Step):
                 raise runner.refused("detach", f"cannot put tap {self.tap} back behind its firewall: "
                                      "its veth end is gone")
             if outside is not None or inside is not None:
-                self._move_in(outside, veth, (outside or inside)["address"])
+                self._move_in(outside, veth, outside or inside)
 
     def check(self) -> list[str]:
         outside, inside, veth = self.facts()
