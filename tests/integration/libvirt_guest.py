@@ -32,7 +32,7 @@ class Nic:
     nic_id: int
     mac: str
     bridge: str
-    address: str  # the guest's IPv4 address/prefix length
+    address: str | None  # the guest's IPv4 address/prefix length (None: the guest leaves the NIC down)
     ovs: bool = False
     bandwidth: dict[str, dict[str, int]] | None = None  # {"inbound": {"average": KB/s, ...}, "outbound": {...}}
 
@@ -61,7 +61,7 @@ class Nic:
 def domain_xml(vm: int, nics: list[Nic], assets: Assets, workdir: Path, memory_mib: int = 96) -> str:
     """The whole domain: TCG, the lab kernel with its NICs' addresses on the command line, console and channel."""
     cmdline = " ".join(["console=ttyS0", "panic=-1", "ipv6.disable=1", "quiet",
-                        *(f"netfw.nic={n.mac},{n.address}" for n in nics)])
+                        *(f"netfw.nic={n.mac},{n.address}" for n in nics if n.address)])
     interfaces = "\n".join(n.xml() for n in nics)
     return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
 <name>one-{vm}</name>

@@ -78,6 +78,9 @@ class Libvirt:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        #: set in libvirtd's environment from its next (re)start on; of it, libvirt passes only PATH (and HOME,
+        #: USER, LOGNAME, TMPDIR, LD_*) on to its hooks
+        self.env: dict[str, str] = {}
 
     def __enter__(self) -> Libvirt:
         return self.start()
@@ -106,7 +109,7 @@ class Libvirt:
         log.write(f"--- start {self.starts}\n")
         log.flush()
         self.proc = subprocess.Popen(["libvirtd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     preexec_fn=_die_with_parent)
+                                     env={**os.environ, **self.env}, preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while self.virsh("version", check=False)[0]:
