@@ -21,19 +21,18 @@ for arg in $(cat /proc/cmdline); do
         done ;;
     esac
 done
-echo "netfw-guest: ready: $(ip -o -4 addr show | awk '{print $2, $4}' | tr '\n' ' ')"
-
 # The channel: a line "ID COMMAND" in, the command's output then "@@netfw-end ID RC" out. Output goes through a file,
 # so that a command may leave something running in the background (cmd >/dev/null 2>&1 &) without holding the loop.
+# The port is open (what arrives is kept) and raw before the console says ready: a line sent earlier is lost.
 chan=/dev/ttyS1
+exec 3<>"$chan"
 stty -F "$chan" raw -echo
-while true; do
-    while IFS= read -r line; do
-        id=${line%% *}; cmd=${line#* }
-        sh -c "$cmd" >/tmp/out 2>&1 </dev/null
-        rc=$?
-        cat /tmp/out
-        echo "@@netfw-end $id $rc"
-    done <"$chan" >"$chan"
-    sleep 1
+echo "netfw-guest: ready: $(ip -o -4 addr show | awk '{print $2, $4}' | tr '\n' ' ')"
+while IFS= read -r line <&3; do
+    id=${line%% *}; cmd=${line#* }
+    sh -c "$cmd" >/tmp/out 2>&1 </dev/null 3<&-
+    rc=$?
+    { cat /tmp/out; echo "@@netfw-end $id $rc"; } >&3
 done
+echo "netfw-guest: the channel closed"
+exec sleep 2147483647

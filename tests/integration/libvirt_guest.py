@@ -124,7 +124,13 @@ class Guest:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} not ready after {timeout:g} s; console:\n{self.console()[-2000:]}")
             time.sleep(0.2)
-        self.run("true", timeout=max(5.0, deadline - time.monotonic()))
+        while True:  # the console says ready once the channel is open; a probe lost all the same is sent again
+            try:
+                self.run("true", timeout=3.0)
+                return
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
 
     def console(self) -> str:
         try:
