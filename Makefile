@@ -91,7 +91,7 @@ bench-quick: deps venv compile
 DEB_TOOLS := dh dpkg-buildpackage visudo lintian
 DEB_BUILD_PACKAGES := debhelper dpkg-dev sudo lintian python3-venv
 DEB_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' netfw/__init__.py)
-DEB_SOURCES := pyproject.toml README.md netfw scripts/opennebula contrib docs/opennebula.md debian
+DEB_SOURCES := pyproject.toml README.md netfw scripts/opennebula scripts/libvirt contrib docs/opennebula.md debian
 DEB_BUILD ?= build/deb
 DEB_DIST ?= dist
 DEB_WHEELS ?= build/wheels

@@ -193,36 +193,22 @@ def _left(doc: one.VmDoc, cfg: Config) -> str:
 
 def pre(call: Call) -> Result:
     """Check the host (the tap does not exist yet; the document was validated when it was parsed), then record what
-    the handled NICs need for the libvirt qemu hook: the VM's pending record (netfw.pending), replaced by a full pre,
-    completed by a hot attach's (no hook runs for a hot-plug: post attaches it, a later start of the domain finds
-    it)."""
+    the handled NICs need for the libvirt qemu hook: the VM's pending record (netfw.pending)."""
     api.check_host()
     vm, which = call.doc.vm, _which(call.specs)
     if call.cfg.dry_run:
         return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending record not written (dry run)")
-    with state.opened(call.cfg.state_dir) as records, records.lock(vm):
-        done = pending.record(records, call.specs, vm, only=call.doc.hotplug_of is not None)
+    done = pending.on_pre(call.cfg.state_dir, vm, call.specs, hot=call.doc.hotplug_of is not None)
     return Result(f"netfw pre: VM {vm}: host ready for NIC {which}; pending for the libvirt hook: NIC "
                   f"{', '.join(map(str, sorted(done.nics)))}")
 
 
 def _forget(call: Call | None, doc: one.VmDoc, cfg: Config) -> str:
-    """clean: the pending record goes (a hot detach: its NIC's part; an alias's: its parent without the alias's
-    addresses). The part of the summary line that says so."""
-    if cfg.dry_run:
+    """clean: the pending record goes, or its hot-detached NIC's part (netfw.pending.on_clean)."""
+    if cfg.dry_run or (doc.hotplug_of is not None and call is None):
         return ""
-    hot = [n for n in call.nics] if call is not None and doc.hotplug_of is not None else None
-    if doc.hotplug_of is not None and not hot:
-        return ""  # a hot-(de)attached NIC netfw does not handle: the record stays as it is
-    with state.opened(cfg.state_dir) as records, records.lock(doc.vm):
-        had = pending.load(records, doc.vm)
-        if hot is None:
-            pending.forget(records, doc.vm)
-        elif doc.hotplug_of == "alias":
-            pending.forget(records, doc.vm, [], replace={n.spec.nic: n.alias_detached for n in hot})
-        else:
-            pending.forget(records, doc.vm, [n.spec.nic for n in hot])
-    return "; pending record updated" if had and hot else "; pending record removed" if had else ""
+    hot = list(call.nics) if doc.hotplug_of is not None else None
+    return pending.on_clean(cfg.state_dir, doc.vm, doc.hotplug_of, hot)
 
 
 def post(call: Call) -> Result:

@@ -60,8 +60,7 @@ def run(name: str, operation: str, sub: str, xml: bytes, state_dir: str | None =
     if not acts_on(name, operation, sub):
         return Outcome(f"netfw hook: {name} {operation} {sub}: nothing to do")
     if (operation, sub) == ATTACH:
-        interfaces, others = domain.parse(xml, name)
-        return start(vm, interfaces, others, state_dir)
+        return start(vm, name, xml, state_dir)
     return release(vm, f"{operation} {sub}", state_dir)
 
 
@@ -88,8 +87,9 @@ def _matched(vm: int, interfaces: list[domain.Interface], wanted: pending.Pendin
     return specs
 
 
-def start(vm: int, interfaces: list[domain.Interface], others: int, state_dir: str | None) -> Outcome:
-    """`start begin`: every NIC with a pending record behind its firewall, in one transaction, or fail."""
+def start(vm: int, name: str, xml: bytes, state_dir: str | None) -> Outcome:
+    """`start begin`: every NIC with a pending record behind its firewall, in one transaction, or fail. The domain
+    XML is read only for a VM with a pending record (netfw.domain: hostile input)."""
     with state.opened(state_dir, create=False) as records:
         if records.fd is None:
             return Outcome(f"netfw hook: VM {vm}: no pending record (no state directory {records.path}): left alone")
@@ -97,6 +97,7 @@ def start(vm: int, interfaces: list[domain.Interface], others: int, state_dir: s
             wanted = pending.load(records, vm)
             if wanted is None:
                 return Outcome(f"netfw hook: VM {vm}: no pending record: left alone")
+            interfaces, _ = domain.parse(xml, name)
             specs = _matched(vm, interfaces, wanted)
             if not specs:
                 return Outcome(f"netfw hook: VM {vm}: no NIC of the domain is pending: nothing attached")

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from . import backend as backends, names
 from .errors import InputError
 from .model import NicSpec, spec_from_dict, spec_to_dict
-from .state import MAX_RECORD, StateDir, _constant, _no_duplicates
+from .state import MAX_RECORD, StateDir, _constant, _no_duplicates, opened
 from .statefs import StateError
 
 NAME = "pending.json"
@@ -111,3 +111,25 @@ def forget(records: StateDir, vm: int, nics: list[int] | None = None,
     kept = {n: s for n, s in old.nics.items() if nics is None or n not in nics}
     kept.update({n: s for n, s in (replace or {}).items() if n in old.nics})
     save(records, vm, old._replace(nics=kept))
+
+
+def on_pre(state_dir: str | None, vm: int, specs: list[NicSpec], hot: bool) -> Pending:
+    """`netfw one pre`: replace the record (hot: put these NICs into it), under the VM's lock."""
+    with opened(state_dir) as records, records.lock(vm):
+        return record(records, specs, vm, only=hot)
+
+
+def on_clean(state_dir: str | None, vm: int, hotplug_of: str | None, hot: list | None) -> str:
+    """`netfw one clean`: remove the record, or (hot: the one.VmNic being hot-detached) their part of it; an
+    alias's hot detach re-writes its parent without the alias's addresses. The part of the summary line saying so."""
+    if hot is not None and not hot:
+        return ""  # a hot-(de)attached NIC netfw does not handle: the record stays as it is
+    with opened(state_dir) as records, records.lock(vm):
+        had = load(records, vm)
+        if hot is None:
+            forget(records, vm)
+        elif hotplug_of == "alias":
+            forget(records, vm, [], replace={n.spec.nic: n.alias_detached for n in hot})
+        else:
+            forget(records, vm, [n.spec.nic for n in hot])
+    return "; pending record updated" if had and hot else "; pending record removed" if had else ""

@@ -187,3 +187,17 @@ def test_a_hot_attach_pre_fails_closed_on_a_bad_record(monkeypatch, root):
     code, _, err = one("pre", stdin=b64("attach_nic.xml"))
     assert code == 2 and errors(err)[0].startswith("ERROR: pending record ")
     assert (root / "vm-42" / "pending.json").read_text() == "{"
+
+
+def test_an_alias_hot_attach_and_detach_rewrite_the_parent_nic(monkeypatch, root):
+    """pre (ATTACH=YES on a NIC_ALIAS) records its parent with the alias's addresses; clean without them."""
+    FakeApi(monkeypatch)
+    assert one("pre", stdin=b64("two_nics.xml"))[0] == 0
+    assert one("pre", stdin=b64("attach_alias.xml"))[0] == 0
+    with_alias = read(root).nics
+    code, _, err = one("clean", "h", stdin=b64("attach_alias.xml"))
+    assert code == 0 and "; pending record updated" in err
+    without = read(root).nics
+    changed = [n for n in without if without[n] != with_alias[n]]
+    assert len(changed) == 1 and set(without[changed[0]].ips) < set(with_alias[changed[0]].ips)
+    assert sorted(without) == sorted(with_alias)

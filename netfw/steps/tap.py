@@ -144,17 +144,22 @@ class CutOver(Step):
         self._unlocal(link["address"])
 
     def _flush_lines(self, link: dict) -> list[str]:
-        """With flush (the libvirt hook at `start begin`: the tap exists, no QEMU reads it yet): empty the tap's queue
-        while it is down in the namespace, before it comes up behind the firewall. Frames the VN bridge delivered to
-        it (and its own IPv6 packets) while it sat there unfiltered wait in that queue for QEMU; tun resizes its
-        queue on a txqueuelen change (tun_device_event -> tun_queue_resize -> ptr_ring_resize_multiple) and frees
-        what does not fit the new size (tun_ptr_free): 0 frees them all, then the length it had comes back."""
+        """With flush (the libvirt hook at `start begin`: the tap exists, no QEMU reads it yet), while the tap is down
+        in the namespace, before it comes up behind the firewall:
+        - its queue is emptied. Frames the VN bridge delivered to it (and its own IPv6 packets) while it sat there
+          unfiltered wait in that queue for QEMU; tun resizes its queue on a txqueuelen change (tun_device_event ->
+          tun_queue_resize -> ptr_ring_resize_multiple) and frees what does not fit the new size (tun_ptr_free):
+          0 frees them all, then the length it had comes back;
+        - it makes no IPv6 address of its own (addrgenmode none): a link-local address would be announced (DAD,
+          router solicitation) by the tap itself, straight into its queue, past the firewall bridge. A bridge port
+          needs none; the tap keeps the setting when it goes back (nothing addresses a bridge port's IPv6)."""
         if not self.flush:
             return []
         length = link.get("txqlen")
         length = length if isinstance(length, int) and not isinstance(length, bool) and 0 < length < 1 << 31 \
             else 1000  # tun's default
-        return [f"link set {self.tap} txqueuelen 0", f"link set {self.tap} txqueuelen {length}"]
+        return [f"link set {self.tap} addrgenmode none", f"link set {self.tap} txqueuelen 0",
+                f"link set {self.tap} txqueuelen {length}"]
 
     def _local(self, inside: dict) -> bool:
         """The tap's MAC is a local entry of the firewall bridge (the tap is on it). Read-only."""
