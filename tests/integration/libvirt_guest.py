@@ -92,14 +92,11 @@ class Guest:
         self.sock: socket.socket | None = None
         self.seq = 0
         self.boot_seconds: float | None = None
+        self.chan_path = self.dir / f"{self.name}.chan"  # the channel's socket (another after a migration)
 
     @property
     def console_path(self) -> Path:
         return self.dir / f"{self.name}.console"
-
-    @property
-    def chan_path(self) -> Path:
-        return self.dir / f"{self.name}.chan"
 
     def xml(self) -> str:
         return domain_xml(self.vm, self.nics, self.assets, self.dir)
