@@ -16,8 +16,8 @@ from netfw import api
 
 from .lab import eventually, ping, sh, snapshot
 from .libvirt_fixtures import assets, libvirt, vlab  # noqa: F401  (fixtures)
-from .libvirt_guest import Guest
-from .libvirt_lab import qemu_pids
+from .libvirt_guest import Guest, Nic
+from .libvirt_lab import VirshError, qemu_pids
 from .libvirt_one import HOT_NIC, OVS_NIC, TWO_NICS, Flood, hooked, one, udp_received  # noqa: F401
 from .test_opennebula import CHANGED, FIRST, VM
 
@@ -213,3 +213,17 @@ def test_hot_plug_window_until_post_is_measured(one, vlab):
           f"from attach-device to the end of post; {udp_after - udp} in the second after")
     assert api.verify(VM) == {0: [], 2: []}
     assert udp_after == udp and frames_after - frames <= 1
+
+
+def test_a_domain_that_does_not_match_its_pending_record_does_not_start(one, vlab):
+    """Fail closed: NIC 0's MAC in the domain is not the one pre recorded; netfw's hook refuses at start begin, and
+    libvirt starts nothing: no QEMU, no tap, nothing of netfw's."""
+    for bridge in ("vnbr0", "vnbr1", "dummybr0"):
+        vlab.bridge("linux", bridge)
+    one.ok("pre", doc="e2e_two_nics.xml")
+    forged = [Nic(VM, 0, "02:00:0a:3d:00:99", "vnbr0", "10.61.0.7/24"), *TWO_NICS[1:]]
+    with pytest.raises(VirshError, match="Hook script execution failed"):
+        vlab.guest(VM, forged).create(wait=False)
+    assert vlab.libvirt.domains() == [] and not qemu_pids()
+    assert all(sh("ip", "link", "show", tap, check=False).returncode for tap in ("one-7-0", "one-7-1", "one-7-3"))
+    assert netfw_objects(one) == []
