@@ -58,7 +58,7 @@ def run(name: str, operation: str, sub: str, xml: bytes, state_dir: str | None =
     (the attach rolled back)."""
     vm = domain.vm_of(name)
     if not acts_on(name, operation, sub):
-        return Outcome(f"netfw hook: {name} {operation} {sub}: nothing to do")
+        return Outcome(f"netfw hook: {name!r} {operation!r} {sub!r}: nothing to do")
     if (operation, sub) == ATTACH:
         return start(vm, name, xml, state_dir)
     return release(vm, f"{operation} {sub}", state_dir)
