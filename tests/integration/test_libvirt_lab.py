@@ -15,7 +15,8 @@ from . import guest_assets
 from . import lab as lab_mod
 from .lab import eventually
 from .libvirt_fixtures import assets, libvirt, vlab  # noqa: F401  (fixtures)
-from .libvirt_lab import HOOKS, qemu_pids
+from .libvirt_guest import Nic
+from .libvirt_lab import HOOKS, VirshError, qemu_pids
 from .ovs import vsctl
 
 RECORDER = """#!/bin/sh
@@ -123,3 +124,34 @@ def test_cpio_is_newc_with_the_files_and_a_trailer():
     data = guest_assets.cpio(("bin",), {"init": (b"#!/bin/sh\n", 0o755)})
     assert data.startswith(b"070701") and len(data) % 4 == 0
     assert b"bin\0" in data and b"init\0" in data and b"#!/bin/sh\n" in data and b"TRAILER!!!\0" in data
+
+
+def sfq_available() -> bool:
+    """Whether this kernel has the sfq qdisc, which libvirt puts under a tap's HTB class for <bandwidth>."""
+    lab_mod.sh("ip", "link", "add", "sfqprobe", "type", "veth", "peer", "name", "sfqprobe1")
+    try:
+        return lab_mod.sh("tc", "qdisc", "add", "dev", "sfqprobe", "root", "sfq", check=False).returncode == 0
+    finally:
+        lab_mod.sh("ip", "link", "del", "sfqprobe")
+
+
+@pytest.mark.parametrize("kind", ["linux", "ovs"])
+def test_bandwidth_in_the_domain(vlab, kind, request):
+    """<bandwidth> (OpenNebula's INBOUND_*/OUTBOUND_*): libvirt puts tc (HTB + sfq, ingress + police) on a tap on a
+    Linux bridge, which fails at start on a kernel without sfq (this one); on Open vSwitch it sets OVSDB QoS."""
+    if kind == "ovs":
+        request.getfixturevalue("ovs")
+    bridge = vlab.bridge(kind)
+    limits = {"inbound": {"average": 1000, "peak": 2000, "burst": 64}, "outbound": {"average": 500}}
+    nic = Nic(9, 0, "02:00:0a:00:00:09", bridge, "10.0.0.9/24", ovs=kind == "ovs", bandwidth=limits)
+    guest = vlab.guest(9, [nic])
+    if kind == "linux" and not sfq_available():
+        with pytest.raises(VirshError, match="Specified qdisc kind is unknown"):
+            guest.create(wait=False)
+        assert vlab.libvirt.domains() == [] and not qemu_pids()
+        return
+    guest.create()
+    if kind == "ovs":
+        assert vsctl("get", "Interface", nic.target, "ingress_policing_rate").stdout.strip() != "0"
+    else:
+        assert "htb" in lab_mod.sh("tc", "qdisc", "show", "dev", nic.target).stdout
