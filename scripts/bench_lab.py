@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netfw.model import NicSpec, Rule  # noqa: E402
-from netfw.render import chain_name, render  # noqa: E402
+from netfw.chains import chain_name  # noqa: E402
+from netfw.render import render  # noqa: E402
 
 
 def in_sandbox() -> None:

@@ -28,7 +28,8 @@ from bench_lab import in_ns, in_sandbox, sh  # also puts the repository on sys.p
 from netfw import api, names
 from netfw.model import NicSpec
 from netfw.nflog import open_reader
-from netfw.render import FamilyRules, chain_name, render, restore_text
+from netfw.chains import FamilyRules, chain_name
+from netfw.render import render, restore_text
 
 _COMMENT = re.compile(r' -m comment --comment "[^"]*"')
 
