@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from . import probe, runner
 from .backend import tool
 from .model import NicSpec
-from .render import EB, FAMILIES, chain_name, rule_index
+from .chains import EB, FAMILIES, chain_name
+from .render import rule_index
 
 DIRECTIONS = ("inbound", "outbound")
 #: Why packets were dropped, as status and metrics name it.

@@ -39,7 +39,7 @@ def qemu(
 
     if not hook.acts_on(domain, operation, sub):
         raise typer.Exit(0)  # stdin unread: libvirt ignores a hook that closes it early
-    from .cli import guarded
+    from .cli.base import guarded
     from .domain import MAX_XML
 
     xml = b"" if sys.stdin.isatty() else sys.stdin.buffer.read(MAX_XML + 1)
@@ -49,7 +49,7 @@ def qemu(
 
         outcome = hook.run(domain, operation, sub, xml, state_dir)
         if outcome.failures:
-            from .cli import fail
+            from .cli.base import fail
             fail(1, f"{outcome.summary}; failed: {'; '.join(outcome.failures)}")
         logger.info("{}", outcome.summary)
 

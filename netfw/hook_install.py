@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import statefs
-from .install import InstallError, _open_dir, _read
+from .install_layout import InstallError
+from .install_tree import open_dir, read
 
 NAME = "netfw"
 SUBDIR = "qemu.d"
@@ -51,7 +52,7 @@ def script(path: str | None = None) -> bytes:
     if not candidates:
         raise InstallError(f"netfw's hook script is not in {', '.join(map(str, SCRIPTS))}: give --script")
     where = candidates[0]
-    data = _read(None, str(where), str(where), MAX_SCRIPT)
+    data = read(None, str(where), str(where), MAX_SCRIPT)
     if data is None or MARKER not in data:
         raise InstallError(f"{where} is not netfw's hook script (no {MARKER.strip().decode()!r} line)")
     return data
@@ -61,11 +62,11 @@ def run(action: str, hooks_dir: str, dry_run: bool = False, source: str | None =
     """Install or uninstall; everything is read and checked before anything changes."""
     data = script(source) if action == "install" else None
     out = Outcome(action, f"{hooks_dir}/{SUBDIR}/{NAME}", dry_run)
-    top = _open_dir(hooks_dir, f"hooks directory {hooks_dir}")
+    top = open_dir(hooks_dir, f"hooks directory {hooks_dir}")
     sub = None
     try:
-        sub = _open_dir(SUBDIR, f"{hooks_dir}/{SUBDIR}", top, missing_ok=True)
-        old = None if sub is None else _read(sub, NAME, out.path, MAX_SCRIPT)
+        sub = open_dir(SUBDIR, f"{hooks_dir}/{SUBDIR}", top, missing_ok=True)
+        old = None if sub is None else read(sub, NAME, out.path, MAX_SCRIPT)
         if old is not None and MARKER not in old:
             raise InstallError(f"{out.path} is not netfw's hook script: refused (nothing changed)")
         if action == "uninstall":
@@ -73,7 +74,7 @@ def run(action: str, hooks_dir: str, dry_run: bool = False, source: str | None =
             return out
         if sub is None:
             _change(out, f"mkdir {SUBDIR}", lambda: os.mkdir(SUBDIR, 0o755, dir_fd=top))
-            sub = None if dry_run else _open_dir(SUBDIR, f"{hooks_dir}/{SUBDIR}", top)
+            sub = None if dry_run else open_dir(SUBDIR, f"{hooks_dir}/{SUBDIR}", top)
         _change(out, f"write {SUBDIR}/{NAME}" if old != data else None, lambda: _write(sub, data))
         return out
     finally:

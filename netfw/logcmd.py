@@ -1,7 +1,7 @@
 """`netfw log`: a live stream of a VM's dropped packets, one line each (time, NIC, direction, protocol, addresses,
 ports, why), from the NFLOG rules render.py puts before every DROP.
 
-Each NIC logs to its own NFLOG group in the VM namespace (render.log_group), rate-limited in the kernel; this
+Each NIC logs to its own NFLOG group in the VM namespace (chains.log_group), rate-limited in the kernel; this
 reader binds the groups of the NICs asked for (netfw.nflog: no process, works in the unprivileged sandbox, where
 the LOG target is silent and tcpdump cannot start). A group takes one reader at a time: a second `netfw log` of the
 same NIC is refused. The stream ends after --count packets, on Ctrl-C, or when the VM namespace goes away (an open
@@ -20,7 +20,7 @@ from typing import Callable
 from . import names, nflog, probe, state
 from .errors import InputError
 from .nflog import LoggedPacket
-from .render import parse_log_prefix
+from .chains import parse_log_prefix
 
 #: Log prefix reasons (render) as status and metrics name them.
 REASONS = {"no-rule": "no_rule", "spoofing": "anti_spoofing", "cap": "conntrack_cap", "ethertype": "ethertype"}

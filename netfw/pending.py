@@ -11,7 +11,7 @@ into it as they are now
 `clean` its NIC only.
 
 The record is read back as strictly as a state record: every spec by the model's own validation
-(model.spec_from_dict), for this VM, each NIC once.
+(serial.spec_from_dict), for this VM, each NIC once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from . import backend as backends, names
 from .errors import InputError
-from .model import NicSpec, spec_from_dict, spec_to_dict
+from .model import NicSpec
+from .serial import spec_from_dict, spec_to_dict
 from .state import MAX_RECORD, StateDir, _constant, _no_duplicates, opened
 from .statefs import StateError
 

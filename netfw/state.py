@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 from . import backend, statefs
 from .errors import InputError
-from .model import NicSpec, spec_from_dict, spec_to_dict
+from .model import NicSpec
+from .serial import spec_from_dict, spec_to_dict
 from .port import Port
 from .statefs import StateError
 

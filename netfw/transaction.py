@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from loguru import logger
 
-from .steps.base import Step
+
+class Step(Protocol):
+    """What the runner needs of a step (netfw.steps.base.Step is the contract every step follows): the runner sits
+    below the steps and knows them only by this."""
+
+    undo_only_if_clean: bool
+
+    def describe(self) -> str: ...
+
+    def apply(self) -> bool: ...
+
+    def undo(self) -> None: ...
 
 
 class TransactionError(Exception):

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netfw import one  # noqa: E402
+from netfw import one, one_fields  # noqa: E402
 from netfw.errors import InputError  # noqa: E402
 
 SIZE = one.MAX_DOCUMENT - 1024  # what every document is padded up to (a little under the size bound)
@@ -80,7 +80,7 @@ def rules_at_the_caps() -> bytes:
     """4096 rules (the document cap) in 4 groups on 4 NICs, each a 128-block range: every rule is parsed before
     the ipset-member cap refuses it (the most expensive refusal)."""
     nics = "".join(_nic(n, str(100 + n)) for n in range(4))
-    rules = "".join(_rule(100 + i % 4, *HUGE_V6) for i in range(one.MAX_DOCUMENT_RULES))
+    rules = "".join(_rule(100 + i % 4, *HUGE_V6) for i in range(one_fields.MAX_DOCUMENT_RULES))
     return _pad(_vm(nics + rules))
 
 
@@ -89,7 +89,7 @@ def four_range_rules() -> bytes:
     NIC: 16,384 rules (that NIC's cap) parsed and counted before the ipset-member cap refuses them (the slowest)."""
     four = (f"<NETWORK_ID>3</NETWORK_ID><IP>0.0.0.1</IP><IP6>::1</IP6><IP6_GLOBAL>2001:db8::1</IP6_GLOBAL>"
             f"<IP6_ULA>fd00::1</IP6_ULA><SIZE>{(1 << 31) - 1}</SIZE>")
-    return _pad(_vm(_nic(0) + "".join(_rule(100, extra=four) for _ in range(one.MAX_DOCUMENT_RULES))))
+    return _pad(_vm(_nic(0) + "".join(_rule(100, extra=four) for _ in range(one_fields.MAX_DOCUMENT_RULES))))
 
 
 def many_nics() -> bytes:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from netfw.model import NicSpec, Rule  # noqa: E402
-from netfw.render import chain_name, render  # noqa: E402
+from netfw.chains import FamilyRules, chain_name  # noqa: E402
+from netfw.render import render  # noqa: E402
 
 
 def in_sandbox() -> None:
@@ -221,13 +224,27 @@ def restore(backend: str, text_lines: list[str], ns: str | None = None, noflush:
     return len(batches)
 
 
+_COMMENT = re.compile(r' -m comment --comment "[^"]*"')
+
+
+def plain(spec: NicSpec, rules: FamilyRules) -> FamilyRules:
+    """The NIC's chains without what issue 11 added: no NFLOG rules, no comments, ACCEPT instead of the cap chain,
+    DROP instead of the anti-spoofing chain (left declared, unreferenced: they then cost nothing). Pure."""
+    cap, spoofing = chain_name(spec, "c"), chain_name(spec, "d")
+    chains = {}
+    for chain, lines in rules.chains.items():
+        kept = [line for line in lines if " -j NFLOG " not in line and not line.endswith(" -j CONTINUE")]
+        kept = [_COMMENT.sub("", line).replace(f" -j {cap}", " -j ACCEPT").replace(f" -j {spoofing}", " -j DROP")
+                for line in kept]
+        chains[chain] = tuple(kept)
+    return replace(rules, chains=chains)
+
+
 # -- the legacy OpenNebula layout ----------------------------------------------------------------------------------
 def legacy_nic_chains(vm: int, rules: tuple[Rule, ...]) -> tuple[list[str], list[str], list[str]]:
     """(chain declarations, the two `opennebula` jumps, the chains' rules) as OpenNebula's fw driver makes them:
     the same rules as netfw renders, with RETURN for allowed (the packet goes on through `opennebula`), the state
     match first and DROP last (security_groups_iptables.rb)."""
-    from bench_observe import plain  # the rules without what issue 11 added: the legacy driver has none of it
-
     nic = spec(vm, rules)
     fam = plain(nic, render(nic).family("ip"))
     unused = {chain_name(nic, "c"), chain_name(nic, "p"), chain_name(nic, "d")}

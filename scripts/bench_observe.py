@@ -17,20 +17,17 @@ Every iptables rule has counters whatever netfw does (nf_tables adds a counter t
 
 from __future__ import annotations
 
-import re
 import statistics
 import subprocess
 import sys
 import threading
-from dataclasses import replace
 
-from bench_lab import in_ns, in_sandbox, sh  # also puts the repository on sys.path
+from bench_lab import in_ns, in_sandbox, plain, sh  # also puts the repository on sys.path
 from netfw import api, names
 from netfw.model import NicSpec
 from netfw.nflog import open_reader
-from netfw.render import FamilyRules, chain_name, render, restore_text
+from netfw.render import render, restore_text
 
-_COMMENT = re.compile(r' -m comment --comment "[^"]*"')
 
 FLOOD = r"""
 import resource, socket, sys, time
@@ -51,19 +48,6 @@ while time.monotonic() < end:
     n += 1000
 print(n, cpu() - cpu0)
 """
-
-
-def plain(spec: NicSpec, rules: FamilyRules) -> FamilyRules:
-    """The NIC's chains without what issue 11 added: no NFLOG rules, no comments, ACCEPT instead of the cap chain,
-    DROP instead of the anti-spoofing chain (left declared, unreferenced: they then cost nothing). Pure."""
-    cap, spoofing = chain_name(spec, "c"), chain_name(spec, "d")
-    chains = {}
-    for chain, lines in rules.chains.items():
-        kept = [line for line in lines if " -j NFLOG " not in line and not line.endswith(" -j CONTINUE")]
-        kept = [_COMMENT.sub("", line).replace(f" -j {cap}", " -j ACCEPT").replace(f" -j {spoofing}", " -j DROP")
-                for line in kept]
-        chains[chain] = tuple(kept)
-    return replace(rules, chains=chains)
 
 
 def load_plain(spec: NicSpec) -> None:

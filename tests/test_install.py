@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw import install
+from netfw import install, install_layout
 from netfw.one import DEFAULT_VN_MADS
 from tests import remotes
 
@@ -53,16 +53,16 @@ def test_install_makes_the_layout_of_the_table_and_uninstall_puts_the_very_origi
     after = remotes.snapshot(tree)
     for driver in DEFAULT_VN_MADS:
         d = f"vnm/{driver}"
-        for entry in install.LAYOUT:
+        for entry in install_layout.LAYOUT:
             kind, mode, _, _, content, _ = after[f"{d}/{entry.name}"]
             assert (kind, mode, content) == ("file", 0o755, (SCRIPTS / entry.source).read_bytes()), entry
             if entry.original:  # the driver's own file, the very inode, under its new name
                 assert after[f"{d}/{entry.original}"] == before[f"{d}/{entry.name}"]
         # nothing else in the driver directory changed
         assert {k: v for k, v in after.items() if k.startswith(d + "/") and k[len(d) + 1:] not in
-                {e.name for e in install.LAYOUT} | {e.original for e in install.LAYOUT}} == \
+                {e.name for e in install_layout.LAYOUT} | {e.original for e in install_layout.LAYOUT}} == \
             {k: v for k, v in before.items() if k.startswith(d + "/") and k[len(d) + 1:] not in
-             {e.name for e in install.LAYOUT}}
+             {e.name for e in install_layout.LAYOUT}}
     # drivers not asked for are untouched
     assert {k: v for k, v in after.items() if k.startswith(("vnm/dummy", "vnm/elastic", "vnm/common"))} == \
         {k: v for k, v in before.items() if k.startswith(("vnm/dummy", "vnm/elastic", "vnm/common"))}
@@ -84,13 +84,13 @@ def test_install_makes_the_layout_of_the_table_and_uninstall_puts_the_very_origi
 
 
 def test_the_table_is_the_documented_layout():
-    assert [(e.name, e.source, e.original) for e in install.LAYOUT] == [
+    assert [(e.name, e.source, e.original) for e in install_layout.LAYOUT] == [
         ("pre.d/netfw", "pre", None), ("post.d/netfw", "post", None),
         ("clean.netfw", "clean", None), ("clean", "chain", "clean.legacy"),
         ("update_nic.netfw", "update_nic", None), ("update_nic", "chain", "update_nic.legacy"),
         ("update_sg", "update_sg", "update_sg.legacy")]
-    for entry in install.LAYOUT:  # every script is recognisable as netfw's
-        assert install.MARKER in (SCRIPTS / entry.source).read_bytes()
+    for entry in install_layout.LAYOUT:  # every script is recognisable as netfw's
+        assert install_layout.MARKER in (SCRIPTS / entry.source).read_bytes()
 
 
 def test_dry_run_changes_nothing_and_names_what_the_real_run_does(tree, settings):
@@ -155,7 +155,7 @@ def test_an_older_netfw_is_updated_in_place(tree, settings):
     assert do("install", tree, "--drivers", "fw", settings=settings)[0] == 0
     old = (SCRIPTS / "chain").read_bytes().replace(b"exit \"$status\"", b"exit $status  # older netfw")
     (tree / "vnm/fw/update_nic").write_bytes(old)
-    (tree / "vnm/fw/pre.d/netfw").write_bytes(install.MARKER + b"older\n")
+    (tree / "vnm/fw/pre.d/netfw").write_bytes(install_layout.MARKER + b"older\n")
     code, out, _ = do("install", tree, "--drivers", "fw", settings=settings)
     assert code == 0 and out.splitlines()[:-1] == ["write vnm/fw/pre.d/netfw", "write vnm/fw/update_nic"]
     assert (tree / "vnm/fw/update_nic").read_bytes() == (SCRIPTS / "chain").read_bytes()

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 
 from netfw import model
-from netfw.model import InputError, NicSpec, Rule, spec_from_dict, spec_to_dict
+from netfw.model import InputError, NicSpec, Rule
+from netfw.serial import spec_from_dict, spec_to_dict
 
 INJECTION = "2001:db8::5%1\n-I FORWARD 1 -j ACCEPT\n#"
 GOOD = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:07", ips=("10.0.0.7", "2001:db8::7"), filter_mac=True,

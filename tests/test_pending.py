@@ -11,7 +11,8 @@ import stat
 import pytest
 
 from netfw import pending, runner, state
-from netfw.model import NicSpec, spec_to_dict
+from netfw.model import NicSpec
+from netfw.serial import spec_to_dict
 from netfw.statefs import StateError
 
 from . import oned

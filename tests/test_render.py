@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from netfw.model import InputError, NicSpec, Rule
+from netfw.chains import IpsetSpec
+from netfw.guards import link_local
 from netfw.render import (
     IPSET_THRESHOLD,
-    IpsetSpec,
     ipset_restore_text,
-    link_local,
     render,
     restore_text,
 )

@@ -8,7 +8,8 @@ import pytest
 
 from netfw import script, tables
 from netfw.model import InputError
-from netfw.render import FamilyRules, IpsetSpec, ipset_restore_text, restore_text
+from netfw.chains import FamilyRules, IpsetSpec
+from netfw.render import ipset_restore_text, restore_text
 from netfw.port import LINUX, Port
 from netfw.steps import CutOver
 from netfw.steps.base import run_batch

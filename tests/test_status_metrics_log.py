@@ -16,7 +16,7 @@ from netfw.cli import app
 from netfw.counters import Count, NicCounters
 from netfw.model import NicSpec, Rule
 from netfw.nflog_wire import LoggedPacket
-from netfw.render import log_prefix, parse_log_prefix
+from netfw.chains import log_prefix, parse_log_prefix
 
 RULES = (Rule("TCP", "INBOUND", ports="22,80:90", ip="10.0.0.0", size=256, sg_id=100),
          Rule("ICMP", "INBOUND", icmp_type=8, sg_id=100), Rule("ALL", "OUTBOUND", ip="10.0.0.7", size=3))

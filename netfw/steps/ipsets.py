@@ -8,7 +8,8 @@ and only then IpsetGc destroys the old generation, which no rule references any 
 from __future__ import annotations
 
 from .. import probe, runner, script
-from ..render import IpsetSpec, ipset_restore_text
+from ..chains import IpsetSpec
+from ..render import ipset_restore_text
 from .base import ForwardOnly, Fresh, Step
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import probe, runner, tables
 from ..backend import tool
-from ..render import FamilyRules
+from ..chains import FamilyRules
 from .base import Fresh, Step
 
 

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from netfw import api
-from netfw.model import spec_from_dict
+from netfw.serial import spec_from_dict
 from netfw.rules import load_rules_json
 
 from .faults import Faults

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import pytest
 
-from netfw import api, render, tables
+from netfw import api, guards, tables
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
@@ -412,7 +412,7 @@ def _udp(dst_mac: str, src: str, dst: str, sport: int, dport: int) -> Callable[[
 def _dhcp(servers_pass: bool) -> list[t.Probe]:
     """DHCP(v6) messages from VM 1: a server's (to a client's port, from the server's port or any other) pass only
     when servers_pass; a client's own (to a server's port) always."""
-    own_link_local = str(render.link_local(MAC[VM1]))
+    own_link_local = str(guards.link_local(MAC[VM1]))
     return [
         t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 67, 68), servers_pass, "DHCP offer, broadcast, port 67"),
         t.frame(_udp(BROADCAST, IP4[VM1], "255.255.255.255", 6767, 68), servers_pass,

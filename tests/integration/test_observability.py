@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, render
+from netfw import api, chains, render
 from netfw.model import NicSpec
 from netfw.rules import parse_rules
 
@@ -430,8 +430,8 @@ def test_log_is_rate_limited_in_the_kernel_under_a_flood(vms):
     finally:
         reader.stop()
     assert sent > 10_000  # a flood, dropped (no rule for port 9)
-    bound = render.LOG_BURST + render.LOG_RATE * (elapsed + 0.5)
-    assert render.LOG_BURST <= flood <= got <= bound, (got, bound, sent, reader.lines)
+    bound = chains.LOG_BURST + chains.LOG_RATE * (elapsed + 0.5)
+    assert chains.LOG_BURST <= flood <= got <= bound, (got, bound, sent, reader.lines)
     assert status(1)["nics"][0]["drops"]["no_rule"]["packets"] >= sent * 0.9
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from netfw import runner
 from netfw.backend import tool
-from netfw.render import EB, Ruleset, ipset_restore_text, render, restore_text
+from netfw.chains import EB, Ruleset
+from netfw.render import ipset_restore_text, render, restore_text
 from tests.test_render import CASES  # every expected render file is proven canonical here
 
 pytestmark = pytest.mark.skipif(
