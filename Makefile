@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEB_PACKAGES := iproute2 iptables ipset conntrack iputils-ping netcat-openbsd iperf3 util-linux procps \
-                openvswitch-switch ethtool $(LIBVIRT_PACKAGES)
+                openvswitch-switch ethtool nftables $(LIBVIRT_PACKAGES)
 # A private libvirtd and QEMU for tests/integration/test_libvirt_*.py (no libvirt-daemon-system: it brings services
 # and a default network); busybox-static is what guest_assets puts in the guest.
 LIBVIRT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 busybox-static
@@ -12,9 +12,9 @@ LIBVIRT_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qe
 export PATH := $(CURDIR)/$(BIN):$(PATH):/usr/sbin:/sbin
 TOOLS := ip bridge tc iptables-restore ip6tables-restore ebtables-restore ipset conntrack ping nc iperf3 unshare nsenter \
          sysctl
-# Open vSwitch (its tests start a private one on the userspace datapath), ethtool, libvirt and QEMU: installed as root;
-# an ordinary user without them gets the Open vSwitch and libvirt tests skipped, each saying why.
-OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool libvirtd virsh qemu-system-x86_64
+# Open vSwitch (its tests start a private one on the userspace datapath), ethtool, nft (bench_hop's nftables rungs),
+# libvirt and QEMU: installed as root; an ordinary user without them gets those tests skipped, each saying why.
+OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool nft libvirtd virsh qemu-system-x86_64
 
 .PHONY: all deps venv compile demo test unit integration bench bench-quick clean deb deb-deps guest-assets
 
