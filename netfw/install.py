@@ -39,7 +39,7 @@ _SETTING_RE = re.compile(r"[ \t]*(?:export[ \t]+)?NETFW_VN_MADS=(.*)")
 def read_setting(text: str, shown: str) -> tuple[str, ...] | None:
     """The VN_MADs that NETFW_VN_MADS assigns in a settings file (the last assignment, as the shell reads it), None
     when none does. InstallError for a value that is not a plain list of driver names."""
-    from .driver import parse_vn_mads
+    from .driver_call import parse_vn_mads
 
     value = None
     for line in text.splitlines():

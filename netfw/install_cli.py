@@ -31,7 +31,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print the outcome as JSON.")
 
 def _run(action: str, remotes: str, drivers: Optional[str], dry_run: bool, as_json: bool,
          scripts: Optional[str] = None, settings: Optional[str] = None) -> None:
-    from .driver import parse_vn_mads
+    from .driver_call import parse_vn_mads
     from .errors import InputError
 
     try:

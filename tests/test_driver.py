@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, driver, legacy, runner, state
+from netfw import api, driver, driver_call, legacy, runner, state
 from netfw.cli import app
 from netfw.steps.base import show
 from netfw.model import InputError, NicSpec
@@ -100,7 +100,7 @@ class FakeApi:
 def one(*argv: str, stdin: str = "", env: dict | None = None):
     """`netfw one ARGV` with stdin (a Doc: in the test's shape for the action); returns (exit code, stdout, stderr)."""
     if isinstance(stdin, Doc):
-        action = next((a for a in argv if a in driver.ACTIONS), "post")
+        action = next((a for a in argv if a in driver_call.ACTIONS), "post")
         stdin = oned.stdin_for(action, stdin.raw, Doc.shape).decode()
     result = CliRunner().invoke(app, ["one", *argv], input=stdin, env=env or {"NETFW_VN_MADS": None})
     return result.exit_code, result.stdout, result.stderr
@@ -121,13 +121,13 @@ def errors(stderr: str) -> list[str]:
     ("netfw,bridge", ("netfw", "bridge")),
 ])  # fmt: skip
 def test_vn_mads(text, mads):
-    assert driver.parse_vn_mads(text) == mads
+    assert driver_call.parse_vn_mads(text) == mads
 
 
 @pytest.mark.parametrize("text", ["fw;rm -rf", "fw bridge", ",,", "a/b"])
 def test_vn_mads_rejected(text):
     with pytest.raises(InputError, match="VN_MAD list"):
-        driver.parse_vn_mads(text)
+        driver_call.parse_vn_mads(text)
 
 
 def test_vn_mads_from_environment(monkeypatch):
@@ -325,7 +325,7 @@ def test_extra_arguments_are_ignored(monkeypatch):
 WRAPPERS = Path(__file__).resolve().parents[1] / "scripts" / "opennebula"
 
 
-@pytest.mark.parametrize("action", list(driver.ACTIONS))
+@pytest.mark.parametrize("action", list(driver_call.ACTIONS))
 def test_wrapper_runs_netfw_one_action_with_sudo_and_options(tmp_path, action):
     """Run as oneadmin (a fake `id` says uid 9869), the wrapper execs `sudo -n NETFW one [--state-dir D]
     [--vn-mads M] ACTION ARGS` with stdin passed on."""
@@ -509,7 +509,7 @@ def test_one_default_vn_mad_list_everywhere():
     docs = (root / "docs" / "opennebula.md").read_text()
     assert f"NETFW_VN_MADS={default} " in docs
     assert f"(default `{default}`)" in docs
-    for action in driver.ACTIONS:
+    for action in driver_call.ACTIONS:
         assert f"#                    {default}\n" in (WRAPPERS / action).read_text(), action
     import re
 

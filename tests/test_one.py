@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw import driver, one
+from netfw import driver_call, one
 from netfw.model import InputError, NicSpec, Rule
 
 from . import oned
@@ -244,7 +244,7 @@ FORMS = {
 }
 
 
-@pytest.mark.parametrize("action", list(driver.ACTIONS))
+@pytest.mark.parametrize("action", list(driver_call.ACTIONS))
 @pytest.mark.parametrize("name", GOOD)
 def test_what_oned_sends_each_action_reads_as_the_whole_vm(name, action):
     """Issue 18: the reduced document (each element under a TEMPLATE of its own) gives the NICs of the whole VM;

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, driver
+from netfw import api, driver_call
 
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPERS = ROOT / "scripts" / "opennebula"
@@ -50,7 +50,7 @@ def run(argv: list[str], path: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, input="DOC\n", text=True, env=full, capture_output=True)
 
 
-@pytest.mark.parametrize("action", list(driver.ACTIONS))
+@pytest.mark.parametrize("action", list(driver_call.ACTIONS))
 def test_as_root_without_sudo_on_path_the_wrapper_runs_netfw_directly(tmp_path, action):
     path = fake_bin(tmp_path)
     res = run(as_root([str(WRAPPERS / action), "a1"]), path, NETFW_STATE_DIR="/srv/netfw")
