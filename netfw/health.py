@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api, names, probe, runner, state
+from . import api, cache, names, probe, runner, state
 from .errors import InputError
 from .state import Applied, StateError
 
@@ -77,19 +77,24 @@ def objects(vm: int | None = None) -> Objects:
     """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
     out = Objects()
     _tagged(probe.links(None), "", out, vm)
-    for found in namespaces():
-        if vm is not None and found != vm:
+    found = [f for f in namespaces() if vm is None or f == vm]
+    for vm_id, links in zip(found, cache.each(found, _namespace_links)):
+        ns = names.netns(vm_id)
+        if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
+            out.unreadable[vm_id] = f"could not read namespace {ns}: {links}"
             continue
-        ns = names.netns(found)
-        try:
-            links = probe.links(ns)
-        except runner.CommandError as e:  # that VM's fault: survey reports it, the others are read
-            out.unreadable[found] = f"could not read namespace {ns}: {e}"
-            continue
-        out.namespaces[found] = list(links)
+        out.namespaces[vm_id] = list(links)
         if not _tagged(links, f"{ns}/", out, None):
-            out.bare.add(found)
+            out.bare.add(vm_id)
     return out
+
+
+def _namespace_links(vm: int) -> dict[str, dict] | runner.CommandError:
+    """The links of namespace one-<vm>, or the error that reading them raised. Read-only."""
+    try:
+        return probe.links(names.netns(vm))
+    except runner.CommandError as e:
+        return e
 
 
 def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, int], Applied | StateError],
@@ -128,12 +133,28 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
     return Health(vm, nic, "drift" if drift else "attached", drift, applied)
 
 
+def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects,
+             state_dir: str | Path | None) -> dict[tuple[int, int], Health]:
+    """The health of recorded NICs (_recorded), one VM a task of cache.each (its NICs share its namespace's reads)."""
+    by_vm: dict[int, list[tuple[int, int]]] = {}
+    for key in keys:
+        by_vm.setdefault(key[0], []).append(key)
+    done = cache.each(by_vm.values(), lambda nics: [_recorded(k, recorded[k], seen, state_dir) for k in nics])
+    return {key: h for nics, healths in zip(by_vm.values(), done) for key, h in zip(nics, healths)}
+
+
 def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
-    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object)."""
+    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
+    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
+    with cache.reads():
+        return _survey(state_dir, vm, nic)
+
+
+def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
@@ -142,9 +163,10 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     # away), only in error
     refused.update(seen.unreadable)
     out = [Health(v, None, "error", [why]) for v, why in refused.items()]
-    for key in sorted(set(recorded) | set(seen.links) | journals):
-        if nic is not None and key[1] != nic:
-            continue
+    keys = [key for key in sorted(set(recorded) | set(seen.links) | journals) if nic is None or key[1] == nic]
+    checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)],
+                       recorded, seen, state_dir)
+    for key in keys:
         applied = recorded.get(key)
         if key[0] in refused:
             out.append(Health(*key, "error", [refused[key[0]]]))
@@ -157,7 +179,7 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
             why = "an interrupted run left them (journal)" if key in journals else "no state record"
             out.append(Health(*key, "orphan", [f"{why}; netfw's links: {', '.join(seen.links[key])}"]))
         else:
-            out.append(_recorded(key, applied, seen, state_dir))
+            out.append(checked[key])
     for bare in sorted(seen.bare):
         if nic is None and not any(k[0] == bare for k in recorded) and bare not in refused:
             held = ", ".join(n for n in seen.namespaces[bare] if n != "lo") or "nothing but lo"
