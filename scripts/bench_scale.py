@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Scale (issue 22): netfw's control plane on a host with N attached NICs, ratios measured in one run.
+
+    scripts/bench_scale.py [--quick] [--ns 100,300,1000] [--rounds 5] [--out DIR]   (re-runs itself in scripts/sandbox)
+
+For each N, on a Linux bridge, with a 20-rule security group per NIC (the main benchmark's "taps": veths on the VN
+bridge), one VM NIC each:
+  attach / detach of the Nth NIC: a probe NIC attached and detached `rounds` times beside N - 1 others (medians),
+                against the same on an empty host (the 1st);
+  status, status VM, metrics, gc --dry-run: each a `netfw` process, as an operator or a timer starts it: wall time,
+                CPU time (netfw and every process it started), largest RSS (wait4); and the same calls in-process,
+                for the processes started per NIC and netfw's own (Python) CPU time: where the time goes;
+  gc at boot:   the NICs half torn down (the VMs' taps gone, namespaces left), then the same N records with nothing left
+                in the kernel (a rebooted host): `netfw gc` each, and whether anything is left behind.
+Writes scale.json and scale.md to --out (default docs/benchmarks) and prints the table. Leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+NETFW = str(HERE.parent / ".venv" / "bin" / "netfw")
+PROBE_VM = 1  # the NIC attached and detached at each N; the N - 1 others are VMs 1000, 1001, ...
+FIRST = 1000
+MODES = {"quick": dict(ns=[3, 6], rounds=2), "full": dict(ns=[100, 300, 1000], rounds=5)}
+#: What issue 22 asks (seconds, ratios, MiB), for the verdicts under the table.
+TARGETS = {"status_s": 10.0, "metrics_s": 10.0, "status_vm_s": 0.3, "attach_ratio": 1.2, "detach_ratio": 1.2,
+           "gc_stale_s": 30.0, "gc_half_s": 60.0, "rss_mib": 100.0}
+
+
+def cli(args: list[str], state_dir: str) -> dict:
+    """One `netfw ...` process: wall s, CPU s (its own and its children's), largest RSS MiB, exit code, output."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen([NETFW, *args, "--state-dir", state_dir], stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                "rss_mib": round(usage.ru_maxrss / 1024, 1), "code": proc.returncode,
+                "lines": len(out.read().splitlines()), "stderr": err.read().decode(errors="replace")[-300:]}
+
+
+def in_process(call) -> dict:
+    """The same work in this process: processes started and netfw's own CPU time (Python, spawning included)."""
+    from bench_control import Spawns
+    with Spawns() as spawned:
+        cpu, t = time.process_time(), time.perf_counter()
+        call()
+        return {"procs": spawned.count, "python_cpu_s": round(time.process_time() - cpu, 3),
+                "s": round(time.perf_counter() - t, 3)}
+
+
+def probe_rounds(rounds: int, state_dir: str, rules) -> dict:
+    """Attach and detach the probe NIC `rounds` times: medians in ms, processes of the last round."""
+    import bench_lab as lab
+    from bench_control import timed_api
+    runs = [timed_api(lab.spec(PROBE_VM, rules), state_dir) for _ in range(rounds)]
+    return {"attach_ms": lab.ms(statistics.median(r[0] for r in runs)), "attach_procs": runs[-1][1],
+            "detach_ms": lab.ms(statistics.median(r[2] for r in runs)), "detach_procs": runs[-1][3]}
+
+
+def build(n: int, state_dir: str, rules) -> float:
+    """N - 1 attached NICs beside the probe's tap (on an empty host): seconds it took."""
+    import bench_lab as lab
+    from netfw import api
+    vms = list(range(FIRST, FIRST + n - 1))
+    lab.cheap_taps(vms)
+    t = time.perf_counter()
+    for vm in vms:
+        api.attach(lab.spec(vm, rules), state_dir=state_dir)
+    return round(time.perf_counter() - t, 1)
+
+
+def leftovers(state_dir: str) -> list[str]:
+    """What netfw left: namespaces one-*, links with its alias (hypervisor side), records and journals."""
+    from netfw import probe
+    left = [f"namespace {n}" for n in os.listdir(probe.NETNS_DIR) if n.startswith("one-")]
+    left += [f"link {name}" for name, link in probe.links(None).items() if probe.alias_of(link)]
+    left += [f"record {p.relative_to(state_dir)}" for p in Path(state_dir).rglob("nic-*.json")]
+    return left
+
+
+def boot_recovery(n: int, state_dir: str, work: Path) -> dict:
+    """gc with the N NICs half torn down (the taps gone: their veth peers deleted), then gc of a copy of the same N
+    records with nothing left in the kernel."""
+    import bench_lab as lab
+    stale = str(work / f"stale-{n}")
+    shutil.copytree(state_dir, stale)
+    lab.ip_batch([f"link del p{vm}" for vm in range(FIRST, FIRST + n - 1)] + [f"link del p{PROBE_VM}"])
+    half = cli(["gc"], state_dir)
+    half["left"] = leftovers(state_dir)
+    reboot = cli(["gc"], stale)
+    reboot["left"] = leftovers(stale)
+    shutil.rmtree(stale)
+    return {"gc_half": half, "gc_stale": reboot}
+
+
+def at(n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
+    """Everything measured with N NICs; the host is emptied again afterwards."""
+    import bench_lab as lab
+    from netfw import gc, health, metrics, status
+    row: dict = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
+    lab.cheap_taps([PROBE_VM])
+    row["build_s"] = build(n, state_dir, rules)
+    row.update(probe_rounds(rounds, state_dir, rules))
+    api_attach(state_dir, rules)  # the probe too: N NICs attached
+    commands = {"status": ["status"], "status_vm": ["status", str(FIRST)], "metrics": ["metrics"],
+                "gc_dry": ["gc", "--dry-run"]}
+    for key, args in commands.items():
+        row[key] = cli(args, state_dir)
+    row["status_inproc"] = in_process(lambda: health.survey(state_dir))
+    row["status_vm_inproc"] = in_process(lambda: status.vm_status(FIRST, None, state_dir))
+    row["metrics_inproc"] = in_process(lambda: metrics.collect(state_dir))
+    row["gc_dry_inproc"] = in_process(lambda: gc.collect(state_dir, dry_run=True))
+    row.update(boot_recovery(n, state_dir, work))
+    row["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    lab.reset()
+    lab.vn_bridge()
+    return row
+
+
+def api_attach(state_dir: str, rules) -> None:
+    import bench_lab as lab
+    from netfw import api
+    api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)
+
+
+def measure(ns: list[int], rounds: int, say=print) -> dict:
+    """The scale table's data: the first attach on an empty host, then every N (ascending)."""
+    import bench_lab as lab
+    work = Path(tempfile.mkdtemp(prefix="netfw-scale-"))
+    rules = lab.security_group(20)
+    out: dict = {"machine": lab.machine(), "rounds": rounds, "rows": []}
+    t0 = time.perf_counter()
+    try:
+        lab.reset()
+        lab.vn_bridge()
+        lab.cheap_taps([PROBE_VM])
+        out["first"] = probe_rounds(rounds, str(work / "state-1"), rules)
+        say(f"1st NIC: attach {out['first']['attach_ms']} ms, detach {out['first']['detach_ms']} ms")
+        lab.reset()
+        lab.vn_bridge()
+        for n in ns:
+            row = at(n, rounds, str(work / f"state-{n}"), work, rules)
+            out["rows"].append(row)
+            say(line(row, out["first"]))
+    finally:
+        lab.reset()
+        shutil.rmtree(work, ignore_errors=True)
+    out["duration_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def line(row: dict, first: dict) -> str:
+    return (f"N={row['n']}: attach {row['attach_ms']} ms ({row['attach_ms'] / first['attach_ms']:.2f}x), detach "
+            f"{row['detach_ms']} ms ({row['detach_ms'] / first['detach_ms']:.2f}x), status {row['status']['s']} s, "
+            f"status VM {row['status_vm']['s']} s, metrics {row['metrics']['s']} s, gc --dry-run "
+            f"{row['gc_dry']['s']} s, gc half torn down {row['gc_half']['s']} s, gc stale {row['gc_stale']['s']} s")
+
+
+if __name__ == "__main__":
+    from bench_scale_report import main
+    sys.exit(main())
