@@ -98,11 +98,11 @@ def _decide(records: state.StateDir, vm: int, state_dir: str | Path | None) -> t
     if journals is None:
         return {}, False, False
     try:
-        found = health.survey(state_dir, vm)
+        found = health.survey(state_dir, vm, verify=False)  # attached or drift is all one to gc: not verified
     except InputError:  # netfw knows nothing of the VM any more
         found = []
     keys = {h.nic: h.health for h in found if h.health in ("stale", "orphan") and h.nic is not None}
-    keys.update({h.nic: "tap gone" for h in found if h.health == "drift" and _tap_gone(h)})
+    keys.update({h.nic: "tap gone" for h in found if h.health == health.UNVERIFIED and _tap_gone(h)})
     for nic in journals:
         keys.setdefault(nic, "interrupted")
     bare = any(h.nic is None and h.health == "orphan" for h in found)
@@ -134,8 +134,9 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
             raise InputError(f"state directory {records.path} does not exist: without its records gc would take "
                              "every VM's firewall for an orphan and remove it")
         journaled = {vm for vm in records.vms() if _journals(records, vm)}
-        suspects = sorted({h.vm for h in health.survey(state_dir) if h.health in ("stale", "orphan", "drift")}
-                          | journaled)
+        with cache.reads():  # a first look, without locks: which VMs to decide under their locks
+            suspects = sorted({h.vm for h in health.survey(state_dir, verify=False) if h.health in ("stale", "orphan")
+                               or h.health == health.UNVERIFIED and _tap_gone(h)} | journaled)
         items: list[Item] = []
         for start in range(0, len(suspects), BATCH):
             batch = suspects[start:start + BATCH]
@@ -143,7 +144,9 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
                 for vm in batch:  # a dry run takes no lock: it creates nothing
                     held.enter_context(api.locked(records, vm, dry_run))
                 with cache.reads():  # read under the batch's locks, shared by its VMs; nothing changes meanwhile
-                    decided = {vm: _decide(records, vm, state_dir) for vm in batch}
-                for vm in batch:
-                    items += _collect_vm(records, vm, decided[vm], dry_run)
+                    decided = dict(zip(batch, cache.each(batch, lambda vm: _decide(records, vm, state_dir))))
+                removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run)  # noqa: E731
+                # a dry run records the commands of one detach at a time (runner.recording is process-wide)
+                for done in [removal(vm) for vm in batch] if dry_run else cache.each(batch, removal):
+                    items += done
         return items

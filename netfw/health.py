@@ -25,6 +25,8 @@ from .errors import InputError
 from .state import Applied, StateError
 
 HEALTHS = ("attached", "drift", "stale", "orphan", "error")
+#: survey(verify=False)'s word for a recorded NIC with kernel objects: attached or drift, not checked (gc's first look).
+UNVERIFIED = "unverified"
 _NETNS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
 
 
@@ -119,13 +121,16 @@ def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, i
     return found, journals, refused
 
 
-def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None) -> Health:
+def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None,
+              verify: bool = True) -> Health:
     vm, nic = key
     tap_inside = applied.spec.tap in seen.namespaces.get(vm, [])
     if key not in seen.links and not tap_inside:
         return Health(vm, nic, "stale", [f"no kernel object of VM {vm} NIC {nic} is left (after a reboot, or the "
                                          f"VM is gone): netfw attach repairs it, netfw detach {vm} {nic} forgets it"],
                       applied)
+    if not verify:
+        return Health(vm, nic, UNVERIFIED, [], applied)
     try:
         drift = api.verify(vm, nic, state_dir=state_dir)[nic]
     except (runner.CommandError, InputError) as e:  # a failed read, a record or an OVSDB value netfw refuses
@@ -133,28 +138,30 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
     return Health(vm, nic, "drift" if drift else "attached", drift, applied)
 
 
-def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects,
-             state_dir: str | Path | None) -> dict[tuple[int, int], Health]:
+def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_dir: str | Path | None,
+             verify: bool) -> dict[tuple[int, int], Health]:
     """The health of recorded NICs (_recorded), one VM a task of cache.each (its NICs share its namespace's reads)."""
     by_vm: dict[int, list[tuple[int, int]]] = {}
     for key in keys:
         by_vm.setdefault(key[0], []).append(key)
-    done = cache.each(by_vm.values(), lambda nics: [_recorded(k, recorded[k], seen, state_dir) for k in nics])
+    done = cache.each(by_vm.values(), lambda nics: [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics])
     return {key: h for nics, healths in zip(by_vm.values(), done) for key, h in zip(nics, healths)}
 
 
-def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None) -> list[Health]:
+def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
+           verify: bool = True) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
     Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
-    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each)."""
+    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each). verify False: a recorded NIC with
+    kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with cache.reads():
-        return _survey(state_dir, vm, nic)
+        return _survey(state_dir, vm, nic, verify)
 
 
-def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None) -> list[Health]:
+def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
@@ -165,7 +172,7 @@ def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None) -> li
     out = [Health(v, None, "error", [why]) for v, why in refused.items()]
     keys = [key for key in sorted(set(recorded) | set(seen.links) | journals) if nic is None or key[1] == nic]
     checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)],
-                       recorded, seen, state_dir)
+                       recorded, seen, state_dir, verify)
     for key in keys:
         applied = recorded.get(key)
         if key[0] in refused:
