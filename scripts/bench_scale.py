@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,13 +66,31 @@ def in_process(call) -> dict:
                 "s": round(time.perf_counter() - t, 3)}
 
 
+def _costs(call) -> tuple[float, float, int]:
+    """(wall s, CPU s of this process and of the processes it started, processes) of call()."""
+    from bench_control import Spawns
+    before, cpu = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    with Spawns() as spawned:
+        t = time.perf_counter()
+        call()
+        wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, time.process_time() - cpu + children, spawned.count
+
+
 def probe_rounds(rounds: int, state_dir: str, rules) -> dict:
-    """Attach and detach the probe NIC `rounds` times: medians in ms, processes of the last round."""
+    """Attach and detach the probe NIC `rounds` times: medians of wall and CPU ms, processes of the last round."""
     import bench_lab as lab
-    from bench_control import timed_api
-    runs = [timed_api(lab.spec(PROBE_VM, rules), state_dir) for _ in range(rounds)]
-    return {"attach_ms": lab.ms(statistics.median(r[0] for r in runs)), "attach_procs": runs[-1][1],
-            "detach_ms": lab.ms(statistics.median(r[2] for r in runs)), "detach_procs": runs[-1][3]}
+    from netfw import api
+    attach = [_costs(lambda: api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)) for _ in range(1)]
+    detach = [_costs(lambda: api.detach(PROBE_VM, 0, state_dir=state_dir))]
+    for _ in range(rounds - 1):
+        attach.append(_costs(lambda: api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)))
+        detach.append(_costs(lambda: api.detach(PROBE_VM, 0, state_dir=state_dir)))
+    med = lambda runs, i: lab.ms(statistics.median(r[i] for r in runs))  # noqa: E731
+    return {"attach_ms": med(attach, 0), "attach_cpu_ms": med(attach, 1), "attach_procs": attach[-1][2],
+            "detach_ms": med(detach, 0), "detach_cpu_ms": med(detach, 1), "detach_procs": detach[-1][2]}
 
 
 def build(n: int, state_dir: str, rules) -> float:
@@ -152,7 +171,8 @@ def measure(ns: list[int], rounds: int, say=print) -> dict:
         lab.vn_bridge()
         lab.cheap_taps([PROBE_VM])
         out["first"] = probe_rounds(rounds, str(work / "state-1"), rules)
-        say(f"1st NIC: attach {out['first']['attach_ms']} ms, detach {out['first']['detach_ms']} ms")
+        say(f"1st NIC: attach {out['first']['attach_ms']} ms (CPU {out['first']['attach_cpu_ms']}), detach "
+            f"{out['first']['detach_ms']} ms (CPU {out['first']['detach_cpu_ms']})")
         lab.reset()
         lab.vn_bridge()
         for n in ns:
@@ -167,8 +187,10 @@ def measure(ns: list[int], rounds: int, say=print) -> dict:
 
 
 def line(row: dict, first: dict) -> str:
-    return (f"N={row['n']}: attach {row['attach_ms']} ms ({row['attach_ms'] / first['attach_ms']:.2f}x), detach "
-            f"{row['detach_ms']} ms ({row['detach_ms'] / first['detach_ms']:.2f}x), status {row['status']['s']} s, "
+    return (f"N={row['n']}: attach {row['attach_ms']} ms ({row['attach_ms'] / first['attach_ms']:.2f}x; CPU "
+            f"{row['attach_cpu_ms'] / first['attach_cpu_ms']:.2f}x), detach {row['detach_ms']} ms "
+            f"({row['detach_ms'] / first['detach_ms']:.2f}x; CPU {row['detach_cpu_ms'] / first['detach_cpu_ms']:.2f}x), "
+            f"status {row['status']['s']} s, "
             f"status VM {row['status_vm']['s']} s, metrics {row['metrics']['s']} s, gc --dry-run "
             f"{row['gc_dry']['s']} s, gc half torn down {row['gc_half']['s']} s, gc stale {row['gc_stale']['s']} s")
 
