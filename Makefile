@@ -13,7 +13,7 @@ TOOLS := ip bridge tc iptables-restore ip6tables-restore ebtables-restore ipset 
 # user without them gets the Open vSwitch tests skipped, each saying why.
 OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool
 
-.PHONY: all deps venv compile demo test unit integration bench bench-quick clean deb deb-deps
+.PHONY: all deps venv compile demo test unit integration bench bench-quick bench-scale clean deb deb-deps
 
 all: test
 
@@ -68,6 +68,10 @@ bench: deps venv
 
 bench-quick: deps venv compile
 	scripts/sandbox $(BIN)/python scripts/bench.py --quick --out /tmp/netfw-bench-quick
+
+# The scale table alone (make bench runs it too): N = 100, 300, 1,000 attached NICs, into docs/benchmarks/scale.md.
+bench-scale: deps venv compile
+	scripts/sandbox $(BIN)/python scripts/bench_scale.py
 
 # The Debian package (debian/): $(DEB_DIST)/netfw_<version>_all.deb, checked by lintian (no error allowed).
 #   make deb          everything: the Debian build tools (installed as root, named otherwise), the wheels of netfw's

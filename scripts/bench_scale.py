@@ -35,10 +35,63 @@ sys.path.insert(0, str(HERE))
 NETFW = str(HERE.parent / ".venv" / "bin" / "netfw")
 PROBE_VM = 1  # the NIC attached and detached at each N; the N - 1 others are VMs 1000, 1001, ...
 FIRST = 1000
-MODES = {"quick": dict(ns=[3, 6], rounds=2), "full": dict(ns=[100, 300, 1000], rounds=5)}
+MODES = {"quick": dict(ns=[3, 6], rounds=2, ovs_ns=[3]), "full": dict(ns=[100, 300, 1000], rounds=5, ovs_ns=[100])}
 #: What issue 22 asks (seconds, ratios, MiB), for the verdicts under the table.
 TARGETS = {"status_s": 10.0, "metrics_s": 10.0, "status_vm_s": 0.3, "attach_ratio": 1.2, "detach_ratio": 1.2,
            "gc_stale_s": 30.0, "gc_half_s": 60.0, "rss_mib": 100.0}
+
+
+class Host:
+    """The run's VN bridge: a Linux bridge, or an Open vSwitch bridge on a private ovs-vswitchd (userspace datapath,
+    tests/integration/ovs.py) whose ports the taps are."""
+
+    def __init__(self, kind: str = "linux"):
+        import bench_lab as lab
+        import bench_ovs
+        self.kind, self.daemon = kind, None
+        self.bridge = bench_ovs.OVS_BRIDGE if kind == "ovs" else lab.VN_BRIDGE
+
+    def start(self) -> None:
+        if self.kind == "ovs":
+            import bench_ovs
+            ovs = bench_ovs._ovs_module()
+            self.daemon = ovs.Ovs()
+            self.daemon.start()
+        self.empty()
+
+    def empty(self) -> None:
+        """Nothing but the VN bridge (and the probe NIC's tap)."""
+        import bench_lab as lab
+        import bench_ovs
+        if self.daemon is not None:
+            bench_ovs._ovs_module().reset()  # first: deleting a port's link under OVS would leave a stale port behind
+        lab.reset()
+        if self.daemon is not None:
+            bench_ovs._ovs_module().vsctl("add-br", self.bridge, "--", "set", "Bridge", self.bridge,
+                                          "datapath_type=netdev")
+        else:
+            lab.vn_bridge()
+        self.taps([PROBE_VM])
+
+    def taps(self, vms: list[int]) -> None:
+        import bench_lab as lab
+        import bench_ovs
+        if self.daemon is None:
+            lab.cheap_taps(vms)
+        for vm in vms if self.daemon is not None else ():
+            bench_ovs.cheap_tap(vm, "ovs")
+
+    def spec(self, vm: int, rules):
+        import bench_lab as lab
+        return lab.spec(vm, rules, bridge=self.bridge)
+
+    def stop(self) -> None:
+        import bench_lab as lab
+        import bench_ovs
+        if self.daemon is not None:
+            bench_ovs._ovs_module().reset()
+            self.daemon.stop()
+        lab.reset()
 
 
 def cli(args: list[str], state_dir: str) -> dict:
@@ -79,29 +132,27 @@ def _costs(call) -> tuple[float, float, int]:
     return wall, time.process_time() - cpu + children, spawned.count
 
 
-def probe_rounds(rounds: int, state_dir: str, rules) -> dict:
+def probe_rounds(host: Host, rounds: int, state_dir: str, rules) -> dict:
     """Attach and detach the probe NIC `rounds` times: medians of wall and CPU ms, processes of the last round."""
     import bench_lab as lab
     from netfw import api
-    attach = [_costs(lambda: api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)) for _ in range(1)]
-    detach = [_costs(lambda: api.detach(PROBE_VM, 0, state_dir=state_dir))]
-    for _ in range(rounds - 1):
-        attach.append(_costs(lambda: api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)))
+    attach, detach = [], []
+    for _ in range(rounds):
+        attach.append(_costs(lambda: api.attach(host.spec(PROBE_VM, rules), state_dir=state_dir)))
         detach.append(_costs(lambda: api.detach(PROBE_VM, 0, state_dir=state_dir)))
     med = lambda runs, i: lab.ms(statistics.median(r[i] for r in runs))  # noqa: E731
     return {"attach_ms": med(attach, 0), "attach_cpu_ms": med(attach, 1), "attach_procs": attach[-1][2],
             "detach_ms": med(detach, 0), "detach_cpu_ms": med(detach, 1), "detach_procs": detach[-1][2]}
 
 
-def build(n: int, state_dir: str, rules) -> float:
+def build(host: Host, n: int, state_dir: str, rules) -> float:
     """N - 1 attached NICs beside the probe's tap (on an empty host): seconds it took."""
-    import bench_lab as lab
     from netfw import api
     vms = list(range(FIRST, FIRST + n - 1))
-    lab.cheap_taps(vms)
+    host.taps(vms)
     t = time.perf_counter()
     for vm in vms:
-        api.attach(lab.spec(vm, rules), state_dir=state_dir)
+        api.attach(host.spec(vm, rules), state_dir=state_dir)
     return round(time.perf_counter() - t, 1)
 
 
@@ -129,15 +180,13 @@ def boot_recovery(n: int, state_dir: str, work: Path) -> dict:
     return {"gc_half": half, "gc_stale": reboot}
 
 
-def at(n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
+def at(host: Host, n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
     """Everything measured with N NICs; the host is emptied again afterwards."""
-    import bench_lab as lab
-    from netfw import gc, health, metrics, status
+    from netfw import api, gc, health, metrics, status
     row: dict = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
-    lab.cheap_taps([PROBE_VM])
-    row["build_s"] = build(n, state_dir, rules)
-    row.update(probe_rounds(rounds, state_dir, rules))
-    api_attach(state_dir, rules)  # the probe too: N NICs attached
+    row["build_s"] = build(host, n, state_dir, rules)
+    row.update(probe_rounds(host, rounds, state_dir, rules))
+    api.attach(host.spec(PROBE_VM, rules), state_dir=state_dir)  # the probe too: N NICs attached
     commands = {"status": ["status"], "status_vm": ["status", str(FIRST)], "metrics": ["metrics"],
                 "gc_dry": ["gc", "--dry-run"]}
     for key, args in commands.items():
@@ -148,41 +197,44 @@ def at(n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
     row["gc_dry_inproc"] = in_process(lambda: gc.collect(state_dir, dry_run=True))
     row.update(boot_recovery(n, state_dir, work))
     row["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    lab.reset()
-    lab.vn_bridge()
+    host.empty()
     return row
 
 
-def api_attach(state_dir: str, rules) -> None:
-    import bench_lab as lab
-    from netfw import api
-    api.attach(lab.spec(PROBE_VM, rules), state_dir=state_dir)
-
-
-def measure(ns: list[int], rounds: int, say=print) -> dict:
-    """The scale table's data: the first attach on an empty host, then every N (ascending)."""
+def measure(ns: list[int], rounds: int, say=print, mode: str = "full", kind: str = "linux") -> dict:
+    """The scale table's data on a Linux or an Open vSwitch (kind "ovs") VN bridge: the first attach on an empty
+    host, then every N (ascending)."""
     import bench_lab as lab
     work = Path(tempfile.mkdtemp(prefix="netfw-scale-"))
     rules = lab.security_group(20)
-    out: dict = {"machine": lab.machine(), "rounds": rounds, "rows": []}
+    out: dict = {"mode": mode, "kind": kind, "machine": lab.machine(), "rounds": rounds, "rows": []}
+    say(f"scale ({kind}): N = {', '.join(map(str, ns))} attached NICs ...")
     t0 = time.perf_counter()
+    host = Host(kind)
     try:
-        lab.reset()
-        lab.vn_bridge()
-        lab.cheap_taps([PROBE_VM])
-        out["first"] = probe_rounds(rounds, str(work / "state-1"), rules)
+        host.start()
+        out["first"] = probe_rounds(host, rounds, str(work / "state-1"), rules)
         say(f"1st NIC: attach {out['first']['attach_ms']} ms (CPU {out['first']['attach_cpu_ms']}), detach "
             f"{out['first']['detach_ms']} ms (CPU {out['first']['detach_cpu_ms']})")
-        lab.reset()
-        lab.vn_bridge()
+        host.empty()
         for n in ns:
-            row = at(n, rounds, str(work / f"state-{n}"), work, rules)
+            row = at(host, n, rounds, str(work / f"state-{n}"), work, rules)
             out["rows"].append(row)
             say(line(row, out["first"]))
     finally:
-        lab.reset()
+        host.stop()
         shutil.rmtree(work, ignore_errors=True)
     out["duration_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def measure_all(ns: list[int], rounds: int, ovs_ns: list[int] | None, say=print, mode: str = "full") -> dict:
+    """measure() on a Linux bridge, then (ovs_ns) on Open vSwitch under "ovs", or why not ({"skipped": ...})."""
+    import bench_ovs
+    out = measure(ns, rounds, say, mode)
+    if ovs_ns:
+        why = bench_ovs.unavailable()
+        out["ovs"] = {"skipped": why} if why else measure(ovs_ns, rounds, say, mode, kind="ovs")
     return out
 
 

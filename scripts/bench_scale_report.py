@@ -17,11 +17,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ns", help="N values, comma-separated (default: 100,300,1000)")
     p.add_argument("--rounds", type=int, help="attach/detach rounds of the probe NIC at each N (default 5)")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "benchmarks"), help="where scale.json/scale.md go")
+    p.add_argument("--ovs", action="store_true", help="with --quick: the Open vSwitch run too (N = 3)")
+    p.add_argument("--skip-ovs", action="store_true", help="leave out the Open vSwitch run (full: N = 100)")
     p.add_argument("--report-only", action="store_true", help="only rewrite scale.md from scale.json")
     args = p.parse_args(argv)
     mode = bench_scale.MODES["quick" if args.quick else "full"]
     args.ns = [int(n) for n in args.ns.split(",")] if args.ns else mode["ns"]
     args.rounds = args.rounds or mode["rounds"]
+    args.ovs_ns = None if args.skip_ovs or (args.quick and not args.ovs) else mode["ovs_ns"]
     return args
 
 
@@ -35,18 +38,30 @@ def main(argv: list[str] | None = None) -> int:
     from loguru import logger
     logger.remove()  # netfw logs every step; logging is not measured
     import bench_scale
-    results = bench_scale.measure(args.ns, args.rounds, say=lambda *a: print(*a, flush=True))
-    results["mode"] = "quick" if args.quick else "full"
+    results = bench_scale.measure_all(args.ns, args.rounds, args.ovs_ns, say=lambda *a: print(*a, flush=True),
+                                      mode="quick" if args.quick else "full")
+    return save(out, results)
+
+
+def save(out: Path, results: dict) -> int:
+    """scale.json and scale.md in out."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(results, indent=1) + "\n")
     return write(out, results)
+
+
+def section(r: dict) -> list[str]:
+    """The scale table in the main benchmark's README (when the run measured it)."""
+    if "scale" not in r:
+        return []
+    return ["#### Scale: N attached NICs (scale.md: targets, where the time goes)", "", *table(r["scale"]), ""]
 
 
 def write(out: Path, results: dict) -> int:
     text = markdown(results)
     (out / "scale.md").write_text(text)
     print(text)
-    print(f"wrote {out}/scale.json, scale.md")
+    print(f"wrote {out}/scale.md")
     return 0
 
 
@@ -130,7 +145,18 @@ def markdown(results: dict) -> str:
             "is in the table; CPU seconds (netfw and every process it started, from wait4) are less noisy than "
             "wall times.\n")
     return "\n".join([head, *table(results), "", "## Targets", "", *verdicts(results), "",
-                      "## Where the time goes (the same calls in-process)", "", *where(results), ""])
+                      "## Where the time goes (the same calls in-process)", "", *where(results), "",
+                      *ovs_section(results.get("ovs"))])
+
+
+def ovs_section(ovs: dict | None) -> list[str]:
+    """The same on an Open vSwitch VN bridge (a private ovs-vswitchd on the userspace datapath)."""
+    if not ovs:
+        return []
+    head = ["## Open vSwitch (userspace datapath, the taps OVS ports)", ""]
+    if "skipped" in ovs:
+        return head + [f"Not measured in this run: {ovs['skipped']}", ""]
+    return head + [*table(ovs), "", *verdicts(ovs), "", *where(ovs), ""]
 
 
 if __name__ == "__main__":
