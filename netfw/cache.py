@@ -35,6 +35,7 @@ class Reads:
     def __init__(self) -> None:
         self.links: dict[str | None, dict[str, dict] | runner.CommandError] = {}
         self.saves: dict[tuple[str, str], str | runner.CommandError] = {}
+        self.derived: dict[str, object] = {}  # what is computed once from the reads above (health's host tags)
 
     @staticmethod
     def memo(table: dict, key, read: Callable[[], T]) -> T:

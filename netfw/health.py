@@ -75,11 +75,26 @@ def _tagged(links: dict[str, dict], where: str, out: Objects, vm: int | None) ->
     return count
 
 
+def _host_tags() -> list[tuple[str, tuple[int, int, str]]]:
+    """(name, (vm, nic, role)) of the hypervisor's links that carry netfw's alias, in their order; computed once
+    within cache.reads() (gc asks for one VM after another: once per VM was quadratic in the VM count)."""
+    def read() -> list[tuple[str, tuple[int, int, str]]]:
+        return [(name, tag) for name, link in probe.links(None).items()
+                if (tag := names.parse_alias(link.get("ifalias")))]
+    reads = cache.active()
+    return read() if reads is None else reads.memo(reads.derived, "host tags", read)
+
+
 def objects(vm: int | None = None) -> Objects:
     """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
     out = Objects()
-    _tagged(probe.links(None), "", out, vm)
-    found = [f for f in namespaces() if vm is None or f == vm]
+    for name, tag in _host_tags():
+        if vm is None or tag[0] == vm:
+            out.links.setdefault(tag[:2], []).append(f"{name} ({tag[2]})")
+    if vm is None:
+        found = namespaces()
+    else:  # not every namespace's mount checked for one VM's
+        found = [vm] if probe.netns_exists(names.netns(vm)) else []
     for vm_id, links in zip(found, cache.each(found, _namespace_links)):
         ns = names.netns(vm_id)
         if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
