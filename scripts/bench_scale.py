@@ -94,19 +94,33 @@ class Host:
         lab.reset()
 
 
+#: Starts `netfw ...` as a child of a small process and reports its wall and CPU time and largest RSS (wait4). Not
+#: from this process: the kernel counts the RSS a process had before its exec in its maxrss, and a child of this
+#: process (vfork) would report this process's RSS, which holds N NICs' results.
+TIMED = """import json, os, sys, time
+t = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump({"s": time.perf_counter() - t, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_kib": usage.ru_maxrss,
+               "code": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
 def cli(args: list[str], state_dir: str) -> dict:
     """One `netfw ...` process: wall s, CPU s (its own and its children's), largest RSS MiB, exit code, output."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t = time.perf_counter()
-        proc = subprocess.Popen([NETFW, *args, "--state-dir", state_dir], stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(suffix=".json") as usage:
+        subprocess.run([sys.executable, "-c", TIMED, usage.name, NETFW, *args, "--state-dir", state_dir],
+                       stdout=out, stderr=err, check=False)
+        got = json.loads(Path(usage.name).read_text())
         out.seek(0)
         err.seek(0)
-        return {"s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-                "rss_mib": round(usage.ru_maxrss / 1024, 1), "code": proc.returncode,
-                "lines": len(out.read().splitlines()), "stderr": err.read().decode(errors="replace")[-300:]}
+        return {"s": round(got["s"], 3), "cpu_s": round(got["cpu_s"], 3), "rss_mib": round(got["rss_kib"] / 1024, 1),
+                "code": got["code"], "lines": len(out.read().splitlines()),
+                "stderr": err.read().decode(errors="replace")[-300:]}
 
 
 def in_process(call) -> dict:
