@@ -159,7 +159,14 @@ def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_d
     by_vm: dict[int, list[tuple[int, int]]] = {}
     for key in keys:
         by_vm.setdefault(key[0], []).append(key)
-    done = cache.each(by_vm.values(), lambda nics: [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics])
+    def task(nics: list[tuple[int, int]]) -> list[Health]:
+        found = [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics]
+        reads = cache.active()
+        if verify and reads is not None:  # verified: its links are not needed again (gc's look at taps needs them)
+            reads.forget(names.netns(nics[0][0]))
+        return found
+
+    done = cache.each(by_vm.values(), task)
     return {key: h for nics, healths in zip(by_vm.values(), done) for key, h in zip(nics, healths)}
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import cache, health, status
+from . import cache, health, names, status
 from .counters import DIRECTIONS, REASONS
 from .render import security_rules
 from .runner import CommandError
@@ -77,6 +77,10 @@ def _vm_status(vm: int, healths: list[health.Health], state_dir: str | Path | No
         for h in healths:
             h.health, h.problems = "error", [f"could not read its counters: {e}"]
         return status.VmStatus(vm, [status.NicStatus(h) for h in healths])
+    finally:
+        reads = cache.active()
+        if reads is not None:  # counted: the VM's saves are not needed again
+            reads.forget(names.netns(vm), saves=True)
 
 
 def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
