@@ -55,8 +55,9 @@ class Reads:
         """Let go of namespace ns's links (and saves): a VM done with keeps no memory (1,000 VMs' reads held to the
         end made a metrics run's RSS grow past 100 MiB). A later use reads again."""
         self.links.pop(ns, None)
-        for key in [k for k in self.saves if saves and k[0] == ns]:
-            self.saves.pop(key, None)
+        if saves:  # list(): a copy taken at once (other threads add their namespaces' saves meanwhile)
+            for key in [k for k in list(self.saves) if k[0] == ns]:
+                self.saves.pop(key, None)
 
 
 _active: Reads | None = None
