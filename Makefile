@@ -16,7 +16,7 @@ TOOLS := ip bridge tc iptables-restore ip6tables-restore ebtables-restore ipset 
 # libvirt and QEMU: installed as root; an ordinary user without them gets those tests skipped, each saying why.
 OPTIONAL_TOOLS := ovs-vsctl ovsdb-server ovs-vswitchd ethtool nft libvirtd virsh qemu-system-x86_64
 
-.PHONY: all deps venv compile demo test unit integration bench bench-quick clean deb deb-deps guest-assets
+.PHONY: all deps venv compile demo test unit integration bench bench-quick bench-scale clean deb deb-deps guest-assets
 
 all: test
 
@@ -83,6 +83,10 @@ bench: deps venv
 
 bench-quick: deps venv compile
 	scripts/sandbox $(BIN)/python scripts/bench.py --quick --out /tmp/netfw-bench-quick
+
+# The scale table alone (make bench runs it too): N = 100, 300, 1,000 attached NICs, into docs/benchmarks/scale.md.
+bench-scale: deps venv compile
+	scripts/sandbox $(BIN)/python scripts/bench_scale.py
 
 # The Debian package (debian/): $(DEB_DIST)/netfw_<version>_all.deb, checked by lintian (no error allowed).
 #   make deb          everything: the Debian build tools (installed as root, named otherwise), the wheels of netfw's

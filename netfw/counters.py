@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import probe, runner
+from . import cache, probe, runner
 from .backend import tool
 from .model import NicSpec
 from .chains import EB, FAMILIES, chain_name
@@ -141,13 +141,20 @@ def save_argv(ns: str, family: str, backend: str) -> list[str]:
 
 def read(ns: str, backends: set[str]) -> dict[str, dict[str, Saved]]:
     """{backend: {family: counted rules}} of the VM namespace: one save per family and backend in use (a VM's NICs
-    may have been attached with different backends). Safe to repeat; raises CommandError if a save fails."""
+    may have been attached with different backends). Safe to repeat; raises CommandError if a save fails. Within
+    cache.reads(), the namespace's saves that verify read already (probe.counted_save)."""
     found: dict[str, dict[str, Saved]] = {}
-    eb = parse_counters(runner.run(save_argv(ns, EB, "auto")).stdout)
+    eb = parse_counters(_counted(ns, EB, "auto"))
     for how in sorted(backends):
-        found[how] = {family: parse_counters(runner.run(save_argv(ns, family, how)).stdout) for family in FAMILIES}
+        found[how] = {family: parse_counters(_counted(ns, family, how)) for family in FAMILIES}
         found[how][EB] = eb
     return found
+
+
+def _counted(ns: str, family: str, backend: str) -> str:
+    if cache.active() is not None:
+        return probe.counted_save(ns, family, backend)  # every table: parse_counters picks filter
+    return runner.run(save_argv(ns, family, backend)).stdout
 
 
 def conntrack_count(ns: str) -> int:

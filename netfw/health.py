@@ -20,11 +20,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api, names, probe, runner, state
+from . import api, cache, names, probe, runner, state
 from .errors import InputError
 from .state import Applied, StateError
 
 HEALTHS = ("attached", "drift", "stale", "orphan", "error")
+#: survey(verify=False)'s word for a recorded NIC with kernel objects: attached or drift, not checked (gc's first look).
+UNVERIFIED = "unverified"
 _NETNS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
 
 
@@ -73,23 +75,43 @@ def _tagged(links: dict[str, dict], where: str, out: Objects, vm: int | None) ->
     return count
 
 
+def _host_tags() -> list[tuple[str, tuple[int, int, str]]]:
+    """(name, (vm, nic, role)) of the hypervisor's links that carry netfw's alias, in their order; computed once
+    within cache.reads() (gc asks for one VM after another: once per VM was quadratic in the VM count)."""
+    def read() -> list[tuple[str, tuple[int, int, str]]]:
+        return [(name, tag) for name, link in probe.links(None).items()
+                if (tag := names.parse_alias(link.get("ifalias")))]
+    reads = cache.active()
+    return read() if reads is None else reads.memo(reads.derived, "host tags", read)
+
+
 def objects(vm: int | None = None) -> Objects:
     """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
     out = Objects()
-    _tagged(probe.links(None), "", out, vm)
-    for found in namespaces():
-        if vm is not None and found != vm:
+    for name, tag in _host_tags():
+        if vm is None or tag[0] == vm:
+            out.links.setdefault(tag[:2], []).append(f"{name} ({tag[2]})")
+    if vm is None:
+        found = namespaces()
+    else:  # not every namespace's mount checked for one VM's
+        found = [vm] if probe.netns_exists(names.netns(vm)) else []
+    for vm_id, links in zip(found, cache.each(found, _namespace_links)):
+        ns = names.netns(vm_id)
+        if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
+            out.unreadable[vm_id] = f"could not read namespace {ns}: {links}"
             continue
-        ns = names.netns(found)
-        try:
-            links = probe.links(ns)
-        except runner.CommandError as e:  # that VM's fault: survey reports it, the others are read
-            out.unreadable[found] = f"could not read namespace {ns}: {e}"
-            continue
-        out.namespaces[found] = list(links)
+        out.namespaces[vm_id] = list(links)
         if not _tagged(links, f"{ns}/", out, None):
-            out.bare.add(found)
+            out.bare.add(vm_id)
     return out
+
+
+def _namespace_links(vm: int) -> dict[str, dict] | runner.CommandError:
+    """The links of namespace one-<vm>, or the error that reading them raised. Read-only."""
+    try:
+        return probe.links(names.netns(vm))
+    except runner.CommandError as e:
+        return e
 
 
 def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, int], Applied | StateError],
@@ -114,13 +136,16 @@ def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, i
     return found, journals, refused
 
 
-def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None) -> Health:
+def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None,
+              verify: bool = True) -> Health:
     vm, nic = key
     tap_inside = applied.spec.tap in seen.namespaces.get(vm, [])
     if key not in seen.links and not tap_inside:
         return Health(vm, nic, "stale", [f"no kernel object of VM {vm} NIC {nic} is left (after a reboot, or the "
                                          f"VM is gone): netfw attach repairs it, netfw detach {vm} {nic} forgets it"],
                       applied)
+    if not verify:
+        return Health(vm, nic, UNVERIFIED, [], applied)
     try:
         drift = api.verify(vm, nic, state_dir=state_dir)[nic]
     except (runner.CommandError, InputError) as e:  # a failed read, a record or an OVSDB value netfw refuses
@@ -128,12 +153,37 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
     return Health(vm, nic, "drift" if drift else "attached", drift, applied)
 
 
-def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None) -> list[Health]:
+def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_dir: str | Path | None,
+             verify: bool) -> dict[tuple[int, int], Health]:
+    """The health of recorded NICs (_recorded), one VM a task of cache.each (its NICs share its namespace's reads)."""
+    by_vm: dict[int, list[tuple[int, int]]] = {}
+    for key in keys:
+        by_vm.setdefault(key[0], []).append(key)
+    def task(nics: list[tuple[int, int]]) -> list[Health]:
+        found = [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics]
+        reads = cache.active()
+        if verify and reads is not None:  # verified: its links are not needed again (gc's look at taps needs them)
+            reads.forget(names.netns(nics[0][0]))
+        return found
+
+    done = cache.each(by_vm.values(), task)
+    return {key: h for nics, healths in zip(by_vm.values(), done) for key, h in zip(nics, healths)}
+
+
+def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
+           verify: bool = True) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
-    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object)."""
+    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
+    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each). verify False: a recorded NIC with
+    kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
+    with cache.reads():
+        return _survey(state_dir, vm, nic, verify)
+
+
+def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
@@ -142,9 +192,10 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     # away), only in error
     refused.update(seen.unreadable)
     out = [Health(v, None, "error", [why]) for v, why in refused.items()]
-    for key in sorted(set(recorded) | set(seen.links) | journals):
-        if nic is not None and key[1] != nic:
-            continue
+    keys = [key for key in sorted(set(recorded) | set(seen.links) | journals) if nic is None or key[1] == nic]
+    checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)],
+                       recorded, seen, state_dir, verify)
+    for key in keys:
         applied = recorded.get(key)
         if key[0] in refused:
             out.append(Health(*key, "error", [refused[key[0]]]))
@@ -157,7 +208,7 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
             why = "an interrupted run left them (journal)" if key in journals else "no state record"
             out.append(Health(*key, "orphan", [f"{why}; netfw's links: {', '.join(seen.links[key])}"]))
         else:
-            out.append(_recorded(key, applied, seen, state_dir))
+            out.append(checked[key])
     for bare in sorted(seen.bare):
         if nic is None and not any(k[0] == bare for k in recorded) and bare not in refused:
             held = ", ".join(n for n in seen.namespaces[bare] if n != "lo") or "nothing but lo"

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import health, status
+from . import cache, health, names, status
 from .counters import DIRECTIONS, REASONS
 from .render import security_rules
 from .runner import CommandError
@@ -69,23 +69,35 @@ def _nic_samples(vm: int, nic: status.NicStatus, out: dict[str, list[str]]) -> N
         out["netfw_rule_info"].append(sample("netfw_rule_info", {**labels, "text": status.describe(rule)}, 1))
 
 
+def _vm_status(vm: int, healths: list[health.Health], state_dir: str | Path | None) -> status.VmStatus:
+    """The VM's counters; when they cannot be read, its NICs in health `error` without counters."""
+    try:
+        return status.vm_status_of(vm, healths, state_dir)
+    except CommandError as e:
+        for h in healths:
+            h.health, h.problems = "error", [f"could not read its counters: {e}"]
+        return status.VmStatus(vm, [status.NicStatus(h) for h in healths])
+    finally:
+        reads = cache.active()
+        if reads is not None:  # counted: the VM's saves are not needed again
+            reads.forget(names.netns(vm), saves=True)
+
+
 def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
     """(the exposition text, what could not be read). Read-only.
 
     A NIC whose record or counters cannot be read is reported with health `error` (and no counters), never as
-    missing or zero."""
+    missing or zero. The kernel is read once per namespace (cache.reads(): verify's saves are the counters'), the
+    VMs in parallel (cache.each)."""
     out: dict[str, list[str]] = {name: [] for name in METRICS}
     errors: list[str] = []
     by_vm: dict[int, list[health.Health]] = {}
-    for h in health.survey(state_dir):
-        by_vm.setdefault(h.vm, []).append(h)
-    for vm, healths in sorted(by_vm.items()):
-        try:
-            vm_status = status.vm_status_of(vm, healths, state_dir)
-        except CommandError as e:
-            for h in healths:
-                h.health, h.problems = "error", [f"could not read its counters: {e}"]
-            vm_status = status.VmStatus(vm, [status.NicStatus(h) for h in healths])
+    with cache.reads():
+        for h in health.survey(state_dir):
+            by_vm.setdefault(h.vm, []).append(h)
+        vms = sorted(by_vm.items())
+        statuses = cache.each(vms, lambda item: _vm_status(*item, state_dir))
+    for (vm, healths), vm_status in zip(vms, statuses):
         errors += [f"VM {vm} NIC {n.health.nic}: {p}" for n in vm_status.nics if n.health.health == "error"
                    for p in n.health.problems]
         for nic in vm_status.nics:

@@ -105,10 +105,15 @@ def read(dir_fd: int, name: str, shown: str, limit: int) -> bytes | None:
     except (OSError, ValueError) as e:
         raise _refusal(shown, e, name, dir_fd) from None
     try:
-        too_big, data = _checked(fd, shown, directory=False).st_size > limit, b""
-        while not too_big and (chunk := os.read(fd, limit + 1 - len(data))):  # bounded even if the file grows
-            data += chunk
-            too_big = len(data) > limit
+        size = _checked(fd, shown, directory=False).st_size
+        too_big, chunks, got = size > limit, [], 0
+        # bounded even if the file grows; asked for what fstat said (+1), never the whole limit: os.read allocates
+        # what it is asked for, 16 MiB per record read (issue 22: status read a thousand of them, several at once)
+        while not too_big and (chunk := os.read(fd, min(limit + 1 - got, max(size + 1, 64 * 1024)))):
+            chunks.append(chunk)
+            got += len(chunk)
+            too_big = got > limit
+        data = b"".join(chunks)
         if too_big:
             raise StateError(f"{shown} is larger than {limit} bytes: refused")
         return data

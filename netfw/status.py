@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import counters, health, names, probe, state
+from . import cache, counters, health, names, probe, state
 from .errors import InputError
 from .counters import DIRECTIONS, REASONS, NicCounters
 from .model import Rule
@@ -74,8 +74,10 @@ class VmStatus:
 def vm_status(vm: int, nic: int | None = None, state_dir: str | Path | None = None) -> VmStatus:
     """One VM's NICs (or one NIC): health and counters; the VM's conntrack table. Read-only.
 
-    InputError when netfw knows nothing of the VM (or NIC); a failed read raises CommandError (never "absent")."""
-    return vm_status_of(vm, health.survey(state_dir, vm, nic), state_dir)
+    InputError when netfw knows nothing of the VM (or NIC); a failed read raises CommandError (never "absent").
+    Health and counters come from one read of the VM's namespace (cache.reads())."""
+    with cache.reads():
+        return vm_status_of(vm, health.survey(state_dir, vm, nic), state_dir)
 
 
 def vm_status_of(vm: int, healths: list[health.Health], state_dir: str | Path | None = None) -> VmStatus:

@@ -13,7 +13,9 @@ In one run, inside the unprivileged sandbox (traffic only between its own namesp
   observability at K = 0, the measured pair with netfw's rules as attached and without counting and logging
                 (rule comments, conntrack cap chain, NFLOG rules), interleaved: small packets, connects, drops;
   Open vSwitch  (scripts/bench_ovs.py; --skip-ovs leaves it out) two VMs on an OVS bridge on the userspace datapath:
-                plain, netfw on one VM, on both; attach/detach and the cut-over outage on OVS and on a Linux bridge.
+                plain, netfw on one VM, on both; attach/detach and the cut-over outage on OVS and on a Linux bridge;
+  scale         (scripts/bench_scale.py, full mode only) N = 100, 300, 1,000 attached NICs: attach/detach of the
+                Nth, status, status VM, metrics, gc, RSS, where the time goes; also written to scale.json, scale.md.
 Writes results.json, README.md (tables and target verdicts) and PNG plots (when matplotlib is installed) to --out,
 and prints the tables. Every traffic run is bounded; the whole run stops by itself (alarm) and cleans up.
 """
@@ -38,10 +40,10 @@ MODES = {
     "quick": dict(ks=[0, 5], seconds=1, connects=50, rounds=2, rule_counts=[10, 100], sample=100, flows=2000,
                   alarm=300, observe_rounds=1, hop_runs=1, hop_rows=["direct", "legacy", "hop", "netfw", "netfw_hoff",
                                                                      "netfw_8021q"],
-                  ovs=bench_ovs.MODES["quick"]),
+                  ovs=bench_ovs.MODES["quick"], scale=None),
     "full": dict(ks=[0, 100, 500, 1000], seconds=2, connects=300, rounds=5, rule_counts=[10, 100, 1000, 10000],
-                 sample=1000, flows=20000, alarm=2700, observe_rounds=5, hop_runs=3, hop_rows=None,
-                 ovs=bench_ovs.MODES["full"]),
+                 sample=1000, flows=20000, alarm=4200, observe_rounds=5, hop_runs=3, hop_rows=None,
+                 ovs=bench_ovs.MODES["full"], scale=dict(ns=[100, 300, 1000], rounds=5, ovs_ns=[100])),
 }
 
 
@@ -153,6 +155,9 @@ def main() -> int:
                     f"{o['ratio'].get('drop_kpps_cpu_reader')}; connect latency {o['ratio'].get('connect_us')}")
         r["background_vms"] = len(background)
         r["build_s"] = round(build_s, 1)
+        if cfg["scale"]:  # scripts/bench_scale.py's table
+            import bench_scale
+            r["scale"] = bench_scale.measure_all(**cfg["scale"], say=say, mode=mode)
     except Timeout as e:
         say(f"ERROR: {e}")
         return 1
@@ -164,6 +169,9 @@ def main() -> int:
         shutil.rmtree(lab.SHIM_DIR, ignore_errors=True)
     r["duration_s"] = round(time.perf_counter() - start, 1)
     (out / "results.json").write_text(json.dumps(r, indent=1) + "\n")
+    if "scale" in r:
+        import bench_scale_report
+        bench_scale_report.save(out, r["scale"])
     return write_report(out, r)
 
 

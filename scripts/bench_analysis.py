@@ -16,6 +16,8 @@ make bench                         # = scripts/sandbox .venv/bin/python scripts/
 scripts/bench.py --quick --out /tmp/b   # smoke run, about 1.5 min (tests/test_bench_smoke.py runs it once)
 scripts/bench.py --skip-ovs             # without the Open vSwitch rows
 scripts/bench_ovs.py [--quick]          # only the Open vSwitch rows (prints the section)
+make bench-scale                        # only the scale table: scripts/bench_scale.py, into scale.json, scale.md
+scripts/bench_scale.py --quick --out /tmp/s   # its smoke run, N = 3, 6 (tests/test_bench_scale.py runs it once)
 ```
 
 The script re-runs itself inside `scripts/sandbox` (unprivileged user + network namespace) when started outside it.
@@ -97,6 +99,14 @@ the end (and vanishes with the sandbox anyway). Outputs: `results.json` (every n
   Neighbours are pinned (permanent ARP entries), so no ARP retry adds to the outage. When Open vSwitch cannot start
   here (not installed, no `/dev/net/tun` for the netdev datapath, no ethtool), the section says why and the run goes
   on.
+- **Scale** (issue 22; `scripts/bench_scale.py`, full mode only, also on its own; its tables, targets and where the
+  time goes: `scale.md`). With N = 100, 300, 1,000 NICs attached on `bnvn0` (one VM NIC each, the 20-rule group,
+  taps without guests) and N = 100 on a private Open vSwitch: the attach and detach of the Nth NIC (a probe NIC
+  attached and detached 5 times beside the N - 1 others, medians, wall and CPU time of netfw and the processes it
+  started) against the same on an empty host; `netfw status`, `netfw status VM`, `netfw metrics` and `netfw gc
+  --dry-run`, each a process as an operator or a timer starts it (wall and CPU time and largest RSS from `wait4`),
+  and the same calls in-process (processes started per NIC, netfw's own Python CPU); `netfw gc` with the N NICs
+  half torn down (their taps gone) and with N stale records and nothing in the kernel, and what it left behind.
 - **Memory.** /proc/meminfo and /proc/slabinfo before and after attaching the largest step of background VMs (their
   taps made before the first snapshot), and before and after loading the K = max legacy table; conntrack: 20,000 UDP
   flows into one namespace that tracks them.

@@ -264,6 +264,7 @@ def observe_table(r: dict) -> list[str]:
 
 
 def markdown(r: dict) -> str:
+    import bench_scale_report
     mch = r["machine"]
     lines = [f"Machine: {mch['cpu']}, {mch['nproc']} CPUs, {mch['mem_gib']} GiB; {mch['distro']}, kernel "
              f"{mch['kernel']}; {mch['iptables']} / {mch['iptables_legacy']}; {mch['iproute2']}; {mch['iperf3']}; "
@@ -272,7 +273,7 @@ def markdown(r: dict) -> str:
              "### Targets", "", *target_table(r),
              "### Data plane", "", *dataplane_tables(r), *hop_tables(r), *observe_table(r),
              "### Control plane", "", *startup_tables(r), *control_tables(r), *rules_tables(r),
-             *ovs_tables(r), "### Memory", "", *memory_tables(r)]
+             *ovs_tables(r), *bench_scale_report.section(r), "### Memory", "", *memory_tables(r)]
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ class FakeHost:
     def _ns(self, argv: list[str]) -> str | None:
         if argv[:2] == ["ip", "-n"]:
             return argv[2]
-        if argv[0] == "nsenter":
+        if argv[0] == "nsenter":  # ip, bridge and tc too (probe.iproute)
             return argv[1].rsplit("/", 1)[1]
         return None
 
@@ -55,6 +55,8 @@ class FakeHost:
             return runner.Result(tuple(argv), 0, json.dumps(list(self.links.get(ns, {}).values())), "")
         if argv[-1].endswith("tables-save"):  # every table (a NIC's filter and raw parts in one save)
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-1][:-len("tables-save")], None), ""), "")
+        if argv[-1] == "-c" and argv[-2].endswith("tables-save"):  # every table, counted (netfw.cache.reads())
+            return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-2][:-len("tables-save")], None), ""), "")
         if len(argv) >= 3 and argv[-3].endswith("tables-save"):
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-3][:-len("tables-save")], argv[-1]), ""), "")
         if argv[-1] == "net.netfilter.nf_conntrack_count":

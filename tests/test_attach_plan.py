@@ -29,13 +29,13 @@ ip netns add one-7
 nsenter --net=/run/netns/one-7 sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 net.bridge.bridge-nf-filter-vlan-tagged=1 \
 net.bridge.bridge-nf-filter-pppoe-tagged=1
-ip -n one-7 -batch -
+nsenter --net=/run/netns/one-7 ip -batch -
   link add one-br-7-0 address 8e:1e:f7:c8:e6:3f mtu 1450 type bridge nf_call_iptables 1 nf_call_ip6tables 1
   link set one-br-7-0 alias "netfw vm=7 nic=0 role=br" up
 ip -batch -
   link add one-7-0-h mtu 1450 address fe:00:0a:00:00:07 type veth peer name one-7-0-f netns one-7 mtu 1450
   link set one-7-0-h alias "netfw vm=7 nic=0 role=h"
-ip -n one-7 -batch -
+nsenter --net=/run/netns/one-7 ip -batch -
   link set one-7-0-f alias "netfw vm=7 nic=0 role=f" master one-br-7-0
   link set one-7-0-f type bridge_slave learning off
   link set one-7-0-f up"""
@@ -47,9 +47,9 @@ CUT_OVER = [
     (["ip", "-batch", "-"], "link set one-7-0 netns one-7\nlink set one-7-0-h down\nlink set one-7-0-h name one-7-0\n"
                             "link set one-7-0 master vnbr0\nlink set one-7-0 type bridge_slave priority 32 cost 2 "
                             "hairpin on learning on group_fwd_mask 0x4000 isolated off\nlink set one-7-0 up\n"),
-    (["ip", "-n", "one-7", "-batch", "-"], "link set one-7-0 master one-br-7-0 up\n"
+    (["nsenter", "--net=/run/netns/one-7", "ip", "-batch", "-"], "link set one-7-0 master one-br-7-0 up\n"
                                           "link set one-7-0 type bridge_slave learning off\n"),
-    (["bridge", "-n", "one-7", "fdb", "del", "fe:00:0a:00:00:07", "dev", "one-7-0", "master"], None),
+    (["nsenter", "--net=/run/netns/one-7", "bridge", "fdb", "del", "fe:00:0a:00:00:07", "dev", "one-7-0", "master"], None),
 ]
 
 
@@ -123,7 +123,7 @@ def test_a_failing_restore_rolls_back_what_attach_made(mocker, tmp_path):
     assert undo[:2] == ["nsenter --net=/run/netns/one-7 ip6tables-save", "nsenter --net=/run/netns/one-7 iptables-save"]
     assert [c for c in undo if "restore" in c or " del" in c] == [
         "ip link del one-7-0-h",
-        "ip -n one-7 link del one-br-7-0",
+        "nsenter --net=/run/netns/one-7 ip link del one-br-7-0",
         "ip netns del one-7",
     ]
     assert not (tmp_path / "vm-7" / "nic-0.json").exists()
@@ -194,7 +194,7 @@ ip -j -d -force -batch -
   link show dev one-7-0
   link show dev one-7-0-h
   link show dev vnbr0
-ip -n one-7 -j -d -force -batch -
+nsenter --net=/run/netns/one-7 ip -j -d -force -batch -
   link show dev one-7-0"""
 
 
@@ -262,8 +262,9 @@ def test_attach_says_in_its_journal_that_it_takes_the_tap_right_before_it_does(m
     api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
     cut = [t for _, t in taken].index(True)  # the cut-over, then its commands in the namespace
     assert cut == 8 and [t for _, t in taken] == [False] * cut + [True] * (len(taken) - cut)
-    assert [argv.split()[:3] for argv, _ in taken[cut:]] == [["ip", "-batch", "-"], ["ip", "-n", "one-7"],
-                                                             ["bridge", "-n", "one-7"]]
+    assert [argv.split()[:3] for argv, _ in taken[cut:]] == [["ip", "-batch", "-"],
+                                                             ["nsenter", "--net=/run/netns/one-7", "ip"],
+                                                             ["nsenter", "--net=/run/netns/one-7", "bridge"]]
     assert not journal.exists()
 
 

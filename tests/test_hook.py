@@ -78,7 +78,7 @@ def test_start_begin_attaches_the_pending_nic_as_attach_does_with_the_tap_queue_
     assert code == 0, err
     assert out == ""  # libvirt reads a hook's stdout for some operations: nothing there, ever
     assert "INFO: netfw hook: VM 7 NIC 0: attached before QEMU starts" in err
-    into_firewall = (["ip", "-n", "one-7", "-batch", "-"], "link set one-7-0 master one-br-7-0 up\n"
+    into_firewall = (["nsenter", "--net=/run/netns/one-7", "ip", "-batch", "-"], "link set one-7-0 master one-br-7-0 up\n"
                                                            "link set one-7-0 type bridge_slave learning off\n")
     flushed = (into_firewall[0], "link set one-7-0 addrgenmode none\nlink set one-7-0 txqueuelen 0\n"
                                 "link set one-7-0 txqueuelen 500\n" + into_firewall[1])

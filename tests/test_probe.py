@@ -4,7 +4,7 @@ nsenter about the object asked for and nothing else, and links() reads only thos
 The messages are the tools' own, as printed on this machine (iproute2 6.1, util-linux 2.38) in the sandbox:
 `ip link show dev X` exits 1 with `Device "X" does not exist.`, `ip link set/del X` and `tc ... dev X` exit 1 with
 `Cannot find device "X"`, `ip -n NS ...` exits 255 with `Cannot open network namespace "NS": No such file or
-directory`, `ip netns del NS` exits 1 with `Cannot remove namespace file "/run/netns/NS": No such file or directory`,
+directory` (netfw enters a namespace with nsenter, probe.iproute), `ip netns del NS` exits 1 with `Cannot remove namespace file "/run/netns/NS": No such file or directory`,
 `nsenter --net=/run/netns/NS` exits 1 with `nsenter: cannot open /run/netns/NS: No such file or directory`, and
 `ip -batch` follows a failed line N with `Command failed -:N`.
 """
@@ -154,7 +154,7 @@ def test_links_of_a_batch_with_one_missing_device_returns_the_others(mocker):
 def test_links_in_a_namespace_with_one_missing_device_returns_the_others(mocker):
     kernel = Kernel(mocker, 1, arrays("one-7-0", "lo"), f'Device "{OTHER}" does not exist.\nCommand failed -:2\n')
     assert probe.links(NS, ["one-7-0", OTHER, "lo"]) == {"one-7-0": link("one-7-0"), "lo": link("lo")}
-    assert kernel.calls == [(["ip", "-n", NS, *BATCH[1:]], ASKED)]
+    assert kernel.calls == [(["nsenter", f"--net=/run/netns/{NS}", "ip", *BATCH[1:]], ASKED)]
 
 
 def test_links_of_a_batch_where_every_device_is_missing_is_empty(mocker):
@@ -191,36 +191,38 @@ def test_links_with_a_missing_device_but_not_ips_exit_code_for_it_raises(mocker,
 
 
 @pytest.mark.parametrize("names", [None, [DEV]], ids=["every link", "named links"])
-def test_links_exit_255_with_the_namespace_gone_meanwhile_is_empty(mocker, names):
-    """The namespace existed when asked (netns_exists), and went before `ip -n` opened it."""
-    kernel = Kernel(mocker, 255, "", NS_GONE + "\n")
+def test_links_with_the_namespace_gone_meanwhile_is_empty(mocker, names):
+    """The namespace existed when asked (netns_exists), and went before nsenter opened it."""
+    kernel = Kernel(mocker, 1, "", NSENTER_GONE + "\n")
     assert probe.links(NS, names) == {}
-    assert kernel.calls[0][0][:3] == ["ip", "-n", NS] and len(kernel.calls) == 1
+    assert kernel.calls[0][0][:3] == ["nsenter", f"--net=/run/netns/{NS}", "ip"] and len(kernel.calls) == 1
 
 
 @pytest.mark.parametrize("stderr", [
-    f'Cannot open network namespace "{NS}": Permission denied\n',
-    'Cannot open network namespace "one-8": No such file or directory\n',  # another namespace
-    f"{NS_GONE}\nRTNETLINK answers: Operation not permitted\n",
+    f"nsenter: cannot open /run/netns/{NS}: Permission denied\n",
+    "nsenter: cannot open /run/netns/one-8: No such file or directory\n",  # another namespace
+    f"{NSENTER_GONE}\nRTNETLINK answers: Operation not permitted\n",
+    f"nsenter: reassociate to namespace 'ns/net' failed: Invalid argument\n",  # a file that is no namespace
     "",
-    f"{SHOW_GONE}\n",  # 255 is not ip's code for a missing device
-], ids=["permission denied", "another namespace", "an extra line", "no stderr", "a missing device"])
-def test_links_exit_255_for_another_reason_raises(mocker, stderr):
-    Kernel(mocker, 255, "", stderr)
+], ids=["permission denied", "another namespace", "an extra line", "not a namespace", "no stderr"])
+def test_links_when_the_namespace_cannot_be_entered_for_another_reason_raises(mocker, stderr):
+    Kernel(mocker, 1, "", stderr)
     with pytest.raises(runner.CommandError) as raised:
         probe.links(NS, [DEV])
-    assert raised.value.code == 255
+    assert raised.value.code == 1
 
 
-def test_links_namespace_gone_message_with_exit_1_raises(mocker):
-    """The namespace message is read as "gone" only with ip's exit code for it (255)."""
-    Kernel(mocker, 1, "", NS_GONE + "\n")
+@pytest.mark.parametrize("code", [2, 255, -9])
+def test_links_namespace_gone_message_with_another_exit_code_raises(mocker, code):
+    """nsenter's "cannot open" is read as "gone" only with nsenter's exit code for it (1)."""
+    Kernel(mocker, code, "", NSENTER_GONE + "\n")
     with pytest.raises(runner.CommandError):
         probe.links(NS, [DEV])
 
 
-def test_links_of_the_hypervisor_never_reads_a_namespace_message_as_absent(mocker):
-    Kernel(mocker, 255, "", NS_GONE + "\n")
+@pytest.mark.parametrize("code, stderr", [(1, NSENTER_GONE), (255, NS_GONE)], ids=["nsenter", "ip -n"])
+def test_links_of_the_hypervisor_never_reads_a_namespace_message_as_absent(mocker, code, stderr):
+    Kernel(mocker, code, "", stderr + "\n")
     with pytest.raises(runner.CommandError):
         probe.links(None, [DEV])
 
@@ -234,7 +236,7 @@ def test_links_of_a_namespace_that_does_not_exist_is_empty_without_a_command(moc
 def test_links_without_names_lists_every_link_and_a_failure_raises(mocker):
     kernel = Kernel(mocker, 0, json.dumps([link("lo"), link(DEV)]))
     assert probe.links(NS) == {"lo": link("lo"), DEV: link(DEV)}
-    assert kernel.calls == [(["ip", "-n", NS, "-j", "-d", "link", "show"], None)]
+    assert kernel.calls == [(["nsenter", f"--net=/run/netns/{NS}", "ip", "-j", "-d", "link", "show"], None)]
     kernel.answer = (1, "", SHOW_GONE + "\n")  # nothing was asked by name: no "does not exist" is acceptable
     with pytest.raises(runner.CommandError):
         probe.links(NS)

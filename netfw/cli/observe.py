@@ -43,10 +43,10 @@ def gc(
     as_json: bool = JSON_OPT,
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
-    """Remove stale records (no kernel object left: after a reboot), orphan objects (netfw's, without a record) and
-    what killed runs left (journals), each by a detach that puts a tap netfw holds back on its VN bridge first, each VM
-    decided under its lock; print what it removes. Never touches a link without netfw's alias. Exit 1 when something
-    had to be left."""
+    """Remove stale records (no kernel object left: after a reboot), orphan objects (netfw's, without a record), what
+    killed runs left (journals) and the NICs whose tap is gone (a VM that ended without clean), each by a detach that
+    puts a tap netfw holds back on its VN bridge first, each VM decided under its lock; print what it removes. Never
+    touches a link without netfw's alias. Exit 1 when something had to be left."""
     import json
 
     from .. import gc as collector

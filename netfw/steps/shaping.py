@@ -12,7 +12,7 @@ from .base import Fresh, Step
 
 
 def _batch(ns: str | None, lines: list[str], force: bool = False) -> None:
-    argv = ["tc", *(["-n", ns] if ns else []), *(["-force"] if force else []), "-batch", "-"]
+    argv = probe.iproute(ns, "tc", *(["-force"] if force else []), "-batch", "-")
     runner.run(argv, stdin=script.join(lines))
 
 
@@ -27,7 +27,7 @@ def tc_rate(kbytes: int) -> str:
 
 def shaped(ns: str) -> set[str]:
     """The links of namespace ns that have an HTB root qdisc (`tc -n NS -j qdisc show`). Read-only."""
-    qdiscs = json.loads(runner.read(["tc", "-n", ns, "-j", "qdisc", "show"]).stdout or "[]")
+    qdiscs = json.loads(runner.read(probe.iproute(ns, "tc", "-j", "qdisc", "show")).stdout or "[]")
     return {q.get("dev") for q in qdiscs if q.get("root") and q.get("kind") == "htb"}
 
 
@@ -131,13 +131,13 @@ class Shaping(Step):
         pass
 
     def _classes(self, dev: str) -> str:
-        return runner.read(["tc", "-n", self.ns, "class", "show", "dev", dev]).stdout
+        return runner.read(probe.iproute(self.ns, "tc", "class", "show", "dev", dev)).stdout
 
     def check(self) -> list[str]:
         if not probe.netns_exists(self.ns):
             return []
         drift = []
-        qdiscs = json.loads(runner.read(["tc", "-n", self.ns, "-j", "qdisc", "show"]).stdout or "[]")
+        qdiscs = json.loads(runner.read(probe.iproute(self.ns, "tc", "-j", "qdisc", "show")).stdout or "[]")
         for way, dev in self._devs():
             limits = self.limits.limits(way) if self.limits else None
             root = next((q for q in qdiscs if q.get("dev") == dev and q.get("root")), None)

@@ -76,7 +76,7 @@ class TapMoves:
     def _unlocal(self, mac: str) -> None:
         """Delete the firewall bridge's local entry for the tap's MAC (see the module's docstring)."""
         try:
-            runner.run(["bridge", "-n", self.ns, "fdb", "del", mac, "dev", self.tap, "master"])
+            runner.run(probe.iproute(self.ns, "bridge", "fdb", "del", mac, "dev", self.tap, "master"))
         except runner.CommandError as e:  # no such entry: nothing to delete
             if e.stderr.strip() != "RTNETLINK answers: No such file or directory":
                 raise
