@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-# subprocess is imported by the first command that starts a process (_execute), not here: a call that stops at bad
-# input (exit 2) never starts a process.
+# `sh` is imported by the first command that starts a process (_execute), not here: it costs ~20 ms (it reads its own
+# package metadata and imports asyncio), and a call that stops at bad input (exit 2) never starts a process.
 
 @dataclass(frozen=True)
 class Result:
@@ -67,20 +67,28 @@ def failing_input_line(stderr: str, stdin: str | None, context: int = 5) -> str:
     return "\n".join(f"{'>' if i == n else ' '}{i:5d}: {lines[i - 1]}" for i in range(lo, hi + 1))
 
 
+_commands: dict[str, object] = {}  # sh.Command per program, made once
+
+
 def _execute(argv: list[str], stdin: str | None, timeout: float | None) -> Result:
-    """Run one process and return its result whatever its exit code (the mock point of unit tests).
+    """Run one process through sh and return its result whatever its exit code (the mock point of unit tests)."""
+    # No `_timeout` unless asked: sh implements it by polling, which costs ~100 ms per command.
+    import sh
 
-    Plain fork and exec (subprocess, vfork here): 0.2 ms of netfw's CPU and 1.3 ms in all for a short command,
-    against 1.8 and 5.2 ms through `sh` (which forks in Python and starts three threads per process), which made
-    it the largest cost of `netfw status` and `netfw metrics` on a host with many VMs (issue 22). Output is read as
-    bytes and decoded as UTF-8 (undecodable bytes replaced), line endings untouched; stdin is empty unless given.
-    """
-    import subprocess
-
-    feed = {"input": stdin.encode()} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    proc = subprocess.run(argv, capture_output=True, timeout=timeout, **feed)
-    return Result(tuple(argv), proc.returncode, proc.stdout.decode(errors="replace"),
-                  proc.stderr.decode(errors="replace"))
+    extra = {"_timeout": timeout} if timeout else {}
+    cmd = _commands.get(argv[0])
+    if cmd is None:
+        cmd = _commands[argv[0]] = sh.Command(argv[0])
+    proc = cmd(
+        *argv[1:],
+        _in=stdin,
+        _tty_out=False,
+        _ok_code=list(range(256)),
+        **extra,
+        _return_cmd=True,
+        _decode_errors="replace",
+    )
+    return Result(tuple(argv), proc.exit_code, str(proc), proc.stderr.decode(errors="replace"))
 
 
 class _Recording:
@@ -114,17 +122,18 @@ def dry() -> bool:
 
 
 def _start(argv: list[str], stdin: str | None, ok: tuple[int, ...], timeout: float | None) -> Result:
-    import subprocess  # here, not at the top: `netfw --help` and bad input start no process
+    import sh  # here, not at the top: `netfw --help` and bad input start no process and need not pay for it
 
     try:
         result = _execute(list(argv), stdin, timeout)
-    except (FileNotFoundError, PermissionError):
+    except sh.CommandNotFound:
         raise CommandError(Result(tuple(argv), 127, "", f"{argv[0]}: command not found")) from None
-    except subprocess.TimeoutExpired:
+    except sh.TimeoutException:
         raise CommandError(Result(tuple(argv), -1, "", f"timed out after {timeout}s"), stdin) from None
-    if result.code < 0:  # killed by a signal (e.g. ovs-vsctl's own --timeout: SIGALRM)
-        raise CommandError(Result(tuple(argv), result.code, "", f"{result.stderr}killed by signal {-result.code}"),
-                           stdin)
+    except sh.SignalException as e:  # killed by a signal (e.g. ovs-vsctl's own --timeout: SIGALRM)
+        code = -abs(getattr(e, "exit_code", 1))
+        err = (getattr(e, "stderr", b"") or b"").decode(errors="replace")
+        raise CommandError(Result(tuple(argv), code, "", f"{err}killed by signal {-code}"), stdin) from None
     if result.code not in ok:
         raise CommandError(result, stdin)
     return result
