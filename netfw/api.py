@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from . import backend, connection, names, probe, runner, state, transaction
-from .model import InputError, NicSpec
-from .ovs import OvsPort
-from .port import LINUX, Port
+from .kernel import backend, connection, probe
+from .model import names
+from . import runner, transaction
+from . import state
+from .model.spec import InputError, NicSpec
+from .kernel.ovs import OvsPort
+from .kernel.port import LINUX, Port
 from .plan import plan_attach, plan_detach, plan_update
-from .resolve import ours, resolve
+from .kernel.resolve import ours, resolve
 from .steps import VmNamespace
 from .steps.record import Journal
 from .steps.base import Step, show

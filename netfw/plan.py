@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import names, state
-from .model import NicSpec
-from .render import RETIRED_ZONE, Ruleset, render, zone, zones
+from .model import names
+from . import state
+from .model.spec import NicSpec
+from .rules.render import RETIRED_ZONE, Ruleset, render, zone, zones
 from .state import Applied, StateDir
 from .steps import CutOver, FamilyRuleset, FirewallBridge, Record, Reverse, Step, VethPair, VmNamespace
 from .steps.record import Journal

@@ -4,7 +4,7 @@
     scripts/bench_adversarial.py [--repeat N]
 
 Each document aims at one cost: rule expansion (huge IP+SIZE ranges), many NICs, many aliases, deep nesting, many
-elements or attributes, floods of list items, numbers of millions of digits. The time is netfw.one.parse_vm's
+elements or attributes, floods of list items, numbers of millions of digits. The time is netfw.opennebula.one.parse_vm's
 (in-process, the best of N runs); one row runs a whole `netfw one pre < /dev/zero` process. Pure: nothing on the host
 is touched. tests/test_adversarial.py checks that every document here is refused with its cap's message; it never
 asserts a time (a timed test fails on a loaded machine).
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netfw import one, one_fields  # noqa: E402
+from netfw.opennebula import one, one_fields  # noqa: E402
 from netfw.errors import InputError  # noqa: E402
 
 SIZE = one.MAX_DOCUMENT - 1024  # what every document is padded up to (a little under the size bound)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench_lab import (ROOT, VN_BRIDGE, Backend, in_ns, legacy_shim, many_rules, ms, restore, sh, spec)
 from netfw import api, runner
-from netfw.render import render, restore_text
+from netfw.rules.render import render, restore_text
 from netfw.steps import FamilyRuleset
 
 NETFW_CLI = str(ROOT / ".venv" / "bin" / "netfw")
@@ -114,7 +114,7 @@ class Floor:
     """The shell floor for one NIC spec, timed inside bash ($EPOCHREALTIME), so only the commands count."""
 
     def __init__(self, nic_spec, workdir: Path):
-        from netfw import names
+        from netfw.model import names
         self.s = nic_spec
         self.names = (names.netns(nic_spec.vm), nic_spec.tap, VN_BRIDGE, names.bridge(nic_spec.vm, 0),
                       names.veth_host(nic_spec.vm, 0), names.veth_fw(nic_spec.vm, 0))

@@ -123,7 +123,7 @@ def netfw_detach(state_dir: str) -> None:
 def netfw_links(vm: int) -> tuple[str, str, str, str]:
     """(namespace, firewall bridge, hypervisor end, firewall end) of an attached NIC; after the cut-over the
     hypervisor end of the veth pair carries the tap's name (names.veth_host is only its name while staged)."""
-    from netfw import names
+    from netfw.model import names
     return names.netns(vm), names.bridge(vm, 0), names.tap(vm, 0), names.veth_fw(vm, 0)
 
 

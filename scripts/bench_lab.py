@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from netfw.model import NicSpec, Rule  # noqa: E402
-from netfw.chains import FamilyRules, chain_name  # noqa: E402
-from netfw.render import render  # noqa: E402
+from netfw.model.spec import NicSpec, Rule  # noqa: E402
+from netfw.rules.chains import FamilyRules, chain_name  # noqa: E402
+from netfw.rules.render import render  # noqa: E402
 
 
 def in_sandbox() -> None:
@@ -281,13 +281,14 @@ def legacy_table(pair: list[int], background: list[int], rules: tuple[Rule, ...]
 
 def legacy_removed(vms: list[int], real: list[int]) -> None:
     """What netfw's post hook does on an `802.1Q` or `vxlan` network installed as docs/opennebula.md way A says, once
-    the driver's post built the legacy chains (issue 20): `netfw.legacy.remove` for the VMs in `real` (the code that
-    runs, under a lock file of the benchmark's own), and for the others the very plan `netfw.legacy.plan_family`
+    the driver's post built the legacy chains (issue 20): `netfw.opennebula.legacy.remove` for the VMs in `real` (the code that
+    runs, under a lock file of the benchmark's own), and for the others the very plan `netfw.opennebula.legacy.plan_family`
     makes, from one save, in one chunked restore: the end state of one remove per VM, without 1,000 saves of a
     20,000-rule table."""
     import tempfile
 
-    from netfw import legacy, tables
+    from netfw.opennebula import legacy
+    from netfw.rules import tables
     rest = [vm for vm in vms if vm not in real]
     if rest:
         table, found = tables.parse_save(sh("iptables-nft-save", "-t", "filter").stdout), legacy.Plan()

@@ -45,7 +45,7 @@ def plain_chains(vm: int, rules) -> tuple[tuple[str, ...], dict[str, tuple[str, 
     """(FORWARD jumps, {chain: rules}) of the NIC's IPv4 iptables rules as netfw renders them, without issue 11's
     observability (NFLOG, cap chain), as the legacy rung gets them. Pure."""
     from bench_observe import plain
-    from netfw.render import chain_name, render
+    from netfw.rules.render import chain_name, render
 
     nic = spec(vm, rules)
     fam = plain(nic, render(nic).family("ip"))

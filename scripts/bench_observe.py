@@ -23,10 +23,11 @@ import sys
 import threading
 
 from bench_lab import in_ns, in_sandbox, plain, sh  # also puts the repository on sys.path
-from netfw import api, names
-from netfw.model import NicSpec
-from netfw.nflog import open_reader
-from netfw.render import render, restore_text
+from netfw import api
+from netfw.model import names
+from netfw.model.spec import NicSpec
+from netfw.observe.nflog import open_reader
+from netfw.rules.render import render, restore_text
 
 
 FLOOD = r"""
@@ -200,7 +201,7 @@ def cap_cost(caps: list[int | None], seconds: float, rounds: int, sources: int =
     import bench_lab as lab
     import tempfile
 
-    from netfw.model import Rule
+    from netfw.model.spec import Rule
 
     def entries() -> int:
         return int(sh(*in_ns("one-2", "sysctl", "-n", "net.netfilter.nf_conntrack_count")).stdout)

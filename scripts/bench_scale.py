@@ -169,7 +169,7 @@ def build(host: Host, n: int, state_dir: str, rules) -> float:
 
 def leftovers(state_dir: str) -> list[str]:
     """What netfw left: namespaces one-*, links with its alias (hypervisor side), records and journals."""
-    from netfw import probe
+    from netfw.kernel import probe
     left = [f"namespace {n}" for n in os.listdir(probe.NETNS_DIR) if n.startswith("one-")]
     left += [f"link {name}" for name, link in probe.links(None).items() if probe.alias_of(link)]
     left += [f"record {p.relative_to(state_dir)}" for p in Path(state_dir).rglob("nic-*.json")]
@@ -193,7 +193,8 @@ def boot_recovery(n: int, state_dir: str, work: Path) -> dict:
 
 def at(host: Host, n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
     """Everything measured with N NICs; the host is emptied again afterwards."""
-    from netfw import api, gc, health, metrics, status
+    from netfw import api
+    from netfw.observe import gc, health, metrics, status
     row: dict = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
     row["build_s"] = build(host, n, state_dir, rules)
     row.update(probe_rounds(host, rounds, state_dir, rules))

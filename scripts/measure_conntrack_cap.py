@@ -359,7 +359,7 @@ def drain(reader, stop: threading.Event, got: list) -> None:
 
 def cost_once(backend: str, name: str, seconds: float) -> tuple[float, float, int]:
     """Packets per wall-clock second and per CPU second of one configuration; packets the reader got."""
-    from netfw.nflog import open_reader
+    from netfw.observe.nflog import open_reader
 
     options, traffic, others, with_reader = COST_CONFIGS[name]
     # The cap is far above what is sent: every packet is evaluated, none is dropped by it (the costs compare).

@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from netfw import nflog  # noqa: E402  (only to open the socket in the namespace and bind it)
+from netfw.observe import nflog  # noqa: E402  (only to open the socket in the namespace and bind it)
 
 GROUP = 7
 PREFIX = "one-2-0 in: no rule matched"

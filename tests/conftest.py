@@ -17,7 +17,7 @@ import pytest
 #: rewrite tests/data/render (tests/test_render.py).
 HARNESS = frozenset({"NETFW_IN_SANDBOX", "NETFW_UPDATE_RENDER"})
 #: netfw settings the session sets for every test, whatever the caller's: the legacy driver's lock file
-#: (netfw.legacy) is the session's own, never /tmp/onevnm-vnmmad::sgdriver-lock of the machine.
+#: (netfw.opennebula.legacy) is the session's own, never /tmp/onevnm-vnmmad::sgdriver-lock of the machine.
 SESSION = frozenset({"NETFW_LEGACY_SG_LOCK"})
 
 

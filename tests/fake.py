@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from netfw import probe, runner
+from netfw.kernel import probe
+from netfw import runner
 
 
 class FakeHost:
@@ -55,7 +56,7 @@ class FakeHost:
             return runner.Result(tuple(argv), 0, json.dumps(list(self.links.get(ns, {}).values())), "")
         if argv[-1].endswith("tables-save"):  # every table (a NIC's filter and raw parts in one save)
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-1][:-len("tables-save")], None), ""), "")
-        if argv[-1] == "-c" and argv[-2].endswith("tables-save"):  # every table, counted (netfw.cache.reads())
+        if argv[-1] == "-c" and argv[-2].endswith("tables-save"):  # every table, counted (netfw.kernel.cache.reads())
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-2][:-len("tables-save")], None), ""), "")
         if len(argv) >= 3 and argv[-3].endswith("tables-save"):
             return runner.Result(tuple(argv), 0, self.saves.get((ns, argv[-3][:-len("tables-save")], argv[-1]), ""), "")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw import one
+from netfw.opennebula import one
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_adversarial.py"
 _spec = importlib.util.spec_from_file_location("bench_adversarial", SCRIPT)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from netfw import api, runner, state
-from netfw.model import NicSpec
-from netfw.render import render
+from netfw import api, runner
+from netfw import state
+from netfw.model.spec import NicSpec
+from netfw.rules.render import render
 from netfw.steps import FamilyRuleset
 from netfw.transaction import TransactionError
 
@@ -171,7 +172,7 @@ def test_a_tap_named_after_another_nics_veth_end_is_refused(mocker, tmp_path):
 
 def test_gc_refuses_a_state_directory_that_does_not_exist(tmp_path):
     """A mistyped --state-dir would make every attached NIC an orphan that gc removes: exit 2 instead."""
-    from netfw import gc
+    from netfw.observe import gc
 
     with pytest.raises(api.InputError, match="does not exist"):
         gc.collect(tmp_path / "typo")
@@ -241,7 +242,7 @@ def test_verify_names_a_left_over_zone_rule_of_nic_0(mocker):
                     *(r for rs in rules.family("ip").chains.values() for r in rs), *rules.family("ip").jumps, "COMMIT"]
     live = "\n".join(["*raw", ":PREROUTING ACCEPT [0:0]", OLD_ZONE_RULE, "COMMIT", *filter_lines, ""])
     FakeHost(mocker, saves={("one-7", "ip", None): live}, netns={"one-7"})
-    from netfw.render import zones
+    from netfw.rules.render import zones
     step = FamilyRuleset("one-7", [rules.family("ip"), zones(NicSpec(7, 0, "vnbr0"))[0]])
     assert step.check() == [f"one-7: iptables raw `{OLD_ZONE_RULE}` is left over from an earlier netfw (update "
                             "removes it)"]

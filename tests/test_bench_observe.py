@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from bench_observe import plain  # noqa: E402
 
-from netfw.model import NicSpec  # noqa: E402
-from netfw.render import render  # noqa: E402
-from netfw.rules import parse_rules  # noqa: E402
+from netfw.model.spec import NicSpec  # noqa: E402
+from netfw.rules.render import render  # noqa: E402
+from netfw.model.rules import parse_rules  # noqa: E402
 
 SPEC = NicSpec(7, 0, "br0", mac="02:00:0a:00:00:01", ips=("10.0.0.1",), filter_mac=True, filter_ip=True,
                rules=parse_rules([{"PROTOCOL": "TCP", "RULE_TYPE": "inbound", "RANGE": "22"}]))

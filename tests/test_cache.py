@@ -1,4 +1,4 @@
-"""netfw.cache (issue 22): within cache.reads(), status, metrics and gc read each namespace once, whatever the number
+"""netfw.kernel.cache (issue 22): within cache.reads(), status, metrics and gc read each namespace once, whatever the number
 of checks that need it, and a failed read stays the fault of the VM whose namespace it is (the command layer faked:
 tests/fake.py)."""
 
@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from netfw import api, cache, health, metrics, probe, runner
+from netfw import api, runner
+from netfw.kernel import cache, probe
+from netfw.observe import health, metrics
 
 from .fake import FakeHost, link
 from .test_faults_per_nic import attached_links, merge, record
-from netfw.port import LINUX, Port
+from netfw.kernel.port import LINUX, Port
 
 
 @pytest.fixture

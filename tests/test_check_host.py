@@ -12,7 +12,7 @@ import os
 import pytest
 
 from netfw import api
-from netfw.model import InputError
+from netfw.model.spec import InputError
 
 BRIDGE_NF = "/proc/sys/net/bridge"
 #: What netfw runs on every attach, update or detach, whatever else the list grows to hold.

@@ -138,7 +138,7 @@ def test_rules_empty_list_allows_nothing_and_no_rules_is_group_0(cli, mocker):
 def test_update_with_empty_rules_is_an_error_not_a_no_change(cli, tmp_path):
     """`--rules ""` used to read as "rules not given": with --router the update went on and kept the old rules."""
     from netfw import state
-    from netfw.model import NicSpec
+    from netfw.model.spec import NicSpec
 
     state.write(state.nic_path(tmp_path, 7, 0), state.document(state.Applied(NicSpec(7, 0, "vnbr0", rules=()), 1500)))
     result = cli("update", "7", "0", "--router", "--rules", "")
@@ -157,7 +157,7 @@ def test_vm_xml_naming_a_foreign_tap_exits_2(cli, tmp_path):
 
 def test_one_reads_standard_input_with_its_bound(cli):
     """`netfw one pre < /dev/zero` grew a root process until memory ran out: now at most MAX_INPUT + 1 bytes are read."""
-    from netfw.document import MAX_INPUT
+    from netfw.model.document import MAX_INPUT
 
     result = cli("one", "pre", input=b"\0" * (MAX_INPUT + 4096))
     assert result.exit_code == 2
@@ -189,7 +189,7 @@ NETFW = Path(sys.executable).with_name("netfw")  # the venv's console script, wh
 def _recorded(root: Path) -> None:
     """A valid record of VM 7 NIC 0, so that verify goes on to its probes (runner._execute)."""
     from netfw import state
-    from netfw.model import NicSpec
+    from netfw.model.spec import NicSpec
 
     state.write(state.nic_path(root, 7, 0), state.document(state.Applied(NicSpec(7, 0, "vnbr0"), 1500)))
 

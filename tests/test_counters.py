@@ -1,4 +1,4 @@
-"""netfw.counters: `*tables-save -c` of a VM namespace in, a NIC's counters out (which line means what: render.py).
+"""netfw.observe.counters: `*tables-save -c` of a VM namespace in, a NIC's counters out (which line means what: render.py).
 
 The saves are built from the rendering itself with a counter put on each line, so a change of the layout that
 counters.py does not follow fails here."""
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from netfw.counters import Count, nic_counters, parse_counters
-from netfw.model import NicSpec
-from netfw.render import render, rule_index
-from netfw.rules import parse_rules
+from netfw.observe.counters import Count, nic_counters, parse_counters
+from netfw.model.spec import NicSpec
+from netfw.rules.render import render, rule_index
+from netfw.model.rules import parse_rules
 
 MAC = "02:00:0a:00:00:01"
 RULES = parse_rules([

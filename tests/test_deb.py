@@ -87,7 +87,7 @@ def test_the_package_is_built_lintian_clean_with_its_dependencies(deb):
     assert "Recommends: openvswitch-switch\n" in fields
     listing = run("dpkg-deb", "-c", str(path)).stdout
     assert ".pyc" not in listing and "__pycache__" not in listing and "/opt/" not in listing
-    assert "./usr/lib/netfw/python/netfw/install.py" in listing
+    assert "./usr/lib/netfw/python/netfw/opennebula/install.py" in listing
     for dependency in ("sh/", "typer/", "click/", "loguru/", "defusedxml/"):
         assert f"./usr/lib/netfw/python/{dependency}" in listing, dependency
     control = run("dpkg-deb", "-I", str(path), "conffiles").stdout.split()

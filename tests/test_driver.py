@@ -1,4 +1,4 @@
-"""netfw.driver and `netfw one`: which NICs each OpenNebula action hands to which API call, with which arguments,
+"""netfw.opennebula.driver and `netfw one`: which NICs each OpenNebula action hands to which API call, with which arguments,
 and how outcomes become exit codes and one ERROR line. The API is faked: nothing touches the host."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, driver, driver_call, legacy, runner, state
+from netfw import api, runner
+from netfw.opennebula import driver, driver_call, legacy
+from netfw import state
 from netfw.cli import app
 from netfw.steps.base import show
-from netfw.model import InputError, NicSpec
+from netfw.model.spec import InputError, NicSpec
 from netfw.runner import CommandError, Result
 from netfw.transaction import TransactionError
 
@@ -60,7 +62,7 @@ def _state_dir(tmp_path, monkeypatch):
 
 
 class FakeApi:
-    """Records the API calls (and netfw.legacy.remove's, as "legacy"); `fail` maps a call name to the exception it
+    """Records the API calls (and netfw.opennebula.legacy.remove's, as "legacy"); `fail` maps a call name to the exception it
     raises."""
 
     def __init__(self, monkeypatch, fail: dict[str, BaseException] | None = None, legacy_found: tuple = ()):
@@ -242,7 +244,7 @@ def test_dry_run_prints_the_commands(monkeypatch):
         assert kw["dry_run"] is True
         return api.Outcome("attach", 42, None, commands=["# step", "ip link add x"])
 
-    def remove(vm, nics):  # netfw.legacy.remove, in a dry run: its changing commands are recorded, not started
+    def remove(vm, nics):  # netfw.opennebula.legacy.remove, in a dry run: its changing commands are recorded, not started
         assert runner.dry() and (vm, nics) == (42, [0, 1])  # NIC 3 is ovswitch: no legacy security groups
         runner.run(["iptables-restore", "--noflush"], stdin="*filter\n-X one-42-0-i\nCOMMIT\n")
         return legacy.Plan(found={0: ["iptables -X one-42-0-i"]})
@@ -382,7 +384,7 @@ def _record(state_dir: Path, spec: NicSpec) -> None:
 def test_clean_of_an_alias_hot_detach_reapplies_its_parent_without_the_alias(monkeypatch, tmp_path):
     """Finding 4: clean with ATTACH=YES on NIC_ALIAS 4 used to detach NIC 0 (its parent) from its firewall while
     the VM kept running; now NIC 0 is updated without 10.0.0.44 and nothing is detached."""
-    from netfw import one as one_doc
+    from netfw.opennebula import one as one_doc
 
     nic0 = one_doc.parse_vm((DATA / "attach_alias.xml").read_bytes()).nic(0)
     _record(tmp_path, nic0.spec)
@@ -499,7 +501,7 @@ def test_a_wrapper_installed_as_a_hook_passes_log_stdout(tmp_path):
 def test_one_default_vn_mad_list_everywhere():
     """Issue 18: the docs' settings example and `--help` named a default without the Open vSwitch drivers; an
     operator who copied it left every Open vSwitch NIC unfiltered. Code, help, docs and wrappers say the same."""
-    from netfw.one import DEFAULT_VN_MADS
+    from netfw.opennebula.one import DEFAULT_VN_MADS
 
     default = ",".join(DEFAULT_VN_MADS)
     assert "ovswitch" in DEFAULT_VN_MADS and "ovswitch_vxlan" in DEFAULT_VN_MADS

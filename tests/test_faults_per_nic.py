@@ -9,11 +9,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, connection, health, ovs, state
+from netfw import api
+from netfw.kernel import connection, ovs
+from netfw.observe import health
+from netfw import state
 from netfw.cli import app
-from netfw.model import NicSpec
-from netfw.ovs import OvsPort
-from netfw.port import LINUX, OVS, Port
+from netfw.model.spec import NicSpec
+from netfw.kernel.ovs import OvsPort
+from netfw.kernel.port import LINUX, OVS, Port
 
 from .fake import FakeHost, link
 

@@ -1,4 +1,4 @@
-"""`netfw hook qemu` (netfw.hook, netfw.domain): which libvirt calls it acts on, the exact commands it runs (the
+"""`netfw hook qemu` (netfw.opennebula.hook, netfw.opennebula.domain): which libvirt calls it acts on, the exact commands it runs (the
 command layer faked: tests/fake.py), how it treats the domain XML (hostile input) and the pending record, and its
 exit codes. tests/integration/test_hook.py shows the same with real taps."""
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, pending, runner, state
+from netfw import api, runner
+from netfw import state
+from netfw.state import pending
 from netfw.cli import app
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 
 from .fake import FakeHost, link
 

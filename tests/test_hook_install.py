@@ -1,4 +1,4 @@
-"""`netfw hook install` and `netfw hook uninstall` (netfw.hook_install): the qemu hook into a libvirt hooks
+"""`netfw hook install` and `netfw hook uninstall` (netfw.opennebula.hook_install): the qemu hook into a libvirt hooks
 directory, idempotent, never over a file that is not netfw's, never through a symbolic link."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import hook_install
+from netfw.opennebula import hook_install
 from netfw.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""`netfw one install` / `uninstall` (netfw/install.py) against a stand-in of OpenNebula's remotes directory
+"""`netfw one install` / `uninstall` (netfw/opennebula/install.py) against a stand-in of OpenNebula's remotes directory
 (tests/remotes.py): the layout of docs/opennebula.md way A, idempotence, the originals back byte for byte (the very
 files), refusals with nothing changed, hostile paths, the settings file, and the driver actions untouched."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netfw import install, install_layout
-from netfw.one import DEFAULT_VN_MADS
+from netfw.opennebula import install, install_layout
+from netfw.opennebula.one import DEFAULT_VN_MADS
 from tests import remotes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""netfw.legacy: exactly the legacy driver's objects of the NICs asked for go, in one restore per family, under the
+"""netfw.opennebula.legacy: exactly the legacy driver's objects of the NICs asked for go, in one restore per family, under the
 legacy driver's lock; reads fail closed; nothing there, nothing runs. The command layer is faked (tests/fake.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from netfw import legacy, runner
+from netfw.opennebula import legacy
+from netfw import runner
 from netfw.errors import InputError
 from netfw.runner import CommandError
 

@@ -1,4 +1,4 @@
-"""netfw.model validates itself: every field of NicSpec and Rule, whichever way it arrives (CLI flags, a document,
+"""netfw.model.spec validates itself: every field of NicSpec and Rule, whichever way it arrives (CLI flags, a document,
 a state record through spec_from_dict). A bad value is an InputError with one line, never a spec."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from netfw import model
-from netfw.model import InputError, NicSpec, Rule
-from netfw.serial import spec_from_dict, spec_to_dict
+from netfw.model import spec as model
+from netfw.model.spec import InputError, NicSpec, Rule
+from netfw.model.serial import spec_from_dict, spec_to_dict
 
 INJECTION = "2001:db8::5%1\n-I FORWARD 1 -j ACCEPT\n#"
 GOOD = NicSpec(7, 0, "vnbr0", mac="02:00:0a:00:00:07", ips=("10.0.0.7", "2001:db8::7"), filter_mac=True,

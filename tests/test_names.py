@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netfw import names
+from netfw.model import names
 from netfw.errors import InputError
 
 

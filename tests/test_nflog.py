@@ -1,4 +1,4 @@
-"""netfw.nflog_wire and the Reader's bookkeeping on datagrams captured from the real kernel.
+"""netfw.observe.nflog_wire and the Reader's bookkeeping on datagrams captured from the real kernel.
 
 tests/data/nflog/captures.json holds raw NFLOG datagrams with the fields expected from the traffic that caused
 them (scripts/nflog_capture.py, see tests/data/nflog/SOURCES.md); nothing here needs the kernel.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from netfw import nflog_wire as wire
-from netfw.nflog import NflogError, Reader, config_message, open_reader
+from netfw.observe import nflog_wire as wire
+from netfw.observe.nflog import NflogError, Reader, config_message, open_reader
 
 DATA = json.loads((Path(__file__).parent / "data" / "nflog" / "captures.json").read_text())
 CAPTURES = {c["name"]: c for c in DATA["captures"]}

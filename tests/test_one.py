@@ -1,4 +1,4 @@
-"""netfw.one: OpenNebula VM documents (plain XML or base64) into NicSpecs. Pure: no kernel, no files but test data."""
+"""netfw.opennebula.one: OpenNebula VM documents (plain XML or base64) into NicSpecs. Pure: no kernel, no files but test data."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from netfw import driver_call, one
-from netfw.model import InputError, NicSpec, Rule
+from netfw.opennebula import driver_call, one
+from netfw.model.spec import InputError, NicSpec, Rule
 
 from . import oned
 

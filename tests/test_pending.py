@@ -1,4 +1,4 @@
-"""The VM's pending record (netfw.pending): written by `netfw one pre`, replaced by the next, completed by a hot
+"""The VM's pending record (netfw.state.pending): written by `netfw one pre`, replaced by the next, completed by a hot
 attach's, removed by `clean` (a hot detach's: its NIC only), read back as strictly as a state record. The API is
 faked (tests/test_driver.py's FakeApi): nothing touches the host but the test's own state directory."""
 
@@ -10,10 +10,12 @@ import stat
 
 import pytest
 
-from netfw import pending, runner, state
-from netfw.model import NicSpec
-from netfw.serial import spec_to_dict
-from netfw.statefs import StateError
+from netfw import state
+from netfw.state import pending
+from netfw import runner
+from netfw.model.spec import NicSpec
+from netfw.model.serial import spec_to_dict
+from netfw.state.fs import StateError
 
 from . import oned
 from .test_driver import Doc, FakeApi, b64, errors, one
@@ -124,7 +126,7 @@ def test_a_bad_document_writes_no_record(monkeypatch, root):
 
 
 def test_a_failing_host_check_writes_no_record(monkeypatch, root):
-    from netfw.model import InputError
+    from netfw.model.spec import InputError
     FakeApi(monkeypatch, fail={"check_host": InputError("br_netfilter is not loaded")})
     assert one("pre", stdin=b64("two_nics.xml"))[0] == 2
     assert not root.exists()

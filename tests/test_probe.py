@@ -1,4 +1,4 @@
-"""netfw.probe's "does not exist" classification (fail closed): gone() accepts the exact messages of iproute2 and
+"""netfw.kernel.probe's "does not exist" classification (fail closed): gone() accepts the exact messages of iproute2 and
 nsenter about the object asked for and nothing else, and links() reads only those as absent.
 
 The messages are the tools' own, as printed on this machine (iproute2 6.1, util-linux 2.38) in the sandbox:
@@ -15,7 +15,8 @@ import json
 
 import pytest
 
-from netfw import probe, runner
+from netfw.kernel import probe
+from netfw import runner
 
 DEV, OTHER, NS = "one-7-0", "one-7-1", "one-7"
 

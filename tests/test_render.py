@@ -1,4 +1,4 @@
-"""netfw.render: NIC specs in, restore input out, compared with expected files under tests/data/render/.
+"""netfw.rules.render: NIC specs in, restore input out, compared with expected files under tests/data/render/.
 
 Regenerate the files after an intended change with `NETFW_UPDATE_RENDER=1 pytest tests/test_render.py`, then
 review the diff: the integration test proves that the kernel prints the same text back.
@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from netfw.model import InputError, NicSpec, Rule
-from netfw.chains import IpsetSpec
-from netfw.guards import link_local
-from netfw.render import (
-    IPSET_THRESHOLD,
-    ipset_restore_text,
-    render,
-    restore_text,
-)
-from netfw.rules import parse_rules
+from netfw.model.spec import InputError, NicSpec, Rule
+from netfw.rules.chains import IpsetSpec
+from netfw.rules.guards import link_local
+from netfw.rules.render import IPSET_THRESHOLD, ipset_restore_text, render, restore_text
+from netfw.model.rules import parse_rules
 
 DATA = Path(__file__).parent / "data" / "render"
 
@@ -225,7 +220,7 @@ def test_bad_identity_is_refused_before_rendering(fields, message):
 
 def test_nic_0_is_in_the_default_conntrack_zone_and_the_others_in_zones_of_their_own():
     """NIC 0 needs no raw rule (zone 0); NIC n > 0 gets zone n + 1, never 1 (earlier netfw's zone of NIC 0)."""
-    from netfw.render import zone, zones
+    from netfw.rules.render import zone, zones
 
     nic0, nic1, nic3 = (zones(NicSpec(7, n, "vnbr0")) for n in (0, 1, 3))
     assert [z.jumps for z in nic0] == [(), ()]

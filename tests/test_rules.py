@@ -1,4 +1,4 @@
-"""netfw.rules: OpenNebula rule objects in, validated Rules (or one exact error line) out."""
+"""netfw.model.rules: OpenNebula rule objects in, validated Rules (or one exact error line) out."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from netfw.model import InputError, Rule
-from netfw.rules import load_rules_json, matches_nothing, parse_rules, peers
+from netfw.model.spec import InputError, Rule
+from netfw.model.rules import load_rules_json, matches_nothing, parse_rules, peers
 
 TCP_IN = {"PROTOCOL": "TCP", "RULE_TYPE": "INBOUND"}
 

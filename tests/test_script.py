@@ -1,4 +1,4 @@
-"""netfw.script: every line-oriented standard input (*-restore, ipset restore, ip -batch) is composed by one helper
+"""netfw.rules.script: every line-oriented standard input (*-restore, ipset restore, ip -batch) is composed by one helper
 that refuses a line break inside a line, so that a value a validator missed fails closed instead of becoming a
 command of its own. Each composer of the code is checked with a value that slipped past validation."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from netfw import script, tables
-from netfw.model import InputError
-from netfw.chains import FamilyRules, IpsetSpec
-from netfw.render import ipset_restore_text, restore_text
-from netfw.port import LINUX, Port
+from netfw.rules import script, tables
+from netfw.model.spec import InputError
+from netfw.rules.chains import FamilyRules, IpsetSpec
+from netfw.rules.render import ipset_restore_text, restore_text
+from netfw.kernel.port import LINUX, Port
 from netfw.steps import CutOver
 from netfw.steps.base import run_batch
 from netfw.steps.ipsets import _destroy_text

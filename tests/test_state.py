@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from netfw import api, backend, state
+from netfw import api
+from netfw.kernel import backend
+from netfw import state
 from netfw.cli import app
 from netfw.errors import InputError
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 
 from .fake import FakeHost, link
 
@@ -346,7 +348,7 @@ def test_a_journal_whose_taken_is_not_a_boolean_is_refused(root, taken):
 
 def test_too_large_a_record_is_refused_before_anything_changes(monkeypatch, root, fake):
     """A record netfw could not read back is never written: attach stops at planning, after its probes only."""
-    monkeypatch.setattr(state, "MAX_RECORD", 200)
+    monkeypatch.setattr(state.records, "MAX_RECORD", 200)  # where document() checks it
     with pytest.raises(InputError, match="VM 7 NIC 0: its state record would be larger than 200 bytes"):
         api.attach(SPEC, state_dir=root)
     assert all("-j" in argv for argv, _ in fake.calls)

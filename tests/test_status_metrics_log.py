@@ -10,13 +10,15 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from netfw import counters, health, logcmd, metrics, probe, state
-from netfw import status as view
+from netfw.observe import counters, health, logcmd, metrics
+from netfw.kernel import probe
+from netfw import state
+from netfw.observe import status as view
 from netfw.cli import app
-from netfw.counters import Count, NicCounters
-from netfw.model import NicSpec, Rule
-from netfw.nflog_wire import LoggedPacket
-from netfw.chains import log_prefix, parse_log_prefix
+from netfw.observe.counters import Count, NicCounters
+from netfw.model.spec import NicSpec, Rule
+from netfw.observe.nflog_wire import LoggedPacket
+from netfw.rules.chains import log_prefix, parse_log_prefix
 
 RULES = (Rule("TCP", "INBOUND", ports="22,80:90", ip="10.0.0.0", size=256, sg_id=100),
          Rule("ICMP", "INBOUND", icmp_type=8, sg_id=100), Rule("ALL", "OUTBOUND", ip="10.0.0.7", size=3))

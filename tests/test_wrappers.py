@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, driver_call
+from netfw import api
+from netfw.opennebula import driver_call
 
 ROOT = Path(__file__).resolve().parents[1]
 WRAPPERS = ROOT / "scripts" / "opennebula"

@@ -2,7 +2,10 @@
 2 bad input (nothing touched).
 
 base.py holds the app and what the commands share; nic.py the commands on one NIC, observe.py those that look; the
-OpenNebula driver actions (`netfw one`) are here. Commands are registered in the order --help lists them.
+OpenNebula driver actions (`netfw one`) are here; one_install.py (`netfw one install`) and hook.py (`netfw hook`)
+are their own typer apps. Commands are registered in the order --help lists them.
+
+May import: every layer below it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ __all__ = ["app", "run", "unexpected", "MAX_UNEXPECTED"]
 
 class OneCommand(typer.core.TyperCommand):
     """`netfw one`: a driver action, or, when the first word is install or uninstall, that command with its own
-    options (netfw/install_cli.py), so that the driver actions' parsing stays exactly as it is."""
+    options (netfw/cli/one_install.py), so that the driver actions' parsing stays exactly as it is."""
 
-    _KEY = "netfw.one.setup"
+    _KEY = "netfw.opennebula.one.setup"
 
     def parse_args(self, ctx, args):
-        from ..install_cli import COMMANDS
+        from .one_install import COMMANDS
 
         if args and args[0] in COMMANDS:
             ctx.meta[self._KEY] = list(args)
@@ -36,7 +39,7 @@ class OneCommand(typer.core.TyperCommand):
         setup = ctx.meta.pop(self._KEY, None)
         if setup is None:
             return super().invoke(ctx)
-        from ..install_cli import app as setup_app
+        from .one_install import app as setup_app
 
         group = typer.main.get_command(setup_app)
         with group.make_context(ctx.info_name, setup, parent=ctx.parent) as sub:
@@ -67,8 +70,8 @@ def one(
     """OpenNebula network-driver action: the base64 VM document on stdin; exit 0, 1 (failed, rolled back) or
     2 (bad input, nothing touched), with one `ERROR: ...` line on stderr. On the front-end, `netfw one install`
     and `netfw one uninstall` hook netfw into OpenNebula's drivers (see their --help)."""
-    from .. import driver
-    from ..document import MAX_INPUT
+    from netfw.opennebula import driver
+    from netfw.model.document import MAX_INPUT
 
     driver.setup_logging(bool(ctx.parent and ctx.parent.params.get("verbose")), to_stdout=log_stdout)
     if backend:
@@ -81,7 +84,7 @@ def one(
     raise typer.Exit(driver.main(action, list(args or ()), document, options, echo=typer.echo))
 
 
-from ..hook_cli import app as _hook_app  # noqa: E402 (typer alone: its commands import what they need)
+from .hook import app as _hook_app  # noqa: E402 (typer alone: its commands import what they need)
 
 app.add_typer(_hook_app, name="hook")
 

@@ -10,7 +10,7 @@ from typing import Optional
 import click
 import typer
 
-from .. import __version__
+from netfw import __version__
 
 # Imports are placed where they are needed: OpenNebula starts netfw once per driver action, and `--help`, usage
 # errors and bad input need neither loguru (~30 ms, it imports asyncio) nor the kernel-facing modules (sh).
@@ -79,9 +79,9 @@ def fail(code: int, message: str) -> None:
 def guarded(fn):
     """Run fn(); map InputError to exit 2, a rolled-back failure or command error to exit 1; an OS error (a file
     netfw could not use) to one line and exit 1, never a traceback."""
-    from ..model import InputError
-    from ..runner import CommandError
-    from ..transaction import TransactionError
+    from netfw.model.spec import InputError
+    from netfw.runner import CommandError
+    from netfw.transaction import TransactionError
 
     _logger()  # the INFO line of every step goes to stderr
     try:
@@ -148,7 +148,7 @@ OUT_BURST_OPT = _bw("--outbound-burst", "Burst at the peak rate from the VM, KB"
 
 def _limits(**given):
     """A Bandwidth from the --inbound-*/--outbound-* options, None when none was given."""
-    from ..model import Bandwidth
+    from netfw.model.spec import Bandwidth
 
     return Bandwidth(**given) if any(v is not None for v in given.values()) else None
 

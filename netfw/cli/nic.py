@@ -8,38 +8,15 @@ from typing import Optional
 
 import typer
 
-from .base import (
-    CT_MAX_OPT,
-    DRY_OPT,
-    FIP_OPT,
-    FMAC_OPT,
-    ID,
-    IN_AVG_OPT,
-    IN_BURST_OPT,
-    IN_PEAK_OPT,
-    IP_OPT,
-    JSON_OPT,
-    MAC_OPT,
-    NIC_ARG,
-    OUT_AVG_OPT,
-    OUT_BURST_OPT,
-    OUT_PEAK_OPT,
-    ROUTER_OPT,
-    RULES_OPT,
-    STATE_OPT,
-    VM_ARG,
-    XML_OPT,
-    _limits,
-    app,
-    emit,
-    guarded,
-)
+from .base import (CT_MAX_OPT, DRY_OPT, FIP_OPT, FMAC_OPT, ID, IN_AVG_OPT, IN_BURST_OPT, IN_PEAK_OPT, IP_OPT, JSON_OPT,
+                   MAC_OPT, NIC_ARG, OUT_AVG_OPT, OUT_BURST_OPT, OUT_PEAK_OPT, ROUTER_OPT, RULES_OPT, STATE_OPT, VM_ARG,
+                   XML_OPT, _limits, app, emit, guarded)
 
 
 def _read(source: str, what: str) -> bytes:
     """At most MAX_INPUT bytes of FILE, or of standard input for '-': more is refused, never read (/dev/zero)."""
-    from ..document import MAX_INPUT
-    from ..model import InputError
+    from netfw.model.document import MAX_INPUT
+    from netfw.model.spec import InputError
 
     if not source:
         raise InputError(f"{what}: an empty name is neither a file nor '-'")
@@ -58,8 +35,8 @@ def _read(source: str, what: str) -> bytes:
 
 def _rules(source: str):
     """The rules of a --rules file ('-': stdin) as Rules; () for '[]' (nothing allowed)."""
-    from ..model import InputError
-    from ..rules import load_rules_json
+    from netfw.model.spec import InputError
+    from netfw.model.rules import load_rules_json
 
     try:
         text = _read(source, "--rules").decode("utf-8")
@@ -70,8 +47,8 @@ def _rules(source: str):
 
 def _from_document(vm: int, nic: int, vm_xml: str, **flags):
     """The NIC's spec from an OpenNebula VM document; flags other than --tap cannot be mixed with it."""
-    from .. import one
-    from ..model import InputError
+    from netfw.opennebula import one
+    from netfw.model.spec import InputError
 
     mixed = ["--inbound-*/--outbound-*" if k == "bandwidth" else f"--{k.replace('_', '-')}"
              for k, v in flags.items() if v not in (None, [], ())]
@@ -87,7 +64,7 @@ def _spec(vm, nic, bridge, tap, rules, mac, ip, filter_mac, filter_ip, router, v
     """
     import dataclasses
 
-    from ..model import InputError, NicSpec
+    from netfw.model.spec import InputError, NicSpec
 
     if vm_xml is not None:
         spec = _from_document(vm, nic, vm_xml, bridge=bridge, rules=rules, mac=mac, ip=ip,
@@ -128,7 +105,7 @@ def attach(
     """Put VM NIC behind its own firewall: namespace, firewall bridge, veth, rules, then cut-over of the tap."""
     import dataclasses
 
-    from .. import api
+    from netfw import api
 
     def go():
         limits = _limits(inbound_avg=inbound_avg, inbound_peak=inbound_peak, inbound_burst=inbound_burst,
@@ -166,8 +143,9 @@ def update(
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Replace an attached NIC's rules atomically; options not given keep what was last applied."""
-    from .. import api, state
-    from ..model import InputError
+    from netfw import api
+    from netfw import state
+    from netfw.model.spec import InputError
 
     def go():
         limits = _limits(inbound_avg=inbound_avg, inbound_peak=inbound_peak, inbound_burst=inbound_burst,
@@ -198,7 +176,7 @@ def _kept_cap(spec, conntrack_max: int | None, state_dir: str | None):
     cap: a document never resets it to the default."""
     import dataclasses
 
-    from .. import state
+    from netfw import state
 
     if conntrack_max is None:
         applied = state.load(state.state_dir(state_dir), spec.vm, spec.nic)
@@ -219,7 +197,7 @@ def detach(
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Return the tap to its VN bridge and remove the NIC's firewall; succeeds when parts are already gone."""
-    from .. import api
+    from netfw import api
 
     emit(guarded(lambda: api.detach(vm, nic, dry_run=dry_run, state_dir=state_dir, bridge=bridge)), as_json)
 
@@ -234,8 +212,8 @@ def verify(
     state_dir: Optional[str] = STATE_OPT,
 ) -> None:
     """Check every object and relation attach made; exit 0 when all hold, 1 with the list of drift."""
-    from .. import api
-    from ..model import InputError
+    from netfw import api
+    from netfw.model.spec import InputError
 
     def go():
         expected = None

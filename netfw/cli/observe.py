@@ -21,8 +21,8 @@ def status(
     drops, rule counters and conntrack table; exit 0 when all are attached and clean, 1 otherwise."""
     import json
 
-    from .. import health
-    from .. import status as view
+    from netfw.observe import health
+    from netfw.observe import status as view
 
     if vm is None:
         healths = guarded(lambda: health.survey(state_dir))
@@ -49,7 +49,7 @@ def gc(
     touches a link without netfw's alias. Exit 1 when something had to be left."""
     import json
 
-    from .. import gc as collector
+    from netfw.observe import gc as collector
 
     items = guarded(lambda: collector.collect(state_dir, dry_run=dry_run))
     if as_json:
@@ -76,7 +76,7 @@ def metrics(
 ) -> None:
     """Prometheus text exposition of every attached VM: packets and bytes accepted and dropped, drops by reason,
     rule counters, conntrack entries and cap, NIC health. Exit 1 when something could not be read."""
-    from .. import metrics as exposition
+    from netfw.observe import metrics as exposition
 
     text, errors = guarded(lambda: exposition.collect(state_dir))
     if output:
@@ -100,8 +100,8 @@ def log(
     ports, why (no rule matched, anti-spoofing, conntrack cap, ethertype). Rate-limited in the kernel per NIC."""
     import json
 
-    from .. import logcmd
-    from ..nflog import NflogError
+    from netfw.observe import logcmd
+    from netfw.observe.nflog import NflogError
 
     def emit(entry: dict) -> None:
         print(json.dumps(entry) if as_json else logcmd.line(entry), flush=True)

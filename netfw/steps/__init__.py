@@ -1,4 +1,8 @@
-"""Reversible steps, one per kernel object or move. See base.Step for the contract."""
+"""Reversible steps, one per kernel object or move (namespace, veth pair, firewall bridge, rulesets, ipsets,
+shaping, the cut-over, records and journals). See base.Step for the contract.
+
+May import: netfw.state, netfw.kernel, netfw.rules, netfw.model and the bottom.
+"""
 
 from .base import Reverse, Step
 from .bridge import FirewallBridge

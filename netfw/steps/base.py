@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 from abc import ABC, abstractmethod
 
-from .. import probe, runner, script
+from netfw.kernel import probe
+from netfw import runner
+from netfw.rules import script
 
 
 class Step(ABC):

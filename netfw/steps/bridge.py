@@ -8,7 +8,10 @@ namespace. The tap's own local entry is CutOver's.
 
 from __future__ import annotations
 
-from .. import names, probe, runner, script
+from netfw.model import names
+from netfw.kernel import probe
+from netfw import runner
+from netfw.rules import script
 from .base import Fresh, Step, quote, remove, run_batch
 
 

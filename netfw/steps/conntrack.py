@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .. import probe, runner
+from netfw.kernel import probe
+from netfw import runner
 from .base import ForwardOnly
 
 

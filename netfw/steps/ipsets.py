@@ -7,9 +7,11 @@ and only then IpsetGc destroys the old generation, which no rule references any 
 
 from __future__ import annotations
 
-from .. import probe, runner, script
-from ..chains import IpsetSpec
-from ..render import ipset_restore_text
+from netfw.kernel import probe
+from netfw import runner
+from netfw.rules import script
+from netfw.rules.chains import IpsetSpec
+from netfw.rules.render import ipset_restore_text
 from .base import ForwardOnly, Fresh, Step
 
 

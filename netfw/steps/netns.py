@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from loguru import logger
 
-from .. import names, probe, runner, script
+from netfw.model import names
+from netfw.kernel import probe
+from netfw import runner
+from netfw.rules import script
 from .base import ForwardOnly, Fresh, Step, remove
 
 #: Set right after creation: no IPv6 autoconfiguration (no DAD/RS/MLD from netfw's links); bridged traffic goes
@@ -140,7 +143,7 @@ class DropNamespace(ForwardOnly):
         return probe.netns_exists(self.ns) and {n for n in probe.links(self.ns) if n != "lo"} <= own
 
     def apply(self) -> bool:
-        from ..transaction import run  # the fallback is a transaction of its own
+        from netfw.transaction import run  # the fallback is a transaction of its own
 
         self._fell_back = []
         if not self._alone():  # other NICs still inside, or no namespace (then this cleans up what is left outside)
@@ -171,7 +174,7 @@ class DropNamespace(ForwardOnly):
                 step.apply()
 
     def undo(self) -> None:
-        from ..transaction import rollback
+        from netfw.transaction import rollback
 
         failures = rollback(self._fell_back) if self._fell_back else []
         self._fell_back = []

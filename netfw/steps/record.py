@@ -3,13 +3,13 @@
 The record says what is applied; it is written last, so it only exists for a complete attach. The journal says what
 an operation is doing (its target, and the port settings the tap had before it left its bridge); it is written
 before the first change and removed after the last, so that a run killed at any point leaves what the next run
-needs to finish or undo the job. Both are written atomically (netfw.statefs). A dry run writes neither.
+needs to finish or undo the job. Both are written atomically (netfw.state.fs). A dry run writes neither.
 """
 
 from __future__ import annotations
 
-from .. import runner
-from ..state import StateDir
+from netfw import runner
+from netfw.state import StateDir
 from .base import Step
 
 

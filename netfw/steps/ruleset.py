@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from .. import probe, runner, tables
-from ..backend import tool
-from ..chains import FamilyRules
+from netfw.kernel import probe
+from netfw import runner
+from netfw.rules import tables
+from netfw.kernel.backend import tool
+from netfw.rules.chains import FamilyRules
 from .base import Fresh, Step
 
 

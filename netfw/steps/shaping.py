@@ -1,4 +1,4 @@
-"""Shaping (attach, update) and TapShaping (detach): the NIC's bandwidth limits, see netfw.tc."""
+"""Shaping (attach, update) and TapShaping (detach): the NIC's bandwidth limits, see netfw.kernel.tc."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import json
 
 from loguru import logger
 
-from .. import names, probe, runner, script, tc
-from ..model import Bandwidth
+from netfw.model import names
+from netfw.kernel import probe, tc
+from netfw import runner
+from netfw.rules import script
+from netfw.model.spec import Bandwidth
 from .base import Fresh, Step
 
 

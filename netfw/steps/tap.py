@@ -41,9 +41,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import names, ovs, probe, runner
-from ..model import Bandwidth
-from ..port import LINUX, Port
+from netfw.model import names
+from netfw.kernel import ovs, probe
+from netfw import runner
+from netfw.model.spec import Bandwidth
+from netfw.kernel.port import LINUX, Port
 from .shaping import shape_tap
 from .base import Fresh, Step, port_drift
 from .tap_moves import TapMoves
@@ -63,7 +65,7 @@ class CutOver(TapMoves, Step):
         self.host, self.inner = host, inner
         # netfw has taken the tap (the journal says so); take: writes that in the journal, before the tap is taken
         self.taken, self.take = taken, take
-        # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.tc), and an attach rolled
+        # A move destroys the tap's qdiscs: the NIC's limits go with it each way (netfw.kernel.tc), and an attach rolled
         # back puts back on the tap the parts of libvirt's set-up it had (tap_tc: the qdisc kinds it carried).
         self.limits, self.tap_tc = limits, tap_tc
         self.resume = resume  # a journal says a run was killed: a tap already back may lack its limits

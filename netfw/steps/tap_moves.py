@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 
-from .. import ovs, probe, runner, script
-from ..port import LINUX, Port
+from netfw.kernel import ovs, probe
+from netfw import runner
+from netfw.rules import script
+from netfw.kernel.port import LINUX, Port
 from .base import run_batch
 from .shaping import shape_firewall, shape_tap
 

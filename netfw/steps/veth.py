@@ -8,7 +8,9 @@ replaces the tap. The cut-over renames it to the tap's name; it is found by its 
 
 from __future__ import annotations
 
-from .. import names, probe, runner
+from netfw.model import names
+from netfw.kernel import probe
+from netfw import runner
 from .base import Fresh, Step, port_drift, quote, remove, run_batch
 
 

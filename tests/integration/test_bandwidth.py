@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netfw import api
-from netfw.model import Bandwidth, NicSpec
+from netfw.model.spec import Bandwidth, NicSpec
 
 from .lab import sh, vn_bridge
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, state
-from netfw.rules import parse_rules
+from netfw import api
+from netfw import state
+from netfw.model.rules import parse_rules
 
 from .lab import ping, sh, snapshot
 

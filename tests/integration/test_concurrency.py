@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from netfw import names, state
-from netfw.rules import parse_rules
+from netfw.model import names
+from netfw import state
+from netfw.model.rules import parse_rules
 
 from .lab import links, netns_list, ping, sh
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from netfw import api
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 
 from .lab import netns_list, ping, sh, snapshot
 
@@ -162,7 +162,7 @@ def test_detach_leaves_alone_a_link_that_only_has_netfw_s_name(lab):
 @pytest.mark.parametrize("backend", ["legacy", "nft"])
 def test_either_iptables_backend_filters_and_is_kept_by_the_nic(lab, monkeypatch, backend):
     """A NIC attached with a backend keeps it: update and detach use it even when the setting changed since."""
-    from netfw.rules import parse_rules
+    from netfw.model.rules import parse_rules
 
     lab.bridge()
     g1, g2 = lab.vm(1, 0, "10.9.0.1/24"), lab.vm(2, 0, "10.9.0.2/24")

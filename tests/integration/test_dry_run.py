@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from netfw import api, runner
-from netfw.model import Bandwidth, NicSpec
-from netfw.rules import load_rules_json
+from netfw.model.spec import Bandwidth, NicSpec
+from netfw.model.rules import load_rules_json
 from netfw.steps.base import show
 
 from .lab import snapshot

@@ -10,8 +10,8 @@ import json
 import pytest
 
 from netfw import api, runner
-from netfw.model import Bandwidth, NicSpec
-from netfw.rules import load_rules_json
+from netfw.model.spec import Bandwidth, NicSpec
+from netfw.model.rules import load_rules_json
 from netfw.transaction import TransactionError
 
 from .lab import ping, sh, snapshot

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from netfw import api
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 
 from .faults import Faults
 from .lab import ping, sh, snapshot

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, names
+from netfw import api
+from netfw.model import names
 
 from .. import oned
 from .lab import eventually, links, ping, sh, snapshot

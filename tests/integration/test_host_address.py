@@ -22,7 +22,7 @@ import time
 import pytest
 
 from netfw import api
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 
 from .lab import ping, sh, vn_bridge
 from .ovs import vsctl

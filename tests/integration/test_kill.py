@@ -13,8 +13,8 @@ import json
 import pytest
 
 from netfw import api
-from netfw.serial import spec_from_dict
-from netfw.rules import load_rules_json
+from netfw.model.serial import spec_from_dict
+from netfw.model.rules import load_rules_json
 
 from .faults import Faults
 from .lab import ping, sh, snapshot

@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 import pytest
 
-from netfw import api, guards, tables
-from netfw.model import NicSpec
-from netfw.rules import parse_rules
+from netfw import api
+from netfw.rules import guards, tables
+from netfw.model.spec import NicSpec
+from netfw.model.rules import parse_rules
 
 from . import frames as fr
 from . import lab as lab_mod

@@ -1,4 +1,4 @@
-"""netfw.nflog against the real kernel: NFLOG rules in a namespace, real traffic, the reader in-process.
+"""netfw.observe.nflog against the real kernel: NFLOG rules in a namespace, real traffic, the reader in-process.
 
 The bridged lab is shaped like a netfw VM namespace: namespace `fw` holds bridge br0 (br_netfilter on) with two
 ports, `pv` (towards the guest `peer`, as netfw's veth end) and `tap` (towards the guest `vm`); packets to the VM
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from netfw.nflog import NflogError, in_netns, open_reader
+from netfw.observe.nflog import NflogError, in_netns, open_reader
 
 from .lab import reset, sh
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from netfw import api, chains, render
-from netfw.model import NicSpec
-from netfw.rules import parse_rules
+from netfw import api
+from netfw.rules import chains, render
+from netfw.model.spec import NicSpec
+from netfw.model.rules import parse_rules
 
 from . import frames as fr
 from . import traffic as t

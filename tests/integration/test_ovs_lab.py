@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 
-from netfw.ovs import render  # OVSDB JSON values in ovs-vsctl's `column=value` syntax
+from netfw.kernel.ovs import render  # OVSDB JSON values in ovs-vsctl's `column=value` syntax
 
 from . import lab as lab_mod
 from . import ovs as ovs_mod

@@ -12,9 +12,9 @@ import uuid
 import pytest
 
 from netfw import runner
-from netfw.backend import tool
-from netfw.chains import EB, Ruleset
-from netfw.render import ipset_restore_text, render, restore_text
+from netfw.kernel.backend import tool
+from netfw.rules.chains import EB, Ruleset
+from netfw.rules.render import ipset_restore_text, render, restore_text
 from tests.test_render import CASES  # every expected render file is proven canonical here
 
 pytestmark = pytest.mark.skipif(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netfw import api, runner
-from netfw.model import NicSpec
+from netfw.model.spec import NicSpec
 from netfw.transaction import TransactionError
 
 from .lab import ping, snapshot

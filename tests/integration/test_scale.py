@@ -1,5 +1,5 @@
 """Issue 22 at small N, with real kernel objects: `netfw status`, `netfw status VM` and `netfw metrics` read each
-namespace once (netfw/cache.py, the VMs in parallel) and say exactly what the reads check by check say, faults
+namespace once (netfw/kernel/cache.py, the VMs in parallel) and say exactly what the reads check by check say, faults
 included; gc after VMs ended without clean (taps gone) and after a reboot (records, nothing in the kernel) leaves
 nothing behind. The timings are scripts/bench_scale.py's (docs/benchmarks/scale.md)."""
 
@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netfw import api, cache, health, metrics, probe, status
-from netfw.model import NicSpec
-from netfw.rules import parse_rules
+from netfw import api
+from netfw.kernel import cache, probe
+from netfw.observe import health, metrics, status
+from netfw.model.spec import NicSpec
+from netfw.model.rules import parse_rules
 
 from .lab import eventually, links, netns_list, ping, sh
 

@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from netfw import api, runner, state
-from netfw.model import NicSpec
-from netfw.rules import parse_rules
+from netfw import api, runner
+from netfw import state
+from netfw.model.spec import NicSpec
+from netfw.model.rules import parse_rules
 from netfw.transaction import TransactionError
 
 from . import lab as lab_mod

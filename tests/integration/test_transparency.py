@@ -12,10 +12,11 @@ import json
 
 import pytest
 
-from netfw import api, health
+from netfw import api
+from netfw.observe import health
 from netfw.errors import InputError
-from netfw.model import NicSpec
-from netfw.rules import load_rules_json
+from netfw.model.spec import NicSpec
+from netfw.model.rules import load_rules_json
 
 from .lab import eventually, ping, sh, snapshot
 from .ovs import add_flow, del_flows, settle, vsctl

@@ -1,0 +1,227 @@
+"""The health of every VM NIC netfw knows: from its state records and from the kernel objects that carry netfw's
+alias (`netfw vm=<VM> nic=<NIC> role=...`), wherever they are, and the namespaces named `one-<VM>`.
+
+| health   | what it means                                                                   | what to do            |
+|----------|---------------------------------------------------------------------------------|-----------------------|
+| attached | a record, and `netfw verify` finds everything as attach made it                 | nothing               |
+| drift    | a record and kernel objects, but verify finds differences (listed)              | attach again, detach  |
+| stale    | a record, and no kernel object of the NIC (after a reboot; a VM that vanished)  | attach again, detach  |
+| orphan   | kernel objects (or a namespace one-<VM>) that no record accounts for            | detach                |
+| error    | the record cannot be read, or a check failed (the message says which)           | see the message       |
+
+Objects are found by their alias, not by name: names of the hypervisor-side links may change, an alias does not.
+Read-only; safe to call at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netfw import api, runner
+from netfw.kernel import cache, probe
+from netfw.model import names
+from netfw import state
+from netfw.errors import InputError
+from netfw.state.records import Applied, StateError
+
+HEALTHS = ("attached", "drift", "stale", "orphan", "error")
+#: survey(verify=False)'s word for a recorded NIC with kernel objects: attached or drift, not checked (gc's first look).
+UNVERIFIED = "unverified"
+_NETNS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
+
+
+@dataclass
+class Health:
+    """One VM NIC (or, nic None, a namespace one-<VM> without any NIC in it) and its health."""
+
+    vm: int
+    nic: int | None
+    health: str
+    problems: list[str] = field(default_factory=list)
+    applied: Applied | None = None  # the record, when it could be read
+
+    def as_dict(self) -> dict:
+        return {"vm": self.vm, "nic": self.nic, "health": self.health, "problems": self.problems}
+
+
+@dataclass
+class Objects:
+    """netfw's kernel objects: links by (vm, nic), and the namespaces one-<VM> that hold none of them."""
+
+    links: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (vm, nic) -> "where/name (role)"
+    namespaces: dict[int, list[str]] = field(default_factory=dict)  # vm -> names of the links in one-<vm>
+    bare: set[int] = field(default_factory=set)  # VMs whose namespace holds no netfw link
+    unreadable: dict[int, str] = field(default_factory=dict)  # VMs whose namespace could not be read, and why
+
+
+def namespaces() -> list[int]:
+    """The VM ids of the usable namespaces named `one-<VM>` (ip netns add's bind mounts)."""
+    try:
+        entries = os.listdir(probe.NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    found = (_NETNS.fullmatch(e) for e in entries)
+    return sorted(int(m[1]) for m in found if m and probe.netns_exists(m[0]))
+
+
+def _tagged(links: dict[str, dict], where: str, out: Objects, vm: int | None) -> int:
+    """Add the links that carry netfw's alias (of VM vm, or any) to out; how many there were."""
+    count = 0
+    for name, link in links.items():
+        tag = names.parse_alias(link.get("ifalias"))
+        if tag and (vm is None or tag[0] == vm):
+            out.links.setdefault(tag[:2], []).append(f"{where}{name} ({tag[2]})")
+            count += 1
+    return count
+
+
+def _host_tags() -> list[tuple[str, tuple[int, int, str]]]:
+    """(name, (vm, nic, role)) of the hypervisor's links that carry netfw's alias, in their order; computed once
+    within cache.reads() (gc asks for one VM after another: once per VM was quadratic in the VM count)."""
+    def read() -> list[tuple[str, tuple[int, int, str]]]:
+        return [(name, tag) for name, link in probe.links(None).items()
+                if (tag := names.parse_alias(link.get("ifalias")))]
+    reads = cache.active()
+    return read() if reads is None else reads.memo(reads.derived, "host tags", read)
+
+
+def objects(vm: int | None = None) -> Objects:
+    """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
+    out = Objects()
+    for name, tag in _host_tags():
+        if vm is None or tag[0] == vm:
+            out.links.setdefault(tag[:2], []).append(f"{name} ({tag[2]})")
+    if vm is None:
+        found = namespaces()
+    else:  # not every namespace's mount checked for one VM's
+        found = [vm] if probe.netns_exists(names.netns(vm)) else []
+    for vm_id, links in zip(found, cache.each(found, _namespace_links)):
+        ns = names.netns(vm_id)
+        if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
+            out.unreadable[vm_id] = f"could not read namespace {ns}: {links}"
+            continue
+        out.namespaces[vm_id] = list(links)
+        if not _tagged(links, f"{ns}/", out, None):
+            out.bare.add(vm_id)
+    return out
+
+
+def _namespace_links(vm: int) -> dict[str, dict] | runner.CommandError:
+    """The links of namespace one-<vm>, or the error that reading them raised. Read-only."""
+    try:
+        return probe.links(names.netns(vm))
+    except runner.CommandError as e:
+        return e
+
+
+def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, int], Applied | StateError],
+                                                                set[tuple[int, int]], dict[int, str]]:
+    """Every record of the VMs, each read and validated (a bad one as its error); the NICs with a journal; the VMs
+    whose directory of records netfw refuses, with why (their NICs are unknown)."""
+    found: dict[tuple[int, int], Applied | StateError] = {}
+    journals: set[tuple[int, int]] = set()
+    refused: dict[int, str] = {}
+    for vm in vms:
+        try:
+            nics, journaled = records.nics(vm), records.nics(vm, intents=True)
+        except StateError as e:
+            refused[vm] = str(e)
+            continue
+        journals |= {(vm, nic) for nic in journaled}
+        for nic in nics:
+            try:
+                found[(vm, nic)] = records.load(vm, nic)
+            except (StateError, InputError) as e:
+                found[(vm, nic)] = StateError(str(e))
+    return found, journals, refused
+
+
+def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: str | Path | None,
+              verify: bool = True) -> Health:
+    vm, nic = key
+    tap_inside = applied.spec.tap in seen.namespaces.get(vm, [])
+    if key not in seen.links and not tap_inside:
+        return Health(vm, nic, "stale", [f"no kernel object of VM {vm} NIC {nic} is left (after a reboot, or the "
+                                         f"VM is gone): netfw attach repairs it, netfw detach {vm} {nic} forgets it"],
+                      applied)
+    if not verify:
+        return Health(vm, nic, UNVERIFIED, [], applied)
+    try:
+        drift = api.verify(vm, nic, state_dir=state_dir)[nic]
+    except (runner.CommandError, InputError) as e:  # a failed read, a record or an OVSDB value netfw refuses
+        return Health(vm, nic, "error", [f"could not check it: {e}"], applied)
+    return Health(vm, nic, "drift" if drift else "attached", drift, applied)
+
+
+def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_dir: str | Path | None,
+             verify: bool) -> dict[tuple[int, int], Health]:
+    """The health of recorded NICs (_recorded), one VM a task of cache.each (its NICs share its namespace's reads)."""
+    by_vm: dict[int, list[tuple[int, int]]] = {}
+    for key in keys:
+        by_vm.setdefault(key[0], []).append(key)
+    def task(nics: list[tuple[int, int]]) -> list[Health]:
+        found = [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics]
+        reads = cache.active()
+        if verify and reads is not None:  # verified: its links are not needed again (gc's look at taps needs them)
+            reads.forget(names.netns(nics[0][0]))
+        return found
+
+    done = cache.each(by_vm.values(), task)
+    return {key: h for nics, healths in zip(by_vm.values(), done) for key, h in zip(nics, healths)}
+
+
+def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
+           verify: bool = True) -> list[Health]:
+    """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
+
+    Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
+    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each). verify False: a recorded NIC with
+    kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
+    if vm is not None:
+        names.check_ids(vm, nic or 0)
+    with cache.reads():
+        return _survey(state_dir, vm, nic, verify)
+
+
+def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool) -> list[Health]:
+    with state.opened(state_dir, create=False) as records:
+        vms = [vm] if vm is not None else records.vms()
+        recorded, journals, refused = _records(records, vms)
+    seen = objects(vm)
+    # a VM whose records or namespace cannot be read: its NICs are neither stale nor orphans (gc would take them
+    # away), only in error
+    refused.update(seen.unreadable)
+    out = [Health(v, None, "error", [why]) for v, why in refused.items()]
+    keys = [key for key in sorted(set(recorded) | set(seen.links) | journals) if nic is None or key[1] == nic]
+    checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)],
+                       recorded, seen, state_dir, verify)
+    for key in keys:
+        applied = recorded.get(key)
+        if key[0] in refused:
+            out.append(Health(*key, "error", [refused[key[0]]]))
+        elif isinstance(applied, StateError):
+            out.append(Health(*key, "error", [str(applied)]))
+        elif applied is None and key not in seen.links:  # a journal only: a run killed before it changed anything
+            out.append(Health(*key, "stale", [f"only the journal of an interrupted run is left: netfw gc, or "
+                                              f"netfw detach {key[0]} {key[1]}"]))
+        elif applied is None:
+            why = "an interrupted run left them (journal)" if key in journals else "no state record"
+            out.append(Health(*key, "orphan", [f"{why}; netfw's links: {', '.join(seen.links[key])}"]))
+        else:
+            out.append(checked[key])
+    for bare in sorted(seen.bare):
+        if nic is None and not any(k[0] == bare for k in recorded) and bare not in refused:
+            held = ", ".join(n for n in seen.namespaces[bare] if n != "lo") or "nothing but lo"
+            out.append(Health(bare, None, "orphan", [f"namespace {names.netns(bare)} holds {held} and no NIC "
+                                                     "netfw has a record of"]))
+    if vm is not None and not out:
+        what = f"VM {vm}" + (f" NIC {nic}" if nic is not None else "")
+        raise InputError(f"netfw knows nothing of {what}: no state record, no namespace, no link with its alias")
+    return sorted(out, key=lambda h: (h.vm, -1 if h.nic is None else h.nic))
+
+
+def all_attached(healths: list[Health]) -> bool:
+    return all(h.health == "attached" for h in healths)
