@@ -12,26 +12,14 @@ import pytest
 
 from netfw import state
 from netfw.state import pending
-from netfw import runner
 from netfw.model.spec import NicSpec
 from netfw.model.serial import spec_to_dict
 from netfw.state.fs import StateError
 
-from . import oned
 from .test_driver import Doc, FakeApi, b64, errors, one
+from .test_driver import _no_process, shape  # noqa: F401  (the same autouse fixtures: every shape, no process)
 
 
-@pytest.fixture(autouse=True, params=oned.SHAPES)
-def shape(request, monkeypatch):
-    monkeypatch.setattr(Doc, "shape", request.param, raising=False)
-    return request.param
-
-
-@pytest.fixture(autouse=True)
-def _no_process(monkeypatch):
-    def refuse(argv, stdin, timeout):
-        raise AssertionError(f"a unit test of the pending record started {argv}")
-    monkeypatch.setattr(runner, "_execute", refuse)
 
 
 @pytest.fixture

@@ -163,3 +163,32 @@ CT_MAX_OPT = typer.Option(None, "--conntrack-max", help="Conntrack entries the N
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the commands that would run; change nothing.")
 JSON_OPT = typer.Option(False, "--json", help="Machine-readable output.")
 STATE_OPT = typer.Option(None, "--state-dir", help=STATE_HELP)
+
+
+def setup_done(call, what: str, as_json: bool, stopped: str = "") -> None:
+    """`netfw one install` and `netfw hook install` (and their uninstall): call() plans and makes the changes. Bad
+    input is one ERROR line and exit 2 (nothing changed), a file that could not be changed one line and exit 1
+    (stopped: what the operator does then); else the changes, one per line, and the summary (or --json)."""
+    from ..errors import InputError
+
+    try:
+        outcome = call()
+    except InputError as e:
+        setup_error(2, f"{what}: {e}")
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        setup_error(1, f"{what}: {where}{e.strerror or e}{stopped}")
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(outcome.as_dict(), indent=1))
+        return
+    for change in outcome.changes:
+        typer.echo(change)
+    typer.echo(f"INFO: {outcome.summary()}")
+
+
+def setup_error(code: int, message: str) -> None:
+    """The one `ERROR:` line of the set-up commands (they log nothing else), then exit with code."""
+    print(f"ERROR: {' '.join(message.split())}", file=sys.stderr)
+    raise typer.Exit(code)

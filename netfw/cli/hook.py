@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Optional
 
@@ -58,26 +57,10 @@ def qemu(
 
 def _installed(action: str, hooks_dir: str, dry_run: bool, as_json: bool, script: Optional[str] = None) -> None:
     from netfw.opennebula import hook_install
-    from netfw.errors import InputError
 
-    try:
-        outcome = hook_install.run(action, hooks_dir, dry_run, script)
-    except InputError as e:
-        _error(2, f"netfw hook {action}: {e}")
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _error(1, f"netfw hook {action}: {where}{e.strerror or e}")
-    if as_json:
-        typer.echo(json.dumps(outcome.as_dict(), indent=1))
-        return
-    for change in outcome.changes:
-        typer.echo(change)
-    typer.echo(f"INFO: {outcome.summary()}")
+    from .base import setup_done
 
-
-def _error(code: int, message: str) -> None:
-    print(f"ERROR: {' '.join(message.split())}", file=sys.stderr)
-    raise typer.Exit(code)
+    setup_done(lambda: hook_install.run(action, hooks_dir, dry_run, script), f"netfw hook {action}", as_json)
 
 
 @app.command("install")

@@ -7,8 +7,6 @@ exactly as before.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Optional
 
 import typer
@@ -32,26 +30,11 @@ JSON_OPT = typer.Option(False, "--json", help="Print the outcome as JSON.")
 def _run(action: str, remotes: str, drivers: Optional[str], dry_run: bool, as_json: bool,
          scripts: Optional[str] = None, settings: Optional[str] = None) -> None:
     from netfw.opennebula.driver_call import parse_vn_mads
-    from netfw.errors import InputError
 
-    try:
-        outcome = install.run(action, remotes, parse_vn_mads(drivers), dry_run, scripts, settings)
-    except InputError as e:
-        _error(2, f"netfw one {action}: {e}")
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _error(1, f"netfw one {action}: {where}{e.strerror or e} (stopped part-way: run it again to finish)")
-    if as_json:
-        typer.echo(json.dumps(outcome.as_dict(), indent=1))
-        return
-    for change in outcome.changes:
-        typer.echo(change)
-    typer.echo(f"INFO: {outcome.summary()}")
+    from .base import setup_done
 
-
-def _error(code: int, message: str) -> None:
-    print(f"ERROR: {' '.join(message.split())}", file=sys.stderr)
-    raise typer.Exit(code)
+    setup_done(lambda: install.run(action, remotes, parse_vn_mads(drivers), dry_run, scripts, settings),
+               f"netfw one {action}", as_json, " (stopped part-way: run it again to finish)")
 
 
 @app.command("install")
