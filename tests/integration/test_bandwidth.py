@@ -42,6 +42,19 @@ def within(measured: float, target: float = MBITS) -> bool:
     return abs(measured - target) <= 0.2 * target
 
 
+def limited(server: str, client: str, address: str, target: float = MBITS, tries: int = 3) -> float:
+    """The goodput from client to server when a limit of `target` Mbit/s holds: no run above target + 20%, and the
+    best run within 20% of it. A loaded machine can only slow a run down (a starved iperf3 stays below the limit,
+    never above), so a slow run is measured again, up to `tries` runs; the best is returned. AssertionError if not."""
+    runs = []
+    for _ in range(tries):
+        runs.append(iperf(server, client, address))
+        assert runs[-1] <= 1.2 * target, f"{runs[-1]:.2f} Mbit/s, over the limit {target} (runs: {runs})"
+        if within(runs[-1], target):
+            return runs[-1]
+    raise AssertionError(f"{max(runs):.2f} Mbit/s at best, not within 20% of the limit {target} (runs: {runs})")
+
+
 def police_supported() -> bool:
     """True when this kernel has tc's police action (act_police), which libvirt's limit from a VM needs."""
     sh("ip", "link", "add", "nfpolice0", "type", "veth", "peer", "name", "nfpolice1")
@@ -65,12 +78,11 @@ def test_limits_hold_behind_the_firewall_in_both_directions(pair):
     g1, g2, bridge = pair
     assert iperf(g1, g2, "10.9.0.1") > 3 * MBITS  # unlimited before: the probe can tell
     api.attach(NicSpec(1, 0, bridge, bandwidth=Bandwidth(inbound_avg=RATE, outbound_avg=RATE)))
-    to_vm, from_vm = iperf(g1, g2, "10.9.0.1"), iperf(g2, g1, "10.9.0.2")
-    assert within(to_vm), f"to the VM: {to_vm:.2f} Mbit/s, limit {MBITS}"
-    assert within(from_vm), f"from the VM: {from_vm:.2f} Mbit/s, limit {MBITS}"
+    limited(g1, g2, "10.9.0.1")  # to the VM
+    limited(g2, g1, "10.9.0.2")  # from the VM
     assert api.verify(1, 0) == {0: []}
     api.update(NicSpec(1, 0, bridge, bandwidth=Bandwidth(inbound_avg=2 * RATE)))  # a new limit, one way only
-    assert within(iperf(g1, g2, "10.9.0.1"), 2 * MBITS)
+    limited(g1, g2, "10.9.0.1", 2 * MBITS)
     assert iperf(g2, g1, "10.9.0.2") > 3 * MBITS  # the other way is free again
     assert api.verify(1, 0) == {0: []}
 
@@ -79,8 +91,7 @@ def test_limits_hold_after_detach(pair):
     g1, g2, bridge = pair
     api.attach(NicSpec(1, 0, bridge, bandwidth=Bandwidth(inbound_avg=RATE, outbound_avg=RATE)))
     api.detach(1, 0)
-    to_vm = iperf(g1, g2, "10.9.0.1")
-    assert within(to_vm), f"to the VM after detach: {to_vm:.2f} Mbit/s, limit {MBITS}"
+    limited(g1, g2, "10.9.0.1")  # to the VM, after detach
     if bridge != "vnbr0":
         pytest.skip("from the VM after detach on Open vSwitch: its userspace datapath reads a port before the "
                     "port's ingress qdisc, so no ingress limit can hold here (the kernel datapath is unaffected; "
@@ -88,8 +99,7 @@ def test_limits_hold_after_detach(pair):
     if not police_supported():
         pytest.skip("from the VM after detach: this kernel has no tc police action (act_police), which libvirt's "
                     "ingress limit on a tap needs; netfw warns and keeps the limit to the VM")
-    from_vm = iperf(g2, g1, "10.9.0.2")
-    assert within(from_vm), f"from the VM after detach: {from_vm:.2f} Mbit/s, limit {MBITS}"
+    limited(g2, g1, "10.9.0.2")  # from the VM, after detach
 
 
 def test_limits_from_the_vm_document_and_a_warning_for_what_cannot_be_rebuilt(lab, state_dir):
@@ -104,5 +114,5 @@ def test_limits_from_the_vm_document_and_a_warning_for_what_cannot_be_rebuilt(la
     assert res.returncode == 0, res.stderr
     warnings = [l for l in res.stderr.splitlines() if l.startswith("WARNING:")]
     assert len(warnings) == 1 and "one-1-0" in warnings[0] and "tbf" in warnings[0], res.stderr
-    assert within(iperf(g1, g2, "10.9.0.1"))
-    assert within(iperf(g2, g1, "10.9.0.2"))  # peak 2x, but the average holds (HTB's class rate)
+    limited(g1, g2, "10.9.0.1")
+    limited(g2, g1, "10.9.0.2")  # peak 2x, but the average holds (HTB's class rate)
