@@ -14,18 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netfw.state import fs as statefs
-from .install_layout import InstallError
-from .install_tree import open_dir, read
+from .install_layout import InstallError, shipped
+from .install_tree import MAX_SCRIPT, open_dir, read
 
 NAME = "netfw"
 SUBDIR = "qemu.d"
 #: The line every version of netfw's hook script carries.
 MARKER = b"\n# netfw: libvirt qemu hook\n"
-MAX_SCRIPT = 1 << 20
-_HERE = Path(os.path.realpath(__file__)).parents[1]  # the netfw package
-SCRIPTS = tuple(dict.fromkeys((_HERE.parent / "scripts" / "libvirt" / SUBDIR / NAME,
-                               *[p / "share" / "netfw" / "libvirt" / SUBDIR / NAME for p in _HERE.parents[3:4]],
-                               Path("/usr/share/netfw/libvirt") / SUBDIR / NAME)))
+#: Where netfw's hook script is (the source tree's scripts/libvirt, the package's share/netfw/libvirt).
+SCRIPTS = tuple(d / SUBDIR / NAME for d in shipped("libvirt"))
 
 
 @dataclass

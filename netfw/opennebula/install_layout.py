@@ -36,12 +36,21 @@ LAYOUT: tuple[Entry, ...] = (
 #: Every script of netfw's carries this line: how a file is recognised as netfw's (of this version or another).
 MARKER = b"\n# netfw: OpenNebula driver script\n"
 
-#: Where the scripts are: next to the package in a source tree, or where the Debian package puts them.
-#: The package's: <prefix>/lib/netfw/python/netfw/opennebula/install.py with the scripts in <prefix>/share/netfw/opennebula.
 _HERE = Path(os.path.realpath(__file__)).parents[1]  # the netfw package
-SCRIPT_DIRS = tuple(dict.fromkeys((_HERE.parent / "scripts" / "opennebula",
-                                   *[p / "share" / "netfw" / "opennebula" for p in _HERE.parents[3:4]],
-                                   Path("/usr/share/netfw/opennebula"))))
+
+
+def shipped(kind: str) -> tuple[Path, ...]:
+    """Where netfw's scripts of a kind (opennebula, libvirt) are, in order: next to the package in a source tree
+    (scripts/<kind>), or where the Debian package puts them: <prefix>/lib/netfw/python/netfw/ with the scripts in
+    <prefix>/share/netfw/<kind>, and /usr/share/netfw/<kind>."""
+    return tuple(dict.fromkeys((_HERE.parent / "scripts" / kind,
+                                *[p / "share" / "netfw" / kind for p in _HERE.parents[3:4]],
+                                Path("/usr/share/netfw") / kind)))
+
+
+#: Where the OpenNebula driver scripts are.
+SCRIPT_DIRS = shipped("opennebula")
+
 
 class InstallError(InputError):
     """A remotes tree, script or settings file netfw refuses: exit 2, nothing changed."""
