@@ -11,6 +11,7 @@ hook exits 2 and the domain does not start).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -94,8 +95,7 @@ def parse(xml: bytes, domain: str) -> tuple[list[Interface], int]:
     if len(elems) > MAX_INTERFACES:
         raise error(f"it has {len(elems)} interfaces, more than {MAX_INTERFACES} (netfw's cap)")
     ours = [i for p, e in enumerate(elems, start=1) if (i := _interface(e, vm, p)) is not None]
-    seen = [i.nic for i in ours]
-    twice = sorted({n for n in seen if seen.count(n) > 1})
+    twice = sorted(n for n, times in Counter(i.nic for i in ours).items() if times > 1)
     if twice:
         raise error(f"two interfaces have the target {names.tap(vm, twice[0])}")
     return ours, len(elems) - len(ours)
