@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from netfw.kernel import probe
+from netfw.kernel import bulk, probe
 from netfw import runner
 
 
@@ -23,7 +23,8 @@ class FakeHost:
         self.saves = saves or {}
         self.netns = netns or set()
         self.fail = fail  # a substring of a command line that fails with exit 99
-        self.calls: list[tuple[list[str], str | None]] = []
+        self.calls: list[tuple[list[str], str | None]] = []  # a bulk read's commands included, one by one
+        self.bulks: list[list[str]] = []  # bulk.prefetch's processes
         mocker.patch.object(runner, "_execute", side_effect=self._execute)
         mocker.patch.object(probe, "netns_exists", side_effect=lambda ns: ns in self.netns)
 
@@ -35,6 +36,29 @@ class FakeHost:
         return None
 
     def _execute(self, argv, stdin, timeout):
+        if argv[:3] == ["sh", "-c", bulk.OUTER]:
+            return self._bulk(argv)
+        return self._one(argv, stdin)
+
+    def _bulk(self, argv: list[str]) -> runner.Result:
+        """bulk.prefetch's loop, as its script prints it: each namespace's commands answered by _one (and recorded
+        in calls, as the commands the loop runs), nsenter's failure for a namespace that does not exist."""
+        self.bulks.append(list(argv))
+        nonce, rest, out = argv[6], argv[7:], []
+        for ns, spec in zip(rest[::2], rest[1::2]):
+            out.append(f"\n{nonce} ns {ns}\n")
+            if ns not in self.netns:
+                out.append(f"\n{nonce} left 1\nnsenter: cannot open /run/netns/{ns}: No such file or directory\n"
+                           f"{nonce} done\n")
+                continue
+            for i, word in enumerate(spec.split(",")):
+                res = self._one(probe.in_netns(ns, *bulk.untoken(word)), None)
+                out.append(f"\n{nonce} out {i}\n{res.stdout}\n{nonce} rc {i} {res.code}\n{res.stderr.rstrip()}\n"
+                           f"{nonce} end\n")
+            out.append(f"\n{nonce} left 0\n\n{nonce} done\n")
+        return runner.Result(tuple(argv), 0, "".join(out), "")
+
+    def _one(self, argv, stdin):
         self.calls.append((list(argv), stdin))
         line = " ".join(argv) + " " + (stdin or "")
         if self.fail and self.fail in line:

@@ -25,6 +25,7 @@ def host(mocker, tmp_path):
     fake = FakeHost(mocker, links=links, netns={"one-6", "one-7"})
     for vm in (6, 7):
         record(tmp_path, vm, 0, Port(LINUX, "vnbr0", "02:00:00:00:00:01"))
+    fake.tmp = tmp_path  # the state directory
     return fake
 
 

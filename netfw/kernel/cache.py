@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterable, TypeVar
+
+from loguru import logger
 
 from netfw import runner
 
@@ -36,6 +39,11 @@ class Reads:
         self.links: dict[str | None, dict[str, dict] | runner.CommandError] = {}
         self.saves: dict[tuple[str, str], str | runner.CommandError] = {}
         self.derived: dict[str, object] = {}  # what is computed once from the reads above (health's host tags)
+        self.outputs: dict[str, dict[tuple[str, ...], runner.Result]] = {}  # bulk.prefetch's answers, by namespace
+
+    def keep(self, ns: str, results: dict[tuple[str, ...], runner.Result]) -> None:
+        """Keep commands' results read ahead (bulk.prefetch) for read(), each for one use."""
+        self.outputs.setdefault(ns, {}).update(results)
 
     @staticmethod
     def memo(table: dict, key, read: Callable[[], T]) -> T:
@@ -55,7 +63,9 @@ class Reads:
         """Let go of namespace ns's links (and saves): a VM done with keeps no memory (1,000 VMs' reads held to the
         end made a metrics run's RSS grow past 100 MiB). A later use reads again."""
         self.links.pop(ns, None)
-        if saves:  # list(): a copy taken at once (other threads add their namespaces' saves meanwhile)
+        if saves:  # done with the VM: what was read ahead and not taken goes too
+            self.outputs.pop(ns, None)
+            # list(): a copy taken at once (other threads add their namespaces' saves meanwhile)
             for key in [k for k in list(self.saves) if k[0] == ns]:
                 self.saves.pop(key, None)
 
@@ -78,6 +88,30 @@ def reads():
 
 def active() -> Reads | None:
     return _active
+
+
+def read(argv: list[str]) -> runner.Result:
+    """runner.read(argv), or its result read ahead within reads() (bulk.prefetch), taken once: the same Result,
+    and the same CommandError for an exit code other than 0."""
+    ns = namespace_of(argv)
+    kept = _active.outputs.get(ns) if _active is not None and ns else None
+    found = kept.pop(tuple(argv), None) if kept else None
+    if found is None:
+        return runner.read(argv)
+    logger.debug("read (read ahead): {}", shlex.join(argv))
+    if found.code != 0:
+        raise runner.CommandError(found)
+    return found
+
+
+def namespace_of(argv: list[str]) -> str | None:
+    """NS of `nsenter --net=/run/netns/NS ...` (how netfw runs a tool in a namespace), else None."""
+    if len(argv) > 2 and argv[0] == "nsenter" and argv[1].startswith(_NET):
+        return argv[1][len(_NET):]
+    return None
+
+
+_NET = "--net=/run/netns/"
 
 
 def uncounted(text: str) -> str:

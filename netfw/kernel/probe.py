@@ -110,7 +110,7 @@ def _links(ns: str | None, names: list[str] | tuple[str, ...] | None) -> dict[st
     else:
         text, argv = None, ip(ns, "-j", "-d", "link", "show")
     try:
-        res = runner.read(argv, stdin=text)
+        res = runner.read(argv, stdin=text) if text else cache.read(argv)
     except runner.CommandError as e:
         if e.code == 1 and ns and gone(e, ns=ns):  # the namespace went away meanwhile (nsenter's exit code)
             return {}
@@ -151,14 +151,21 @@ def bridge_option(link: dict | None, key: str):
 def local_macs(ns: str, bridge: str, port: str) -> set[str]:
     """The MACs that bridge (in ns) keeps for itself on port: the port's local (permanent) FDB entries, which the
     bridge delivers to its own device instead of forwarding (`bridge fdb show br B brport P`, `self` ones aside)."""
-    argv = iproute(ns, "bridge", "-j", "fdb", "show", "br", bridge, "brport", port)
-    found = json.loads(runner.read(argv).stdout or "[]")
+    found = json.loads(cache.read(fdb_argv(ns, bridge, port)).stdout or "[]")
     return {e["mac"] for e in found if e.get("state") == "permanent" and "self" not in e.get("flags", [])}
+
+
+def fdb_argv(ns: str, bridge: str, port: str) -> list[str]:
+    return iproute(ns, "bridge", "-j", "fdb", "show", "br", bridge, "brport", port)
+
+
+def sysctls_argv(ns: str, keys: list[str]) -> list[str]:
+    return in_netns(ns, "sysctl", "-e", *keys)
 
 
 def sysctls(ns: str, keys: list[str]) -> dict[str, str | None]:
     """Values of sysctl keys inside ns (None for a key that does not exist there)."""
-    res = runner.read(in_netns(ns, "sysctl", "-e", *keys))
+    res = cache.read(sysctls_argv(ns, keys))
     found = {}
     for line in res.stdout.splitlines():
         key, _, value = line.partition(" = ")
@@ -179,7 +186,7 @@ def save(ns: str, family: str, table: str | None = "filter", backend: str = "aut
 def counted_save(ns: str, family: str, backend: str = "auto") -> str:
     """Every table of ns with counters (`*tables-save -c`), once per namespace and tool within cache.reads()."""
     name = tool(family, "save", backend)
-    read = lambda: runner.read(in_netns(ns, name, "-c")).stdout  # noqa: E731
+    read = lambda: cache.read(in_netns(ns, name, "-c")).stdout  # noqa: E731
     reads = cache.active()
     return read() if reads is None else reads.memo(reads.saves, (ns, name), read)
 

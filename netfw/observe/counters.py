@@ -158,9 +158,13 @@ def _counted(ns: str, family: str, backend: str) -> str:
     return runner.run(save_argv(ns, family, backend)).stdout
 
 
+def conntrack_count_argv(ns: str) -> list[str]:
+    return probe.in_netns(ns, "sysctl", "-n", "net.netfilter.nf_conntrack_count")
+
+
 def conntrack_count(ns: str) -> int:
     """The number of conntrack entries in the VM namespace (all its NICs' zones). Raises CommandError."""
-    text = runner.run(probe.in_netns(ns, "sysctl", "-n", "net.netfilter.nf_conntrack_count")).stdout.strip()
+    text = cache.read(conntrack_count_argv(ns)).stdout.strip()
     if not text.isdigit():
         raise runner.refused("conntrack", f"{ns}: nf_conntrack_count reads {text!r}, not a number")
     return int(text)

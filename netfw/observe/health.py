@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netfw import api, runner
-from netfw.kernel import cache, probe
+from netfw.kernel import bulk, cache, probe
+from netfw.kernel.backend import FAMILIES, tool
+from netfw.steps.netns import SYSCTLS
+from . import counters
 from netfw.model import names
 from netfw import state
 from netfw.errors import InputError
@@ -174,22 +177,49 @@ def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_d
 
 
 def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
-           verify: bool = True) -> list[Health]:
+           verify: bool = True, conntrack: bool = False) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
     Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
-    kernel once per namespace (cache.reads()), the VMs in parallel (cache.each). verify False: a recorded NIC with
+    kernel once per namespace (cache.reads()), many namespaces per process (bulk), the VMs in parallel
+    (cache.each); conntrack: their conntrack counts too (for the status of a VM, metrics). verify False: a recorded NIC with
     kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with cache.reads():
-        return _survey(state_dir, vm, nic, verify)
+        return _survey(state_dir, vm, nic, verify, conntrack)
 
 
-def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool) -> list[Health]:
+def _read_ahead(vms: list[int], recorded: dict[tuple[int, int], Applied | StateError], verify: bool,
+                conntrack: bool) -> None:
+    """Ask the VMs' namespaces at once (bulk.prefetch, a process per chunk of namespaces) what the survey will ask
+    each of them: its links; when verified, for a VM with records, its saves, sysctls and each NIC's FDB; with
+    conntrack, its conntrack count. The probes then answer from these; what is not asked here they read alone."""
+    applied: dict[int, list[tuple[int, Applied]]] = {}
+    for (v, nic), found in recorded.items():
+        if isinstance(found, Applied):
+            applied.setdefault(v, []).append((nic, found))
+    commands, reads = [], cache.active()
+    for v in vms:
+        ns = names.netns(v)
+        if reads is None or ns not in reads.links:
+            commands.append(probe.ip(ns, "-j", "-d", "link", "show"))
+        if not verify or v not in applied:
+            continue
+        commands += [probe.in_netns(ns, tool(f, "save", a.backend), "-c") for _, a in applied[v] for f in FAMILIES]
+        commands.append(probe.sysctls_argv(ns, list(SYSCTLS)))
+        commands += [probe.fdb_argv(ns, names.bridge(v, nic), a.spec.tap) for nic, a in applied[v]]
+        if conntrack:
+            commands.append(counters.conntrack_count_argv(ns))
+    bulk.prefetch(commands)
+
+
+def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool,
+            conntrack: bool = False) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
+    _read_ahead([vm] if vm is not None else namespaces(), recorded, verify, conntrack)
     seen = objects(vm)
     # a VM whose records or namespace cannot be read: its NICs are neither stale nor orphans (gc would take them
     # away), only in error
