@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 from .model import names
 from . import state
@@ -95,7 +96,8 @@ def plan_attach(target: Applied, records: StateDir, previous: NicSpec | None = N
         CutOver(spec.vm, spec.nic, spec.tap, target.port, fresh, seen, spec.bandwidth, tap_tc, resume, host, inner,
                 taken, None if taken or not journal else _taking(records, spec, target), flush),
         *_shaping(spec, previous, fresh),
-        Record(records, spec.vm, spec.nic, state.document(target)),
+        # made now when it will be written (a record too large is refused before any change), else if ever used
+        Record(records, spec.vm, spec.nic, state.document(target) if journal else partial(state.document, target)),
     ]
     return _journaled(records, spec, target, "attach", steps, taken) if journal else steps
 

@@ -2,9 +2,9 @@
 gc's first look) asks each VM namespace the same few questions (its links, its saves, its sysctls, its bridge's
 FDB), and a process started for each answer costs netfw more than the answer (sh: ~5 ms of Python each).
 
-prefetch(plan) runs the commands of many namespaces from one `sh` process per chunk of namespaces: for each
-namespace one `nsenter --net=NS sh`, which runs the namespace's commands one after the other and reads sysctls with
-the shell's own `read` (no process). Each command's stdout, stderr and exit code come back framed by a random
+prefetch(commands) runs the commands of many namespaces from one `sh` process per chunk of namespaces: for each
+namespace one `nsenter --net=NS sh`, which runs the namespace's commands one after the other and reads a command's
+sysctls with one `cat` (sysctl(8) is a heavier process). Each command's stdout, stderr and exit code come back framed by a random
 marker, and are kept (cache.Reads.outputs) as the Result of the very argv the probe would have run on its own
 (`nsenter --net=/run/netns/NS TOOL ARGS`): the probes take them from there (cache.read) and read them exactly as
 before, so the answers, the errors and their messages are the same, and a failure stays the namespace's own.
@@ -37,7 +37,9 @@ _SYSCTL = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
 
 #: Inside one namespace (`nsenter --net=NS sh -c INNER netfw NONCE SPEC`): SPEC is the namespace's commands, comma
 #: separated; each is run with its stdout passed through and its stderr and exit code after it, framed by NONCE.
-#: sysctls are read with `read` when every file can be, else by sysctl itself (its exact output and errors).
+#: sysctls are read by one `cat` of their files (dash's `read` reads a byte at a time, and a sysctl file answers only
+#: a read at offset 0), printed as sysctl prints them; when a file is missing (-n) or does not read as one line per
+#: file, sysctl itself answers (its exact output and errors).
 INNER = r"""set -f
 nonce=$1 spec=$2 i=0
 run() {
@@ -46,16 +48,21 @@ run() {
     printf '\n%s rc %s %s\n%s\n%s end\n' "$nonce" "$i" "$r" "$e" "$nonce"
 }
 sysread() {
-    mode=$1; shift; out=
+    mode=$1; shift; keys= paths= n=0
     for k do
         IFS=.; set -- $k; IFS=/; p="/proc/sys/$*"; IFS=' '
-        if [ ! -e "$p" ] && [ "$mode" = -e ]; then continue; fi
-        [ -r "$p" ] && read -r v < "$p" || return 1
-        if [ "$mode" = -e ]; then out="$out$k = $v
-"; else out="$out$v
-"; fi
+        if [ ! -e "$p" ]; then [ "$mode" = -e ] && continue; return 1; fi
+        keys="$keys $k" paths="$paths $p" n=$((n + 1))
     done
-    printf %s "$out"
+    [ "$n" -gt 0 ] || return 0
+    v=$(cat $paths) || return 1
+    IFS='
+'; set -- $v; IFS=' '
+    [ "$#" -eq "$n" ] || return 1
+    for k in $keys; do
+        if [ "$mode" = -e ]; then printf '%s = %s\n' "$k" "$1"; else printf '%s\n' "$1"; fi
+        shift
+    done
 }
 sysctl_() {
     if o=$(sysread "$@"); then
