@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Iterable
+from typing import Callable, Iterable
 
 from netfw import runner
 from . import cache, probe
@@ -127,10 +127,14 @@ def untoken(word: str) -> tuple[str, ...]:
     return ("sysctl", what[len("sysctl"):], *rest.split(":"))
 
 
-def prefetch(commands: Iterable[list[str]], chunk: int = CHUNK) -> int:
+def prefetch(commands: Iterable[list[str]], chunk: int = CHUNK, then: Callable[[str], None] | None = None) -> int:
     """Run commands (each as the probe runs it: `nsenter --net=/run/netns/NS TOOL ARGS`) in bulk, a chunk of
     namespaces per process, and keep their results in the active cache.reads() for cache.read; how many were kept.
-    A command of another form is left to its probe. Outside cache.reads() it does nothing."""
+    A command of another form is left to its probe. Outside cache.reads() it does nothing.
+
+    then(ns), when given, is called for each namespace of a chunk once the chunk's answers are kept (whether or not
+    they came back), in the thread that read them, while other chunks are still read: work on a namespace starts as
+    soon as it can, and its answers need not wait in memory for the others'."""
     reads = cache.active()
     if reads is None:
         return 0
@@ -144,8 +148,14 @@ def prefetch(commands: Iterable[list[str]], chunk: int = CHUNK) -> int:
     jobs = [(ns, list(tails)) for ns, tails in by_ns.items()]
     if sum(len(tails) for _, tails in jobs) < 2:  # one command gains nothing from a loop around it
         return 0
-    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
-    return sum(cache.each(chunks, lambda part: _run(part, reads)))
+
+    def part(jobs: list[tuple[str, list[tuple[str, ...]]]]) -> int:
+        kept = _run(jobs, reads)
+        for ns, _ in jobs if then else ():
+            then(ns)
+        return kept
+
+    return sum(cache.each([jobs[i:i + chunk] for i in range(0, len(jobs), chunk)], part))
 
 
 def _run(jobs: list[tuple[str, list[tuple[str, ...]]]], reads: cache.Reads) -> int:

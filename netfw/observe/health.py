@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 from netfw import api, runner
 from netfw.kernel import bulk, cache, probe
-from netfw.kernel.backend import FAMILIES, tool
-from netfw.steps.netns import SYSCTLS
-from . import counters
+from . import readahead
 from netfw.model import names
 from netfw import state
 from netfw.errors import InputError
@@ -91,8 +90,10 @@ def _host_tags() -> list[tuple[str, tuple[int, int, str]]]:
     return read() if reads is None else reads.memo(reads.derived, "host tags", read)
 
 
-def objects(vm: int | None = None) -> Objects:
-    """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM>. Read-only."""
+def objects(vm: int | None = None, read: Callable[[int], dict[str, dict] | runner.CommandError] | None = None
+            ) -> Objects:
+    """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM> (read: how a
+    VM's namespace's links are read, _namespace_links). Read-only."""
     out = Objects()
     for name, tag in _host_tags():
         if vm is None or tag[0] == vm:
@@ -101,7 +102,7 @@ def objects(vm: int | None = None) -> Objects:
         found = namespaces()
     else:  # not every namespace's mount checked for one VM's
         found = [vm] if probe.netns_exists(names.netns(vm)) else []
-    for vm_id, links in zip(found, cache.each(found, _namespace_links)):
+    for vm_id, links in zip(found, cache.each(found, read or _namespace_links)):
         ns = names.netns(vm_id)
         if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
             out.unreadable[vm_id] = f"could not read namespace {ns}: {links}"
@@ -150,8 +151,11 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
         return Health(vm, nic, "stale", [f"no kernel object of VM {vm} NIC {nic} is left (after a reboot, or the "
                                          f"VM is gone): netfw attach repairs it, netfw detach {vm} {nic} forgets it"],
                       applied)
-    if not verify:
-        return Health(vm, nic, UNVERIFIED, [], applied)
+    return _verified(vm, nic, applied, state_dir) if verify else Health(vm, nic, UNVERIFIED, [], applied)
+
+
+def _verified(vm: int, nic: int, applied: Applied, state_dir: str | Path | None) -> Health:
+    """attached, drift, or error (a check could not be made) of a NIC that has kernel objects."""
     try:
         drift = api.verify(vm, nic, state_dir=state_dir)[nic]
     except (runner.CommandError, InputError) as e:  # a failed read, a record or an OVSDB value netfw refuses
@@ -159,8 +163,42 @@ def _recorded(key: tuple[int, int], applied: Applied, seen: Objects, state_dir: 
     return Health(vm, nic, "drift" if drift else "attached", drift, applied)
 
 
+def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir: str | Path | None,
+             counting: bool) -> tuple[dict[int, dict | runner.CommandError], dict[tuple[int, int], Health]]:
+    """Read the VMs' namespaces in bulk (readahead) and verify each VM's recorded NICs in the thread that read its
+    namespace, while other chunks are read, when its own objects show it is not stale (a link with its alias in the
+    hypervisor namespace or its own, or its tap in its namespace: other namespaces can only add objects, so the
+    whole survey could not find it stale either). Returns ({vm: its links' names and aliases, or the error reading
+    them}, {(vm, nic): health}); what is left (a NIC that may be stale, a namespace not read) survey decides."""
+    host = {tag[:2] for _, tag in _host_tags()}
+    by_ns = {names.netns(v): v for v in vms}
+    light: dict[int, dict | runner.CommandError] = {}
+    done: dict[tuple[int, int], Health] = {}
+    mine: dict[int, list[tuple[int, int]]] = {}  # the VMs' keys with a record netfw reads
+    for key, found in recorded.items():
+        if isinstance(found, Applied) and key[0] not in refused:
+            mine.setdefault(key[0], []).append(key)
+
+    def then(ns: str) -> None:
+        vm = by_ns[ns]
+        try:
+            links = probe.links(ns)
+        except runner.CommandError as e:
+            light[vm] = e
+            return
+        light[vm] = {name: {"ifalias": link.get("ifalias")} for name, link in links.items()}
+        own = {tag[:2] for link in links.values() if (tag := names.parse_alias(link.get("ifalias")))}
+        for key in mine.get(vm, ()):
+            if key in host or key in own or recorded[key].spec.tap in links:
+                done[key] = _verified(*key, recorded[key], state_dir)
+        cache.active().forget(ns, saves=not counting)
+
+    bulk.prefetch(readahead.commands(vms, recorded, True, counting), then=then)
+    return light, done
+
+
 def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_dir: str | Path | None,
-             verify: bool) -> dict[tuple[int, int], Health]:
+             verify: bool, counting: bool = False) -> dict[tuple[int, int], Health]:
     """The health of recorded NICs (_recorded), one VM a task of cache.each (its NICs share its namespace's reads)."""
     by_vm: dict[int, list[tuple[int, int]]] = {}
     for key in keys:
@@ -168,8 +206,8 @@ def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_d
     def task(nics: list[tuple[int, int]]) -> list[Health]:
         found = [_recorded(k, recorded[k], seen, state_dir, verify) for k in nics]
         reads = cache.active()
-        if verify and reads is not None:  # verified: its links are not needed again (gc's look at taps needs them)
-            reads.forget(names.netns(nics[0][0]))
+        if verify and reads is not None:  # verified: its links are not needed again (gc's look at taps needs them),
+            reads.forget(names.netns(nics[0][0]), saves=not counting)  # nor its saves unless counted next
         return found
 
     done = cache.each(by_vm.values(), task)
@@ -177,57 +215,40 @@ def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_d
 
 
 def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
-           verify: bool = True, conntrack: bool = False) -> list[Health]:
+           verify: bool = True, counting: bool = False) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
     Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
     kernel once per namespace (cache.reads()), many namespaces per process (bulk), the VMs in parallel
-    (cache.each); conntrack: their conntrack counts too (for the status of a VM, metrics). verify False: a recorded NIC with
+    (cache.each); counting: the caller counts next (the status of a VM, metrics): the conntrack counts are read
+    ahead too, and the saves are kept for the counters. verify False: a recorded NIC with
     kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with cache.reads():
-        return _survey(state_dir, vm, nic, verify, conntrack)
-
-
-def _read_ahead(vms: list[int], recorded: dict[tuple[int, int], Applied | StateError], verify: bool,
-                conntrack: bool) -> None:
-    """Ask the VMs' namespaces at once (bulk.prefetch, a process per chunk of namespaces) what the survey will ask
-    each of them: its links; when verified, for a VM with records, its saves, sysctls and each NIC's FDB; with
-    conntrack, its conntrack count. The probes then answer from these; what is not asked here they read alone."""
-    applied: dict[int, list[tuple[int, Applied]]] = {}
-    for (v, nic), found in recorded.items():
-        if isinstance(found, Applied):
-            applied.setdefault(v, []).append((nic, found))
-    commands, reads = [], cache.active()
-    for v in vms:
-        ns = names.netns(v)
-        if reads is None or ns not in reads.links:
-            commands.append(probe.ip(ns, "-j", "-d", "link", "show"))
-        if not verify or v not in applied:
-            continue
-        commands += [probe.in_netns(ns, tool(f, "save", a.backend), "-c") for _, a in applied[v] for f in FAMILIES]
-        commands.append(probe.sysctls_argv(ns, list(SYSCTLS)))
-        commands += [probe.fdb_argv(ns, names.bridge(v, nic), a.spec.tap) for nic, a in applied[v]]
-        if conntrack:
-            commands.append(counters.conntrack_count_argv(ns))
-    bulk.prefetch(commands)
+        return _survey(state_dir, vm, nic, verify, counting)
 
 
 def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool,
-            conntrack: bool = False) -> list[Health]:
+            counting: bool = False) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
-    _read_ahead([vm] if vm is not None else namespaces(), recorded, verify, conntrack)
-    seen = objects(vm)
+    early: dict[tuple[int, int], Health] = {}
+    if verify and vm is None:  # each VM verified as soon as its namespace is read, while the others are read
+        light, early = _as_read(namespaces(), recorded, refused, state_dir, counting)
+        seen = objects(None, lambda v: light[v] if v in light else _namespace_links(v))
+    else:
+        bulk.prefetch(readahead.commands([vm] if vm is not None else namespaces(), recorded, verify, counting))
+        seen = objects(vm)
     # a VM whose records or namespace cannot be read: its NICs are neither stale nor orphans (gc would take them
     # away), only in error
     refused.update(seen.unreadable)
     out = [Health(v, None, "error", [why]) for v, why in refused.items()]
     keys = [key for key in sorted(set(recorded) | set(seen.links) | journals) if nic is None or key[1] == nic]
-    checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)],
-                       recorded, seen, state_dir, verify)
+    checked = _checked([k for k in keys if k[0] not in refused and isinstance(recorded.get(k), Applied)
+                        and k not in early], recorded, seen, state_dir, verify, counting)
+    checked.update(early)
     for key in keys:
         applied = recorded.get(key)
         if key[0] in refused:

@@ -95,7 +95,7 @@ def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
     errors: list[str] = []
     by_vm: dict[int, list[health.Health]] = {}
     with cache.reads():
-        for h in health.survey(state_dir, conntrack=True):
+        for h in health.survey(state_dir, counting=True):
             by_vm.setdefault(h.vm, []).append(h)
         vms = sorted(by_vm.items())
         statuses = cache.each(vms, lambda item: _vm_status(*item, state_dir))

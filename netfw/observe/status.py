@@ -80,7 +80,7 @@ def vm_status(vm: int, nic: int | None = None, state_dir: str | Path | None = No
     InputError when netfw knows nothing of the VM (or NIC); a failed read raises CommandError (never "absent").
     Health and counters come from one read of the VM's namespace (cache.reads())."""
     with cache.reads():
-        return vm_status_of(vm, health.survey(state_dir, vm, nic, conntrack=True), state_dir)
+        return vm_status_of(vm, health.survey(state_dir, vm, nic, counting=True), state_dir)
 
 
 def vm_status_of(vm: int, healths: list[health.Health], state_dir: str | Path | None = None) -> VmStatus:
