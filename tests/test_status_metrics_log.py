@@ -47,7 +47,7 @@ def kernel(monkeypatch):
                              applied(NicSpec(7, 1, "br0", conntrack_max=1000))),
                health.Health(9, None, "orphan", ["namespace one-9 holds nothing but lo"])]
 
-    def survey(state_dir=None, vm=None, nic=None, counting=False):
+    def survey(state_dir=None, vm=None, nic=None, counting=False, count=None):
         return [h for h in healths if (vm is None or h.vm == vm) and (nic is None or h.nic == nic)]
 
     monkeypatch.setattr(health, "survey", survey)

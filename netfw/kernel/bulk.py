@@ -17,6 +17,7 @@ checked against a strict pattern first: a word that fails its check is never sen
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from typing import Callable, Iterable
@@ -25,8 +26,11 @@ from netfw import runner
 from . import cache, probe
 from .backend import BACKENDS, FAMILIES, tool
 
-#: Namespaces per `sh` process: a few chunks per CPU keep every CPU busy while netfw parses a finished one.
-CHUNK = 40
+#: Namespaces per `sh` process, and such processes at a time: one more than the CPUs keeps every CPU busy while
+#: netfw reads what a finished one printed (N = 1,000 on 2 CPUs: 20 and 3 took 10.5 s and 95 MiB, 40 and 4 took
+#: 11.4 s and 101 MiB, 80 and 4 11.7 s and 125 MiB).
+CHUNK = 20
+WORKERS = min(8, (os.cpu_count() or 1) + 1)
 
 #: The programs a plan may name for a save (`TOOL -c`): every family's, of every backend.
 SAVE_TOOLS = frozenset(tool(f, "save", b) for f in FAMILIES for b in BACKENDS)
@@ -37,42 +41,50 @@ _SYSCTL = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
 
 #: Inside one namespace (`nsenter --net=NS sh -c INNER netfw NONCE SPEC`): SPEC is the namespace's commands, comma
 #: separated; each is run with its stdout passed through and its stderr and exit code after it, framed by NONCE.
-#: sysctls are read by one `cat` of their files (dash's `read` reads a byte at a time, and a sysctl file answers only
-#: a read at offset 0), printed as sysctl prints them; when a file is missing (-n) or does not read as one line per
-#: file, sysctl itself answers (its exact output and errors).
+#: Every sysctl file the commands name is read first by one `cat` (dash's `read` reads a byte at a time, and a
+#: sysctl file answers only a read at offset 0), one line a file; each sysctl command is then printed from those
+#: lines as sysctl prints it. When a file is missing (-n) or the lines do not come one a file, sysctl itself
+#: answers (its exact output and errors).
 INNER = r"""set -f
-nonce=$1 spec=$2 i=0
+nonce=$1 spec=$2 i=0 nl='
+'
 run() {
     printf '\n%s out %s\n' "$nonce" "$i"
     { e=$("$@" 2>&1 >&3 3>&-); r=$?; } 3>&1
     printf '\n%s rc %s %s\n%s\n%s end\n' "$nonce" "$i" "$r" "$e" "$nonce"
 }
-sysread() {
-    mode=$1; shift; keys= paths= n=0
-    for k do
-        IFS=.; set -- $k; IFS=/; p="/proc/sys/$*"; IFS=' '
-        if [ ! -e "$p" ]; then [ "$mode" = -e ] && continue; return 1; fi
-        keys="$keys $k" paths="$paths $p" n=$((n + 1))
-    done
-    [ "$n" -gt 0 ] || return 0
-    v=$(cat $paths) || return 1
-    IFS='
-'; set -- $v; IFS=' '
-    [ "$#" -eq "$n" ] || return 1
-    for k in $keys; do
-        if [ "$mode" = -e ]; then printf '%s = %s\n' "$k" "$1"; else printf '%s\n' "$1"; fi
-        shift
-    done
-}
 sysctl_() {
-    if o=$(sysread "$@"); then
-        [ -z "$o" ] || o="$o
-"
-        printf '\n%s out %s\n%s\n%s rc %s 0\n\n%s end\n' "$nonce" "$i" "$o" "$nonce" "$i" "$nonce"
+    mode=$1; shift; out= bad=
+    for k do
+        f=${seen%"${seen#?}"}; seen=${seen#?}
+        if [ "$f" != 1 ]; then [ "$mode" = -e ] || bad=1; continue; fi
+        v=${vals%%"$nl"*}; vals=${vals#*"$nl"}
+        if [ "$mode" = -e ]; then out="$out$k = $v$nl"; else out="$out$v$nl"; fi
+    done
+    if [ "$ok" = 1 ] && [ -z "$bad" ]; then
+        printf '\n%s out %s\n%s\n%s rc %s 0\n\n%s end\n' "$nonce" "$i" "$out" "$nonce" "$i" "$nonce"
     else
-        run sysctl "$@"
+        run sysctl "$mode" "$@"
     fi
 }
+IFS=,; set -- $spec; IFS=' '
+files= n=0 seen=
+for t do
+    case $t in
+    sysctl-e:*|sysctl-n:*)
+        IFS=:; set -- ${t#*:}; IFS=' '
+        for k do
+            IFS=.; set -- $k; IFS=/; p="/proc/sys/$*"; IFS=' '
+            if [ -e "$p" ]; then files="$files $p" n=$((n + 1)) seen="${seen}1"; else seen="${seen}0"; fi
+        done ;;
+    esac
+done
+vals= ok=0
+if [ "$n" -gt 0 ] && vals=$(cat $files); then
+    IFS=$nl; set -- $vals; IFS=' '
+    [ "$#" -eq "$n" ] && ok=1
+    vals="$vals$nl"
+fi
 IFS=,; set -- $spec; IFS=' '
 for t do
     case $t in
@@ -127,7 +139,7 @@ def untoken(word: str) -> tuple[str, ...]:
     return ("sysctl", what[len("sysctl"):], *rest.split(":"))
 
 
-def prefetch(commands: Iterable[list[str]], chunk: int = CHUNK, then: Callable[[str], None] | None = None) -> int:
+def prefetch(commands: Iterable[list[str]], chunk: int | None = None, then: Callable[[str], None] | None = None) -> int:
     """Run commands (each as the probe runs it: `nsenter --net=/run/netns/NS TOOL ARGS`) in bulk, a chunk of
     namespaces per process, and keep their results in the active cache.reads() for cache.read; how many were kept.
     A command of another form is left to its probe. Outside cache.reads() it does nothing.
@@ -155,7 +167,8 @@ def prefetch(commands: Iterable[list[str]], chunk: int = CHUNK, then: Callable[[
             then(ns)
         return kept
 
-    return sum(cache.each([jobs[i:i + chunk] for i in range(0, len(jobs), chunk)], part))
+    size = chunk or CHUNK
+    return sum(cache.each([jobs[i:i + size] for i in range(0, len(jobs), size)], part, WORKERS))
 
 
 def _run(jobs: list[tuple[str, list[tuple[str, ...]]]], reads: cache.Reads) -> int:

@@ -13,6 +13,7 @@ read as security group 0 (allow all), and netfw fails closed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -246,8 +247,13 @@ def peers(rule: Rule) -> tuple[Network, ...]:
     """The rule's peer range as the minimal list of CIDR blocks; () for any peer and for a rule matching nothing."""
     if rule.ip is None or rule.size == 0:
         return ()
-    first = ipaddress.ip_address(rule.ip)
-    last = type(first)(int(first) + (rule.size or 1) - 1)  # not ip_address(): a small int would read as IPv4
+    return _blocks(rule.ip, rule.size or 1)
+
+
+@functools.lru_cache(maxsize=4096)  # every NIC of a security group has the same peers (render, status, metrics)
+def _blocks(ip: str, size: int) -> tuple[Network, ...]:
+    first = ipaddress.ip_address(ip)
+    last = type(first)(int(first) + size - 1)  # not ip_address(): a small int would read as IPv4
     return tuple(ipaddress.summarize_address_range(first, last))
 
 

@@ -8,6 +8,7 @@ printed as `\\n` and never starts a line of its own.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -27,6 +28,11 @@ def address(text: object) -> Address:
     """
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 address (not a string)")
+    return _address(text)
+
+
+@functools.lru_cache(maxsize=4096)  # the same peers come back in every NIC of a security group (records, renders)
+def _address(text: str) -> Address:
     if "%" in text:
         raise ValueError(f"{text!r} has a zone; give the plain address")
     if not _ADDRESS_RE.fullmatch(text):

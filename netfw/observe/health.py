@@ -164,11 +164,12 @@ def _verified(vm: int, nic: int, applied: Applied, state_dir: str | Path | None)
 
 
 def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir: str | Path | None,
-             counting: bool) -> tuple[dict[int, dict | runner.CommandError], dict[tuple[int, int], Health]]:
+             counting: bool, count: Callable[[int, list[Health]], None] | None = None
+             ) -> tuple[dict[int, dict | runner.CommandError], dict[tuple[int, int], Health]]:
     """Read the VMs' namespaces in bulk (readahead) and verify each VM's recorded NICs in the thread that read its
     namespace, while other chunks are read, when its own objects show it is not stale (a link with its alias in the
     hypervisor namespace or its own, or its tap in its namespace: other namespaces can only add objects, so the
-    whole survey could not find it stale either). Returns ({vm: its links' names and aliases, or the error reading
+    whole survey could not find it stale either); then count(vm, healths) when all its recorded NICs are. Returns ({vm: its links' names and aliases, or the error reading
     them}, {(vm, nic): health}); what is left (a NIC that may be stale, a namespace not read) survey decides."""
     host = {tag[:2] for _, tag in _host_tags()}
     by_ns = {names.netns(v): v for v in vms}
@@ -188,9 +189,12 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
             return
         light[vm] = {name: {"ifalias": link.get("ifalias")} for name, link in links.items()}
         own = {tag[:2] for link in links.values() if (tag := names.parse_alias(link.get("ifalias")))}
-        for key in mine.get(vm, ()):
+        keys = mine.get(vm, [])
+        for key in keys:
             if key in host or key in own or recorded[key].spec.tap in links:
                 done[key] = _verified(*key, recorded[key], state_dir)
+        if count is not None and keys and all(key in done for key in keys):
+            count(vm, [done[key] for key in keys])  # every recorded NIC of the VM verified: count it now
         cache.active().forget(ns, saves=not counting)
 
     bulk.prefetch(readahead.commands(vms, recorded, True, counting), then=then)
@@ -215,28 +219,30 @@ def _checked(keys: list[tuple[int, int]], recorded: dict, seen: Objects, state_d
 
 
 def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int | None = None,
-           verify: bool = True, counting: bool = False) -> list[Health]:
+           verify: bool = True, counting: bool = False,
+           count: Callable[[int, list[Health]], None] | None = None) -> list[Health]:
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
     Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
     kernel once per namespace (cache.reads()), many namespaces per process (bulk), the VMs in parallel
     (cache.each); counting: the caller counts next (the status of a VM, metrics): the conntrack counts are read
-    ahead too, and the saves are kept for the counters. verify False: a recorded NIC with
+    ahead too, and the saves are kept for the counters; count(vm, healths of its recorded NICs), when given, may
+    count a VM as soon as its NICs are verified (see _as_read), before the survey ends. verify False: a recorded NIC with
     kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with cache.reads():
-        return _survey(state_dir, vm, nic, verify, counting)
+        return _survey(state_dir, vm, nic, verify, counting, count)
 
 
 def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verify: bool,
-            counting: bool = False) -> list[Health]:
+            counting: bool = False, count: Callable[[int, list[Health]], None] | None = None) -> list[Health]:
     with state.opened(state_dir, create=False) as records:
         vms = [vm] if vm is not None else records.vms()
         recorded, journals, refused = _records(records, vms)
     early: dict[tuple[int, int], Health] = {}
     if verify and vm is None:  # each VM verified as soon as its namespace is read, while the others are read
-        light, early = _as_read(namespaces(), recorded, refused, state_dir, counting)
+        light, early = _as_read(namespaces(), recorded, refused, state_dir, counting, count)
         seen = objects(None, lambda v: light[v] if v in light else _namespace_links(v))
     else:
         bulk.prefetch(readahead.commands([vm] if vm is not None else namespaces(), recorded, verify, counting))

@@ -37,6 +37,8 @@ METRICS = {
 
 def _escape(value: object) -> str:
     """A label value as the exposition format wants it: backslash, double quote and line feed escaped."""
+    if isinstance(value, int):  # most labels (vm, nic, rule, sg): nothing to escape
+        return str(value)
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -85,6 +87,15 @@ def _vm_status(vm: int, healths: list[health.Health], state_dir: str | Path | No
             reads.forget(names.netns(vm), saves=True)
 
 
+def _counted(vm: int, healths: list[health.Health], early: status.VmStatus | None,
+             state_dir: str | Path | None) -> status.VmStatus:
+    """The VM's status: counted early (its counters given to the same NICs, the others without), or now."""
+    if early is None:
+        return _vm_status(vm, healths, state_dir)
+    found = {id(n.health): n.counters for n in early.nics}  # the very Health objects survey returned
+    return status.VmStatus(vm, [status.NicStatus(h, found.get(id(h))) for h in healths], early.conntrack)
+
+
 def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
     """(the exposition text, what could not be read). Read-only.
 
@@ -94,11 +105,22 @@ def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
     out: dict[str, list[str]] = {name: [] for name in METRICS}
     errors: list[str] = []
     by_vm: dict[int, list[health.Health]] = {}
+    early: dict[int, status.VmStatus] = {}
+
+    def count(vm: int, healths: list[health.Health]) -> None:
+        """A VM counted while the others are read (health._as_read); on an error it is counted again below."""
+        try:
+            early[vm] = status.vm_status_of(vm, healths, state_dir)
+        except CommandError:
+            pass
+        finally:
+            cache.active().forget(names.netns(vm), saves=True)
+
     with cache.reads():
-        for h in health.survey(state_dir, counting=True):
+        for h in health.survey(state_dir, counting=True, count=count):
             by_vm.setdefault(h.vm, []).append(h)
         vms = sorted(by_vm.items())
-        statuses = cache.each(vms, lambda item: _vm_status(*item, state_dir))
+        statuses = cache.each(vms, lambda item: _counted(*item, early.get(item[0]), state_dir))
     for (vm, healths), vm_status in zip(vms, statuses):
         errors += [f"VM {vm} NIC {n.health.nic}: {p}" for n in vm_status.nics if n.health.health == "error"
                    for p in n.health.problems]
@@ -113,7 +135,8 @@ def collect(state_dir: str | Path | None = None) -> tuple[str, list[str]]:
     lines = []
     for name, (kind, text) in METRICS.items():
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *out[name]]
-    return "\n".join(lines) + "\n", errors
+    lines.append("")  # the last line's break, without a second copy of the text
+    return "\n".join(lines), errors
 
 
 def write_atomically(path: str | Path, text: str) -> None:
