@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from netfw.kernel import bulk, probe
+from netfw.kernel import bulk, probe, rtnl
 from netfw import runner
 
 
@@ -27,6 +27,9 @@ class FakeHost:
         self.bulks: list[list[str]] = []  # bulk.prefetch's processes
         mocker.patch.object(runner, "_execute", side_effect=self._execute)
         mocker.patch.object(probe, "netns_exists", side_effect=lambda ns: ns in self.netns)
+        self.qdiscs: dict[str, list[dict]] = {}  # the hypervisor's qdiscs by device (netfw.kernel.rtnl, not a command)
+        self.netlink: list[str] = []  # the devices whose qdiscs were read
+        mocker.patch.object(rtnl, "qdiscs", side_effect=self._qdiscs)
 
     def _ns(self, argv: list[str]) -> str | None:
         if argv[:2] == ["ip", "-n"]:
@@ -34,6 +37,10 @@ class FakeHost:
         if argv[0] == "nsenter":  # ip, bridge and tc too (probe.iproute)
             return argv[1].rsplit("/", 1)[1]
         return None
+
+    def _qdiscs(self, dev: str) -> list[dict]:
+        self.netlink.append(dev)
+        return self.qdiscs.get(dev, [])
 
     def _execute(self, argv, stdin, timeout):
         if argv[:3] == ["sh", "-c", bulk.OUTER]:

@@ -25,7 +25,6 @@ ATTACH_FRESH = """\
 ip -j -d -force -batch -
   link show dev one-7-0
   link show dev vnbr0
-tc -j qdisc show dev one-7-0
 ip netns add one-7
 nsenter --net=/run/netns/one-7 sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 \
 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 net.bridge.bridge-nf-filter-vlan-tagged=1 \
@@ -80,7 +79,8 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     assert fake.calls[-3:] == CUT_OVER  # no probe in between: planning saw the tap, this run made the veth
     assert (tmp_path / "vm-7" / "nic-0.json").exists()
     assert not (tmp_path / "vm-7" / "nic-0.intent.json").exists()  # the journal is gone after a complete run
-    assert len(fake.calls) == 13  # the process count of one attach (benchmarked)
+    assert len(fake.calls) == 12  # the process count of one attach (benchmarked)
+    assert fake.netlink == ["one-7-0"]  # the tap's qdiscs, asked of the kernel for it alone (netfw.kernel.rtnl)
 
 
 def test_attach_rejects_a_tap_on_another_bridge_before_touching_anything(mocker, tmp_path):

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from . import cache
+from . import cache, rtnl
 from netfw import runner
 from netfw.rules import script
 from .backend import tool
@@ -192,8 +192,10 @@ def counted_save(ns: str, family: str, backend: str = "auto") -> str:
 
 
 def qdiscs(dev: str) -> list[dict]:
-    """`tc -j qdisc show dev DEV` in the hypervisor namespace (ingress included, which `ip link` does not show)."""
-    return json.loads(runner.read(["tc", "-j", "qdisc", "show", "dev", dev]).stdout or "[]")
+    """DEV's qdiscs in the hypervisor namespace as `tc -j qdisc show dev DEV` prints them (ingress included, which
+    `ip link` does not show), asked of the kernel for DEV alone (rtnl.py: tc reads every link and qdisc of the
+    namespace, 35 ms with 2,000 links)."""
+    return rtnl.qdiscs(dev)
 
 
 def ipset_list_argv(ns: str) -> list[str]:
