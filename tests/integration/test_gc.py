@@ -45,7 +45,7 @@ def test_gc_after_a_reboot_a_lost_record_and_a_killed_attach(lab, state_dir, tmp
     (state_dir / "vm-2" / "nic-0.json").unlink()
     # VM 4: an attach killed right after its namespace was made (a journal, an empty namespace)
     faults = Faults(tmp_path / "faults")
-    killed = faults.run(["attach", "4", "0", "--bridge", "vnbr0"], at=3, mode="kill-after")
+    killed = faults.run(["attach", "4", "0", "--bridge", "vnbr0"], at=2, mode="kill-after")  # the 2nd: netns add
     assert killed.code == -9 and "netns add one-4" in killed.calls[-1]
     # a namespace named like netfw's that holds a link netfw did not make
     sh("ip", "netns", "add", "one-5")
