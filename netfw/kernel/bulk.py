@@ -4,8 +4,9 @@ FDB), and a process started for each answer costs netfw more than the answer (sh
 
 prefetch(commands) runs the commands of many namespaces from one `sh` process per chunk of namespaces: for each
 namespace one `nsenter --net=NS sh`, which runs the namespace's commands one after the other and reads a command's
-sysctls with one `cat` (sysctl(8) is a heavier process). Each command's stdout, stderr and exit code come back framed by a random
-marker, and are kept (cache.Reads.outputs) as the Result of the very argv the probe would have run on its own
+sysctls with one `cat` (sysctl(8) is a heavier process). Each command's stdout, stderr and exit code come back
+framed by a random marker, and are kept (cache.Reads.outputs) as the Result of the very argv the probe would have
+run on its own
 (`nsenter --net=/run/netns/NS TOOL ARGS`): the probes take them from there (cache.read) and read them exactly as
 before, so the answers, the errors and their messages are the same, and a failure stays the namespace's own.
 

@@ -169,8 +169,9 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
     """Read the VMs' namespaces in bulk (readahead) and verify each VM's recorded NICs in the thread that read its
     namespace, while other chunks are read, when its own objects show it is not stale (a link with its alias in the
     hypervisor namespace or its own, or its tap in its namespace: other namespaces can only add objects, so the
-    whole survey could not find it stale either); then count(vm, healths) when all its recorded NICs are. Returns ({vm: its links' names and aliases, or the error reading
-    them}, {(vm, nic): health}); what is left (a NIC that may be stale, a namespace not read) survey decides."""
+    whole survey could not find it stale either); then count(vm, healths) when all its recorded NICs are. Returns
+    ({vm: its links' names and aliases, or the error reading them}, {(vm, nic): health}); what is left (a NIC that
+    may be stale, a namespace not read) survey decides."""
     host = {tag[:2] for _, tag in _host_tags()}
     by_ns = {names.netns(v): v for v in vms}
     light: dict[int, dict | runner.CommandError] = {}
@@ -224,11 +225,11 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     """The health of every NIC netfw knows (of VM vm, of its NIC nic), sorted by VM and NIC. Read-only.
 
     Raises InputError when a VM was named and netfw knows nothing of it (no record, no kernel object). Reads the
-    kernel once per namespace (cache.reads()), many namespaces per process (bulk), the VMs in parallel
-    (cache.each); counting: the caller counts next (the status of a VM, metrics): the conntrack counts are read
-    ahead too, and the saves are kept for the counters; count(vm, healths of its recorded NICs), when given, may
-    count a VM as soon as its NICs are verified (see _as_read), before the survey ends. verify False: a recorded NIC with
-    kernel objects is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
+    kernel once per namespace (cache.reads()), many namespaces per process (bulk), the VMs in parallel (cache.each);
+    counting: the caller counts next (the status of a VM, metrics): the conntrack counts are read ahead too, and the
+    saves are kept for the counters; count(vm, healths of its recorded NICs), when given, may count a VM as soon as
+    its NICs are verified (see _as_read), before the survey ends. verify False: a recorded NIC with kernel objects
+    is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
     with cache.reads():

@@ -68,7 +68,8 @@ def _nic_samples(vm: int, nic: status.NicStatus, out: dict[str, list[str]]) -> N
     for number, rule in enumerate(security_rules(h.applied.spec), start=1):
         labels = {**where, "sg": "" if rule.sg_id is None else rule.sg_id, "rule": number}
         count = c.rules.get(number)
-        out["netfw_rule_packets_total"].append(sample("netfw_rule_packets_total", labels, count.packets if count else 0))
+        packets = count.packets if count else 0
+        out["netfw_rule_packets_total"].append(sample("netfw_rule_packets_total", labels, packets))
         out["netfw_rule_bytes_total"].append(sample("netfw_rule_bytes_total", labels, count.bytes if count else 0))
         out["netfw_rule_info"].append(sample("netfw_rule_info", {**labels, "text": status.describe(rule)}, 1))
 
