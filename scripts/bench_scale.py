@@ -143,7 +143,25 @@ def _costs(call) -> tuple[float, float, int]:
     return wall, time.process_time() - cpu + children, spawned.count
 
 
+#: probe_rounds in a process of its own, as small as a `netfw attach` (sh forks netfw's process for every command
+#: it starts: in this process, which holds N NICs' results, each fork would cost more as N grows).
+PROBE = """import json, sys
+sys.path.insert(0, sys.argv[1])
+import bench_lab as lab, bench_scale as bs
+host = bs.Host(sys.argv[2])
+print(json.dumps(bs._probe_rounds(host, int(sys.argv[3]), sys.argv[4], lab.security_group(int(sys.argv[5])))))
+"""
+
+
 def probe_rounds(host: Host, rounds: int, state_dir: str, rules) -> dict:
+    """Attach and detach the probe NIC `rounds` times in a fresh process (PROBE): medians of wall and CPU ms,
+    processes of the last round."""
+    res = subprocess.run([sys.executable, "-c", PROBE, str(HERE), host.kind, str(rounds), state_dir, str(len(rules))],
+                         capture_output=True, text=True, check=True)
+    return json.loads(res.stdout)
+
+
+def _probe_rounds(host: Host, rounds: int, state_dir: str, rules) -> dict:
     """Attach and detach the probe NIC `rounds` times: medians of wall and CPU ms, processes of the last round."""
     import bench_lab as lab
     from netfw import api

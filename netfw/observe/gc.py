@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from netfw import api, runner
-from netfw.kernel import cache, probe
+from netfw.kernel import bulk, cache, probe
 from . import health
 from netfw.model import names
 from netfw import state
@@ -148,6 +148,8 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
                 for vm in batch:  # a dry run takes no lock: it creates nothing
                     held.enter_context(api.locked(records, vm, dry_run))
                 with cache.reads():  # read under the batch's locks, shared by its VMs; nothing changes meanwhile
+                    bulk.prefetch([probe.ip(names.netns(vm), "-j", "-d", "link", "show") for vm in batch
+                                   if probe.netns_exists(names.netns(vm))])  # the batch's namespaces in one process
                     decided = dict(zip(batch, cache.each(batch, lambda vm: _decide(records, vm, state_dir))))
                 removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run)  # noqa: E731
                 # a dry run records the commands of one detach at a time (runner.recording is process-wide)
