@@ -23,7 +23,10 @@ import re
 import secrets
 from typing import Callable, Iterable
 
+from loguru import logger
+
 from netfw import runner
+from netfw.model import names
 from . import cache, probe
 from .backend import BACKENDS, FAMILIES, tool
 
@@ -36,7 +39,6 @@ WORKERS = min(8, (os.cpu_count() or 1) + 1)
 #: The programs a plan may name for a save (`TOOL -c`): every family's, of every backend.
 SAVE_TOOLS = frozenset(tool(f, "save", b) for f in FAMILIES for b in BACKENDS)
 
-_NS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
 _IFNAME = re.compile(r"[A-Za-z0-9_.@+=-]{1,15}")  # names.check_ifname's charset: no ',' or ':' (the separators)
 _SYSCTL = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
 
@@ -140,7 +142,8 @@ def untoken(word: str) -> tuple[str, ...]:
     return ("sysctl", what[len("sysctl"):], *rest.split(":"))
 
 
-def prefetch(commands: Iterable[list[str]], chunk: int | None = None, then: Callable[[str], None] | None = None) -> int:
+def prefetch(commands: Iterable[list[str]], chunk: int | None = None,
+             then: Callable[[str], None] | None = None) -> int:
     """Run commands (each as the probe runs it: `nsenter --net=/run/netns/NS TOOL ARGS`) in bulk, a chunk of
     namespaces per process, and keep their results in the active cache.reads() for cache.read; how many were kept.
     A command of another form is left to its probe. Outside cache.reads() it does nothing.
@@ -151,18 +154,17 @@ def prefetch(commands: Iterable[list[str]], chunk: int | None = None, then: Call
     reads = cache.active()
     if reads is None:
         return 0
-    by_ns: dict[str, dict[tuple[str, ...], None]] = {}
+    by_ns: dict[str, dict[tuple[str, ...], str]] = {}  # namespace -> {command: its word}
     for argv in commands:
         ns = cache.namespace_of(list(argv))
-        tail = tuple(argv[2:])
-        if ns and _NS.fullmatch(ns) and list(argv[:2]) == probe.in_netns(ns) and token(tail) \
-                and tuple(argv) not in reads.outputs.get(ns, {}):
-            by_ns.setdefault(ns, {})[tail] = None
-    jobs = [(ns, list(tails)) for ns, tails in by_ns.items()]
+        word = token(tuple(argv[2:]))
+        if ns and names.NETNS_RE.fullmatch(ns) and word and tuple(argv) not in reads.outputs.get(ns, {}):
+            by_ns.setdefault(ns, {})[tuple(argv[2:])] = word
+    jobs = list(by_ns.items())
     if sum(len(tails) for _, tails in jobs) < 2:  # one command gains nothing from a loop around it
         return 0
 
-    def part(jobs: list[tuple[str, list[tuple[str, ...]]]]) -> int:
+    def part(jobs: list[tuple[str, dict[tuple[str, ...], str]]]) -> int:
         kept = _run(jobs, reads)
         for ns, _ in jobs if then else ():
             then(ns)
@@ -172,19 +174,18 @@ def prefetch(commands: Iterable[list[str]], chunk: int | None = None, then: Call
     return sum(cache.each([jobs[i:i + size] for i in range(0, len(jobs), size)], part, WORKERS))
 
 
-def _run(jobs: list[tuple[str, list[tuple[str, ...]]]], reads: cache.Reads) -> int:
+def _run(jobs: list[tuple[str, dict[tuple[str, ...], str]]], reads: cache.Reads) -> int:
     nonce = secrets.token_hex(16)
-    argv = ["sh", "-c", OUTER, "netfw", INNER, probe.NETNS_DIR, nonce]
-    for ns, tails in jobs:
-        argv += [ns, ",".join(token(t) for t in tails)]
+    argv = ["sh", "-c", OUTER, "netfw", INNER, cache.NETNS_DIR, nonce]
+    for ns, words in jobs:
+        argv += [ns, ",".join(words.values())]
     try:
         out = runner.read(argv).stdout
     except runner.CommandError as e:  # nothing kept: every probe runs its own command
-        from loguru import logger
         logger.warning("reading {} namespaces in bulk failed ({}); reading them one by one", len(jobs), e)
         return 0
     kept = 0
-    for ns, tails, results in parse(out, nonce, jobs):
+    for ns, _, results in parse(out, nonce, [(ns, list(words)) for ns, words in jobs]):
         reads.keep(ns, results)
         kept += len(results)
     return kept

@@ -111,7 +111,9 @@ def namespace_of(argv: list[str]) -> str | None:
     return None
 
 
-_NET = "--net=/run/netns/"
+#: Where `ip netns add` binds VM namespaces (probe.NETNS_DIR), and how netfw enters one (probe.in_netns).
+NETNS_DIR = "/run/netns"
+_NET = f"--net={NETNS_DIR}/"
 
 
 def uncounted(text: str) -> str:

@@ -7,11 +7,11 @@ import os
 import re
 
 from . import cache, rtnl
+from .cache import NETNS_DIR
 from netfw import runner
 from netfw.rules import script
 from .backend import tool
 
-NETNS_DIR = "/run/netns"
 
 #: The exact messages that mean "this object does not exist" (and nothing else): a failed command is read as
 #: "absent" only when every line of its stderr is one of these, naming the object asked about. Anything else (a

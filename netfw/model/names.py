@@ -57,6 +57,10 @@ def _ifname(readable: str, vm: int, nic: int, role: str) -> str:
     return readable if len(readable) <= IFNAME_MAX else _short(vm, nic, role)
 
 
+#: A VM namespace's name (netns()), group 1 the VM id; fullmatch: `$` would let a trailing newline through.
+NETNS_RE = re.compile(r"one-(0|[1-9][0-9]{0,9})")
+
+
 def netns(vm: int) -> str:
     """The VM namespace, shared by all NICs of the VM."""
     check_ids(vm, 0)

@@ -16,7 +16,6 @@ Read-only; safe to call at any time.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
@@ -32,7 +31,6 @@ from netfw.state.records import Applied, StateError
 HEALTHS = ("attached", "drift", "stale", "orphan", "error")
 #: survey(verify=False)'s word for a recorded NIC with kernel objects: attached or drift, not checked (gc's first look).
 UNVERIFIED = "unverified"
-_NETNS = re.compile(r"one-(0|[1-9][0-9]{0,9})")
 
 
 @dataclass
@@ -65,7 +63,7 @@ def namespaces() -> list[int]:
         entries = os.listdir(probe.NETNS_DIR)
     except FileNotFoundError:
         return []
-    found = (_NETNS.fullmatch(e) for e in entries)
+    found = (names.NETNS_RE.fullmatch(e) for e in entries)
     return sorted(int(m[1]) for m in found if m and probe.netns_exists(m[0]))
 
 
