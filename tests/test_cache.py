@@ -8,7 +8,7 @@ import pytest
 
 from netfw import api, runner
 from netfw.kernel import cache, probe
-from netfw.observe import health, metrics
+from netfw.observe import health, metrics, owned
 
 from .fake import FakeHost, link
 from .test_faults_per_nic import attached_links, merge, record
@@ -19,7 +19,7 @@ from netfw.kernel.port import LINUX, Port
 def host(mocker, tmp_path):
     """VMs 6 and 7, NIC 0 each, attached on the Linux bridge vnbr0 (the fake kernel holds no rules: drift)."""
     mocker.patch.object(api, "check_host")
-    mocker.patch.object(health, "namespaces", return_value=[6, 7])
+    mocker.patch.object(owned, "namespaces", return_value=[6, 7])
     links = merge({None: {"vnbr0": link("vnbr0", "bridge")}}, attached_links(6, 0, "vnbr0"),
                   attached_links(7, 0, "vnbr0"))
     fake = FakeHost(mocker, links=links, netns={"one-6", "one-7"})

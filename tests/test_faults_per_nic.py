@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from netfw import api
 from netfw.kernel import connection, ovs
-from netfw.observe import health
+from netfw.observe import owned
 from netfw import state
 from netfw.cli import app
 from netfw.model.spec import NicSpec
@@ -185,7 +185,7 @@ def test_a_vm_directory_netfw_refuses_is_that_vm_s_error_never_an_orphan(host, t
 
 
 def test_a_namespace_that_cannot_be_read_is_that_vm_s_error(mocker, host, tmp_path):
-    mocker.patch.object(health, "namespaces", return_value=[6, 7])
+    mocker.patch.object(owned, "namespaces", return_value=[6, 7])
     host.fail = "nsenter --net=/run/netns/one-7 ip -j -d link show"  # the listing of VM 7's namespace fails
     runner = CliRunner()
     res = runner.invoke(app, ["status", "--json", "--state-dir", str(tmp_path)])

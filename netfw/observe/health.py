@@ -15,7 +15,7 @@ Read-only; safe to call at any time.
 
 from __future__ import annotations
 
-import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
@@ -23,6 +23,8 @@ from pathlib import Path
 from netfw import api, runner
 from netfw.kernel import bulk, cache, probe
 from . import readahead
+from . import owned
+from .owned import Objects
 from netfw.model import names
 from netfw import state
 from netfw.errors import InputError
@@ -45,78 +47,6 @@ class Health:
 
     def as_dict(self) -> dict:
         return {"vm": self.vm, "nic": self.nic, "health": self.health, "problems": self.problems}
-
-
-@dataclass
-class Objects:
-    """netfw's kernel objects: links by (vm, nic), and the namespaces one-<VM> that hold none of them."""
-
-    links: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (vm, nic) -> "where/name (role)"
-    namespaces: dict[int, list[str]] = field(default_factory=dict)  # vm -> names of the links in one-<vm>
-    bare: set[int] = field(default_factory=set)  # VMs whose namespace holds no netfw link
-    unreadable: dict[int, str] = field(default_factory=dict)  # VMs whose namespace could not be read, and why
-
-
-def namespaces() -> list[int]:
-    """The VM ids of the usable namespaces named `one-<VM>` (ip netns add's bind mounts)."""
-    try:
-        entries = os.listdir(probe.NETNS_DIR)
-    except FileNotFoundError:
-        return []
-    found = (names.NETNS_RE.fullmatch(e) for e in entries)
-    return sorted(int(m[1]) for m in found if m and probe.netns_exists(m[0]))
-
-
-def _tagged(links: dict[str, dict], where: str, out: Objects, vm: int | None) -> int:
-    """Add the links that carry netfw's alias (of VM vm, or any) to out; how many there were."""
-    count = 0
-    for name, link in links.items():
-        tag = names.parse_alias(link.get("ifalias"))
-        if tag and (vm is None or tag[0] == vm):
-            out.links.setdefault(tag[:2], []).append(f"{where}{name} ({tag[2]})")
-            count += 1
-    return count
-
-
-def _host_tags() -> list[tuple[str, tuple[int, int, str]]]:
-    """(name, (vm, nic, role)) of the hypervisor's links that carry netfw's alias, in their order; computed once
-    within cache.reads() (gc asks for one VM after another: once per VM was quadratic in the VM count)."""
-    def read() -> list[tuple[str, tuple[int, int, str]]]:
-        return [(name, tag) for name, link in probe.links(None).items()
-                if (tag := names.parse_alias(link.get("ifalias")))]
-    reads = cache.active()
-    return read() if reads is None else reads.memo(reads.derived, "host tags", read)
-
-
-def objects(vm: int | None = None, read: Callable[[int], dict[str, dict] | runner.CommandError] | None = None
-            ) -> Objects:
-    """netfw's links (of VM vm, or all) in the hypervisor namespace and in every namespace one-<VM> (read: how a
-    VM's namespace's links are read, _namespace_links). Read-only."""
-    out = Objects()
-    for name, tag in _host_tags():
-        if vm is None or tag[0] == vm:
-            out.links.setdefault(tag[:2], []).append(f"{name} ({tag[2]})")
-    if vm is None:
-        found = namespaces()
-    else:  # not every namespace's mount checked for one VM's
-        found = [vm] if probe.netns_exists(names.netns(vm)) else []
-    for vm_id, links in zip(found, cache.each(found, read or _namespace_links)):
-        ns = names.netns(vm_id)
-        if isinstance(links, runner.CommandError):  # that VM's fault: survey reports it, the others are read
-            out.unreadable[vm_id] = f"could not read namespace {ns}: {links}"
-            continue
-        out.namespaces[vm_id] = list(links)
-        if not _tagged(links, f"{ns}/", out, None):
-            out.bare.add(vm_id)
-    return out
-
-
-def _namespace_links(vm: int) -> dict[str, dict] | runner.CommandError:
-    """The links of namespace one-<vm>, or the error that reading them raised. Read-only."""
-    try:
-        return probe.links(names.netns(vm))
-    except runner.CommandError as e:
-        return e
 
 
 def _records(records: state.StateDir, vms: list[int]) -> tuple[dict[tuple[int, int], Applied | StateError],
@@ -170,7 +100,6 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
     whole survey could not find it stale either); then count(vm, healths) when all its recorded NICs are. Returns
     ({vm: its links' names and aliases, or the error reading them}, {(vm, nic): health}); what is left (a NIC that
     may be stale, a namespace not read) survey decides."""
-    host = {tag[:2] for _, tag in _host_tags()}
     by_ns = {names.netns(v): v for v in vms}
     light: dict[int, dict | runner.CommandError] = {}
     done: dict[tuple[int, int], Health] = {}
@@ -181,6 +110,7 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
 
     def then(ns: str) -> None:
         vm = by_ns[ns]
+        host = ahead.result()  # waits for the hypervisor's links; their read's error fails the survey, as before
         try:
             links = probe.links(ns)
         except runner.CommandError as e:
@@ -196,7 +126,10 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
             count(vm, [done[key] for key in keys])  # every recorded NIC of the VM verified: count it now
         cache.active().forget(ns, saves=not counting)
 
-    bulk.prefetch(readahead.commands(vms, recorded, True, counting), then=then)
+    with ThreadPoolExecutor(1) as pool:  # the hypervisor's links read beside the VM namespaces, not before them
+        ahead = pool.submit(lambda: {tag[:2] for _, tag in owned.host_tags()})
+        bulk.prefetch(readahead.commands(vms, recorded, True, counting), then=then)
+        ahead.result()
     return light, done
 
 
@@ -241,11 +174,12 @@ def _survey(state_dir: str | Path | None, vm: int | None, nic: int | None, verif
         recorded, journals, refused = _records(records, vms)
     early: dict[tuple[int, int], Health] = {}
     if verify and vm is None:  # each VM verified as soon as its namespace is read, while the others are read
-        light, early = _as_read(namespaces(), recorded, refused, state_dir, counting, count)
-        seen = objects(None, lambda v: light[v] if v in light else _namespace_links(v))
+        light, early = _as_read(owned.namespaces(), recorded, refused, state_dir, counting, count)
+        seen = owned.objects(None, lambda v: light[v] if v in light else owned.namespace_links(v))
     else:
-        bulk.prefetch(readahead.commands([vm] if vm is not None else namespaces(), recorded, verify, counting))
-        seen = objects(vm)
+        vms_read = [vm] if vm is not None else owned.namespaces()
+        owned.beside_host(lambda: bulk.prefetch(readahead.commands(vms_read, recorded, verify, counting)))
+        seen = owned.objects(vm)
     # a VM whose records or namespace cannot be read: its NICs are neither stale nor orphans (gc would take them
     # away), only in error
     refused.update(seen.unreadable)
