@@ -22,7 +22,7 @@ from pathlib import Path
 
 from netfw import api, runner
 from netfw.kernel import bulk, cache, probe
-from . import health
+from . import gc_bulk, health
 from netfw.model import names
 from netfw import state
 from netfw.errors import InputError
@@ -114,9 +114,11 @@ def _decide(records: state.StateDir, vm: int, state_dir: str | Path | None) -> t
 
 
 def _collect_vm(records: state.StateDir, vm: int, decided: tuple[dict[int, str], bool, bool],
-                dry_run: bool) -> list[Item]:
-    """Still under VM vm's lock: detach the NICs _decide found and delete its empty namespace, as they are now."""
+                dry_run: bool, journaled_since: bool = False) -> list[Item]:
+    """Still under VM vm's lock: detach the NICs _decide found and delete its empty namespace, as they are now
+    (journaled_since: a bulk teardown wrote the NICs' journals, and did not finish)."""
     keys, bare, journaled = decided
+    journaled = journaled or journaled_since
     items = [_detach(records, vm, nic, what, dry_run) for nic, what in sorted(keys.items())]
     if bare:
         item = _bare(vm, journaled, dry_run)
@@ -151,8 +153,12 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
                     bulk.prefetch([probe.ip(names.netns(vm), "-j", "-d", "link", "show") for vm in batch
                                    if probe.netns_exists(names.netns(vm))])  # the batch's namespaces in one process
                     decided = dict(zip(batch, cache.each(batch, lambda vm: _decide(records, vm, state_dir))))
-                removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run)  # noqa: E731
+                    plans = [] if dry_run else [p for vm in batch if (p := gc_bulk.planned(records, vm, decided[vm]))]
+                done, rest = gc_bulk.teardown(records, plans)
+                found = {vm: [Item(vm, nic, "tap gone", removed) for nic, removed in nics] for vm, nics in done.items()}
+                alone = [vm for vm in batch if vm not in done]
+                removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run, vm in rest)  # noqa: E731
                 # a dry run records the commands of one detach at a time (runner.recording is process-wide)
-                for done in [removal(vm) for vm in batch] if dry_run else cache.each(batch, removal):
-                    items += done
+                found.update(zip(alone, [removal(vm) for vm in alone] if dry_run else cache.each(alone, removal)))
+                items += [item for vm in batch for item in found[vm]]
         return items

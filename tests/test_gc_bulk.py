@@ -1,0 +1,121 @@
+"""gc's bulk teardown (netfw/observe/gc_bulk.py, issue 22), the command layer faked: the VMs whose every tap is gone
+go in one `ip -force -batch -`, with their journals written before it and their records removed after what it did is
+read again; every other VM, and a VM the batch did not finish, is detached NIC by NIC."""
+
+from __future__ import annotations
+
+import pytest
+
+from netfw import api, runner
+from netfw.kernel.port import LINUX, Port
+from netfw.observe import gc
+
+from .fake import FakeHost, link
+from .test_faults_per_nic import _ours, attached_links, merge, record
+
+
+def tap_gone(vm: int, nic: int) -> dict:
+    """A NIC whose VM ended without clean: QEMU's exit took the tap; netfw's objects are left."""
+    links = attached_links(vm, nic, "vnbr0")
+    del links[f"one-{vm}"][f"one-{vm}-{nic}"]
+    return links
+
+
+@pytest.fixture
+def host(mocker, tmp_path):
+    """VM 7 (NICs 0 and 1) and VM 8: taps gone; VM 6: tap gone, and its namespace holds a link netfw did not make."""
+    mocker.patch.object(api, "check_host")
+    links = merge({None: {"vnbr0": link("vnbr0", "bridge")}}, tap_gone(7, 0), tap_gone(7, 1), tap_gone(8, 0),
+                  tap_gone(6, 0), {"one-6": {"x6": link("x6", "veth")}})
+    fake = FakeHost(mocker, links=links, netns={"one-6", "one-7", "one-8"})
+    for vm, nic in ((6, 0), (7, 0), (7, 1), (8, 0)):
+        record(tmp_path, vm, nic, Port(LINUX, "vnbr0", "02:00:00:00:00:01"))
+    return fake
+
+
+def applying(fake: FakeHost, fail: bool = False):
+    """Let the fake carry out the `link del` and `netns del` lines of `ip -force -batch -` (or fail the first such
+    batch, the bulk one, doing nothing)."""
+    plain = fake._execute
+    failing = [fail]
+
+    def execute(argv, stdin, timeout):
+        if list(argv) == ["ip", "-force", "-batch", "-"] and "netns del" in (stdin or ""):
+            fake.calls.append((list(argv), stdin))
+            if failing.pop() if failing else False:
+                return runner.Result(tuple(argv), 1, "", "injected failure\nCommand failed -:1")
+            for words in (line.split() for line in stdin.splitlines()):
+                if words[:2] == ["link", "del"]:
+                    fake.links[None].pop(words[2], None)
+                elif words[:2] == ["netns", "del"]:
+                    fake.netns.discard(words[2])
+                    fake.links.pop(words[2], None)
+            return runner.Result(tuple(argv), 0, "", "")
+        return plain(argv, stdin, timeout)
+
+    runner._execute.side_effect = execute
+
+
+def changes(fake: FakeHost) -> list[tuple[list[str], str | None]]:
+    return [(argv, stdin) for argv, stdin in fake.calls if "-j" not in argv and argv[:1] != ["sh"]]
+
+
+def test_vms_whose_taps_are_gone_go_in_one_batch_after_their_journals(host, tmp_path):
+    journals = []
+    applying(host)
+    plain = runner._execute.side_effect
+
+    def spy(argv, stdin, timeout):
+        if list(argv) == ["ip", "-force", "-batch", "-"] and "netns del one-7" in (stdin or ""):
+            journals.extend(sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.intent.json")))
+        return plain(argv, stdin, timeout)
+
+    runner._execute.side_effect = spy
+    items = gc.collect(tmp_path)
+    assert [(i.vm, i.nic, i.health, i.error) for i in items] == [
+        (6, 0, "tap gone", None), (7, 0, "tap gone", None), (7, 1, "tap gone", None), (8, 0, "tap gone", None)]
+    bulk = [(argv, stdin) for argv, stdin in changes(host) if stdin and "netns del one-7" in stdin]
+    assert bulk == [(["ip", "-force", "-batch", "-"],
+                     "link del one-7-0\nlink del one-7-1\nlink del one-8-0\nnetns del one-7\nnetns del one-8\n")]
+    assert journals == ["vm-7/nic-0.intent.json", "vm-7/nic-1.intent.json", "vm-8/nic-0.intent.json"]
+    assert not any("one-7" in " ".join(argv) + (stdin or "") or "one-8" in " ".join(argv) + (stdin or "")
+                   for argv, stdin in changes(host) if (argv, stdin) not in bulk)  # nothing else of VMs 7 and 8
+    assert any("one-6" in " ".join(argv) for argv, _ in changes(host))  # VM 6: its own detach
+    assert "one-6" in host.netns and "x6" in host.links["one-6"]  # a link netfw did not make keeps its namespace
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")) == []
+    assert items[1].done == ["veth end one-7-0 on vnbr0", f"state record {tmp_path}/vm-7/nic-0.json",
+                             "namespace one-7 with what was left of the NIC"]
+
+
+def test_a_batch_that_failed_leaves_each_nic_to_its_own_detach(host, tmp_path):
+    applying(host, fail=True)
+    items = gc.collect(tmp_path)
+    assert [(i.vm, i.nic, i.error) for i in items] == [(6, 0, None), (7, 0, None), (7, 1, None), (8, 0, None)]
+    lines = [" ".join(argv) + "\n" + (stdin or "") for argv, stdin in changes(host)]
+    bulk = next(i for i, line in enumerate(lines) if "netns del one-7\nnetns del one-8" in line)
+    after = "".join(lines[bulk + 1:])  # each veth end deleted under its staging name, by its own NIC's detach
+    assert all(f"link del {end}" in after for end in ("one-7-0-h", "one-7-1-h", "one-8-0-h"))
+    assert "netns del one-8" in after and sorted(tmp_path.rglob("*.json")) == []
+
+
+def test_a_dry_run_lists_each_detach_and_changes_nothing(host, tmp_path):
+    applying(host)
+    items = gc.collect(tmp_path, dry_run=True)
+    assert [(i.vm, i.nic) for i in items] == [(6, 0), (7, 0), (7, 1), (8, 0)] and all(i.done for i in items)
+    assert not any("netns del one-7\nnetns del one-8" in (stdin or "") for _, stdin in host.calls)
+    assert len(list(tmp_path.rglob("nic-*.json"))) == 4 and host.netns == {"one-6", "one-7", "one-8"}
+
+
+def test_a_journal_keeps_its_vm_out_of_the_batch(host, tmp_path):
+    """An interrupted run of VM 8: its own detach resumes it."""
+    from netfw import state
+    from netfw.model.spec import NicSpec
+
+    applied = state.Applied(NicSpec(8, 0, "vnbr0"), 1500, 0, "auto", Port(LINUX, "vnbr0", "02:00:00:00:00:01"))
+    with state.opened(tmp_path) as records:
+        records.write(8, 0, state.document(applied, "detach"), intent=True)
+    applying(host)
+    gc.collect(tmp_path)
+    bulk = [stdin for argv, stdin in changes(host) if stdin and "netns del one-7\n" in stdin]
+    assert bulk == ["link del one-7-0\nlink del one-7-1\nnetns del one-7\n"]
+    assert host.netns == {"one-6"}
