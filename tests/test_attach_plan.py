@@ -35,6 +35,7 @@ nsenter --net=/run/netns/one-7 ip -batch -
 ip -batch -
   link add one-7-0-h mtu 1450 address fe:00:0a:00:00:07 type veth peer name one-7-0-f netns one-7 mtu 1450
   link set one-7-0-h alias "netfw vm=7 nic=0 role=h"
+sysctl -q -w net.ipv6.conf.one-7-0-h.disable_ipv6=1
 nsenter --net=/run/netns/one-7 ip -batch -
   link set one-7-0-f alias "netfw vm=7 nic=0 role=f" master one-br-7-0
   link set one-7-0-f type bridge_slave learning off
@@ -79,7 +80,7 @@ def test_attach_on_a_fresh_host_runs_exactly_these_commands(mocker, tmp_path):
     assert fake.calls[-3:] == CUT_OVER  # no probe in between: planning saw the tap, this run made the veth
     assert (tmp_path / "vm-7" / "nic-0.json").exists()
     assert not (tmp_path / "vm-7" / "nic-0.intent.json").exists()  # the journal is gone after a complete run
-    assert len(fake.calls) == 12  # the process count of one attach (benchmarked)
+    assert len(fake.calls) == 13  # the process count of one attach (benchmarked)
     assert fake.netlink == ["one-7-0"]  # the tap's qdiscs, asked of the kernel for it alone (netfw.kernel.rtnl)
 
 
@@ -262,7 +263,7 @@ def test_attach_says_in_its_journal_that_it_takes_the_tap_right_before_it_does(m
     runner._execute.side_effect = spy
     api.attach(NicSpec(7, 0, "vnbr0"), state_dir=tmp_path)
     cut = [t for _, t in taken].index(True)  # the cut-over, then its commands in the namespace
-    assert cut == 8 and [t for _, t in taken] == [False] * cut + [True] * (len(taken) - cut)
+    assert cut == 9 and [t for _, t in taken] == [False] * cut + [True] * (len(taken) - cut)
     assert [argv.split()[:3] for argv, _ in taken[cut:]] == [["ip", "-batch", "-"],
                                                              ["nsenter", "--net=/run/netns/one-7", "ip"],
                                                              ["nsenter", "--net=/run/netns/one-7", "bridge"]]

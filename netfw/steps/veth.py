@@ -4,6 +4,11 @@ other on the firewall bridge in the VM namespace.
 The hypervisor end is made under its staging name (names.veth_host), down (a link must be down to be renamed) and
 with the tap's MAC, so that the VN bridge, which takes its ports' MACs as its own, keeps its MAC when the veth end
 replaces the tap. The cut-over renames it to the tap's name; it is found by its alias under either name.
+
+It has no IPv6 (disable_ipv6, set while it is down, before it ever comes up): a bridge port needs no address, and
+every device with IPv6 puts three routes in the hypervisor's IPv6 table (its link-local address, fe80::/64,
+ff00::/8), which the kernel walks whole whenever a link of that namespace goes down or away (fib6_ifdown). With
+1,000 VMs that walk over 6,000 routes made each attach and detach cost up to 45 ms more than with one (issue 22).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class VethPair(Step):
                 self._created = False
             raise
         self.fresh.veth = True
+        runner.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{self.host}.disable_ipv6=1"])
         run_batch(probe.ip(self.ns), self._fw_lines())
 
     def _ours(self, link: dict | None) -> bool:
