@@ -92,13 +92,15 @@ def ovs_guest(vm: int) -> tuple[str, str]:
 
 
 def cheap_tap(vm: int, kind: str) -> None:
-    """A tap without a guest (a veth whose peer stays up in the hypervisor) on the OVS or the Linux VN bridge."""
-    from bench_lab import VN_BRIDGE, ip_batch
+    """A tap without a guest (a veth whose peer p<VM> stands for QEMU's side, out of the hypervisor's namespace:
+    bench_lab.GUEST_SIDES) on the OVS or the Linux VN bridge."""
+    from bench_lab import cheap_taps, guest_sides, ip_batch
     if kind == "linux":
-        ip_batch([f"link add one-{vm}-0 type veth peer name p{vm}", f"link set one-{vm}-0 master {VN_BRIDGE} up",
-                  f"link set p{vm} up"])
+        cheap_taps([vm])
         return
-    ip_batch([f"link add one-{vm}-0 type veth peer name p{vm}", f"link set one-{vm}-0 up", f"link set p{vm} up"])
+    ns = guest_sides()
+    ip_batch([f"link add one-{vm}-0 type veth peer name p{vm} netns {ns}", f"link set one-{vm}-0 up"])
+    ip_batch([f"link set p{vm} up"], ns)
     _ovs_module().vsctl("add-port", OVS_BRIDGE, f"one-{vm}-0")
 
 

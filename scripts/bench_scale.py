@@ -200,7 +200,8 @@ def boot_recovery(n: int, state_dir: str, work: Path) -> dict:
     import bench_lab as lab
     stale = str(work / f"stale-{n}")
     shutil.copytree(state_dir, stale)
-    lab.ip_batch([f"link del p{vm}" for vm in range(FIRST, FIRST + n - 1)] + [f"link del p{PROBE_VM}"])
+    lab.ip_batch([f"link del p{vm}" for vm in range(FIRST, FIRST + n - 1)] + [f"link del p{PROBE_VM}"],
+                 lab.GUEST_SIDES)
     half = cli(["gc"], state_dir)
     half["left"] = leftovers(state_dir)
     reboot = cli(["gc"], stale)
