@@ -1,6 +1,6 @@
-"""gc's bulk teardown (netfw/observe/gc_bulk.py, issue 22), the command layer faked: the VMs whose every tap is gone
-go in one `ip -force -batch -`, with their journals written before it and their records removed after what it did is
-read again; every other VM, and a VM the batch did not finish, is detached NIC by NIC."""
+"""gc's bulk teardown (netfw/observe/gc_bulk.py, issue 22), the command layer faked: the namespaces of the VMs whose
+every tap is gone are deleted in one `ip -force -batch -`, nothing written before it, their records removed once their
+veth ends are read gone; every other VM, and a VM the batch did not finish, is detached NIC by NIC."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def host(mocker, tmp_path):
 
 
 def applying(fake: FakeHost, fail: bool = False):
-    """Let the fake carry out the `link del` and `netns del` lines of `ip -force -batch -` (or fail the first such
-    batch, the bulk one, doing nothing)."""
+    """Let the fake carry out the `link del` and `netns del` lines of `ip -force -batch -` as the kernel does (a
+    namespace deleted takes its veth pairs, the hypervisor's ends too), or fail the first such batch, the bulk one,
+    doing nothing."""
     plain = fake._execute
     failing = [fail]
 
@@ -49,7 +50,11 @@ def applying(fake: FakeHost, fail: bool = False):
                     fake.links[None].pop(words[2], None)
                 elif words[:2] == ["netns", "del"]:
                     fake.netns.discard(words[2])
-                    fake.links.pop(words[2], None)
+                    inside = fake.links.pop(words[2], {})
+                    vm = words[2].split("-")[1]
+                    for name in [n for n, l in fake.links[None].items() if f"{n}-f" in inside
+                                 and l.get("ifalias", "").startswith(f"netfw vm={vm} ")]:
+                        del fake.links[None][name]
             return runner.Result(tuple(argv), 0, "", "")
         return plain(argv, stdin, timeout)
 
@@ -60,14 +65,14 @@ def changes(fake: FakeHost) -> list[tuple[list[str], str | None]]:
     return [(argv, stdin) for argv, stdin in fake.calls if "-j" not in argv and argv[:1] != ["sh"]]
 
 
-def test_vms_whose_taps_are_gone_go_in_one_batch_after_their_journals(host, tmp_path):
-    journals = []
+def test_the_namespaces_of_vms_whose_taps_are_gone_go_in_one_batch(host, tmp_path):
+    files = []
     applying(host)
     plain = runner._execute.side_effect
 
     def spy(argv, stdin, timeout):
         if list(argv) == ["ip", "-force", "-batch", "-"] and "netns del one-7" in (stdin or ""):
-            journals.extend(sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.intent.json")))
+            files.extend(sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")))
         return plain(argv, stdin, timeout)
 
     runner._execute.side_effect = spy
@@ -75,16 +80,16 @@ def test_vms_whose_taps_are_gone_go_in_one_batch_after_their_journals(host, tmp_
     assert [(i.vm, i.nic, i.health, i.error) for i in items] == [
         (6, 0, "tap gone", None), (7, 0, "tap gone", None), (7, 1, "tap gone", None), (8, 0, "tap gone", None)]
     bulk = [(argv, stdin) for argv, stdin in changes(host) if stdin and "netns del one-7" in stdin]
-    assert bulk == [(["ip", "-force", "-batch", "-"],
-                     "link del one-7-0\nlink del one-7-1\nlink del one-8-0\nnetns del one-7\nnetns del one-8\n")]
-    assert journals == ["vm-7/nic-0.intent.json", "vm-7/nic-1.intent.json", "vm-8/nic-0.intent.json"]
+    assert bulk == [(["ip", "-force", "-batch", "-"], "netns del one-7\nnetns del one-8\n")]
+    assert "vm-7/nic-0.json" in files and not [f for f in files if "intent" in f]  # nothing written before it
     assert not any("one-7" in " ".join(argv) + (stdin or "") or "one-8" in " ".join(argv) + (stdin or "")
                    for argv, stdin in changes(host) if (argv, stdin) not in bulk)  # nothing else of VMs 7 and 8
     assert any("one-6" in " ".join(argv) for argv, _ in changes(host))  # VM 6: its own detach
     assert "one-6" in host.netns and "x6" in host.links["one-6"]  # a link netfw did not make keeps its namespace
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")) == []
-    assert items[1].done == ["veth end one-7-0 on vnbr0", f"state record {tmp_path}/vm-7/nic-0.json",
-                             "namespace one-7 with what was left of the NIC"]
+    assert items[1].done == ["namespace one-7 with the NIC's bridge and veth pair", "veth end one-7-0 on vnbr0",
+                             f"state record {tmp_path}/vm-7/nic-0.json"]
+    assert not [n for n in host.links[None] if n.startswith(("one-7-", "one-8-"))]
 
 
 def test_a_batch_that_failed_leaves_each_nic_to_its_own_detach(host, tmp_path):
@@ -117,5 +122,5 @@ def test_a_journal_keeps_its_vm_out_of_the_batch(host, tmp_path):
     applying(host)
     gc.collect(tmp_path)
     bulk = [stdin for argv, stdin in changes(host) if stdin and "netns del one-7\n" in stdin]
-    assert bulk == ["link del one-7-0\nlink del one-7-1\nnetns del one-7\n"]
+    assert bulk == ["netns del one-7\n"]
     assert host.netns == {"one-6"}

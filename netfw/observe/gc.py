@@ -114,11 +114,9 @@ def _decide(records: state.StateDir, vm: int, state_dir: str | Path | None) -> t
 
 
 def _collect_vm(records: state.StateDir, vm: int, decided: tuple[dict[int, str], bool, bool],
-                dry_run: bool, journaled_since: bool = False) -> list[Item]:
-    """Still under VM vm's lock: detach the NICs _decide found and delete its empty namespace, as they are now
-    (journaled_since: a bulk teardown wrote the NICs' journals, and did not finish)."""
+                dry_run: bool) -> list[Item]:
+    """Still under VM vm's lock: detach the NICs _decide found and delete its empty namespace, as they are now."""
     keys, bare, journaled = decided
-    journaled = journaled or journaled_since
     items = [_detach(records, vm, nic, what, dry_run) for nic, what in sorted(keys.items())]
     if bare:
         item = _bare(vm, journaled, dry_run)
@@ -154,10 +152,10 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
                                    if probe.netns_exists(names.netns(vm))])  # the batch's namespaces in one process
                     decided = dict(zip(batch, cache.each(batch, lambda vm: _decide(records, vm, state_dir))))
                     plans = [] if dry_run else [p for vm in batch if (p := gc_bulk.planned(records, vm, decided[vm]))]
-                done, rest = gc_bulk.teardown(records, plans)
+                done, _ = gc_bulk.teardown(records, plans)  # a VM it did not finish: detached NIC by NIC
                 found = {vm: [Item(vm, nic, "tap gone", removed) for nic, removed in nics] for vm, nics in done.items()}
                 alone = [vm for vm in batch if vm not in done]
-                removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run, vm in rest)  # noqa: E731
+                removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run)  # noqa: E731
                 # a dry run records the commands of one detach at a time (runner.recording is process-wide)
                 found.update(zip(alone, [removal(vm) for vm in alone] if dry_run else cache.each(alone, removal)))
                 items += [item for vm in batch for item in found[vm]]
