@@ -124,3 +124,32 @@ def test_a_journal_keeps_its_vm_out_of_the_batch(host, tmp_path):
     bulk = [stdin for argv, stdin in changes(host) if stdin and "netns del one-7\n" in stdin]
     assert bulk == ["netns del one-7\n"]
     assert host.netns == {"one-6"}
+
+
+@pytest.mark.parametrize("stderr, survives", [
+    ("RTNETLINK answers: No such device\nCannot send link get request: No such device\nCommand failed -:1\n", True),
+    ("RTNETLINK answers: Operation not permitted\n", False),
+])
+def test_a_veth_end_vanishing_while_it_is_read_is_read_again_and_nothing_else_is(host, tmp_path, stderr, survives):
+    """The kernel destroys a deleted namespace's veth ends while gc reads them by name: ip then fails with "No such
+    device" (the link went between its lookup and its request). That is read again, never read as absent; any other
+    failure fails gc, the records kept."""
+    applying(host)
+    plain, failed = runner._execute.side_effect, []
+
+    def racing(argv, stdin, timeout):
+        bulk_done = any("netns del one-7" in (s or "") for _, s in host.calls)
+        if bulk_done and not failed and argv[:5] == ["ip", "-j", "-d", "-force", "-batch"]:
+            failed.append(list(argv))
+            return runner.Result(tuple(argv), 1, "", stderr)
+        return plain(argv, stdin, timeout)
+
+    runner._execute.side_effect = racing
+    if survives:
+        assert [(i.vm, i.nic, i.error) for i in gc.collect(tmp_path)][1:] == [(7, 0, None), (7, 1, None), (8, 0, None)]
+        assert not list(tmp_path.rglob("vm-[78]/*.json"))
+    else:
+        with pytest.raises(runner.CommandError, match="Operation not permitted"):
+            gc.collect(tmp_path)
+        assert len(list(tmp_path.rglob("vm-[78]/*.json"))) == 3
+    assert failed

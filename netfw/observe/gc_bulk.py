@@ -23,6 +23,7 @@ hypervisor namespace no link with the VM's alias but those NICs' veth ends under
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -117,14 +118,25 @@ def teardown(records: state.StateDir, plans: list[Teardown]) -> tuple[dict[int, 
     return done, rest
 
 
+#: What `ip link show dev X` says of a link destroyed between ip's lookup of its name and its request: the kernel
+#: destroying a namespace's veth ends while gc reads them. Never read as "absent": the names are read again.
+_VANISHING = re.compile(r"RTNETLINK answers: No such device|Cannot send link get request: No such device|"
+                        r"Command failed -:\d+")
+
+
 def _until_gone(ends: list[str]) -> set[str]:
     """Wait until no link of the hypervisor namespace is named as in ends (read by name, fail closed), WAIT seconds at
     most; the names still there then."""
     deadline, pause = time.monotonic() + WAIT, 0.01
-    while True:
-        left = set(probe.links(None, ends)) if ends else set()
-        if not left or time.monotonic() > deadline:
-            return left
+    while ends:
+        try:
+            ends = sorted(probe.links(None, ends))
+        except runner.CommandError as e:
+            lines = [line.strip() for line in e.stderr.splitlines() if line.strip()]
+            if not lines or not all(_VANISHING.fullmatch(line) for line in lines) or time.monotonic() > deadline:
+                raise
+        if not ends or time.monotonic() > deadline:
+            break
         time.sleep(pause)
         pause = min(pause * 2, 0.5)
-        ends = sorted(left)
+    return set(ends)
