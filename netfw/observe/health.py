@@ -15,7 +15,7 @@ Read-only; safe to call at any time.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
@@ -101,6 +101,7 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
     ({vm: its links' names and aliases, or the error reading them}, {(vm, nic): health}); what is left (a NIC that
     may be stale, a namespace not read) survey decides."""
     by_ns = {names.netns(v): v for v in vms}
+    ahead: Future[set[tuple[int, int]]] = Future()  # the VMs with a link of theirs in the hypervisor namespace
     light: dict[int, dict | runner.CommandError] = {}
     done: dict[tuple[int, int], Health] = {}
     mine: dict[int, list[tuple[int, int]]] = {}  # the VMs' keys with a record netfw reads
@@ -126,10 +127,15 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
             count(vm, [done[key] for key in keys])  # every recorded NIC of the VM verified: count it now
         cache.active().forget(ns, saves=not counting)
 
-    with ThreadPoolExecutor(1) as pool:  # the hypervisor's links read beside the VM namespaces, not before them
-        ahead = pool.submit(lambda: {tag[:2] for _, tag in owned.host_tags()})
-        bulk.prefetch(readahead.commands(vms, recorded, True, counting), then=then)
-        ahead.result()
+    commands = readahead.commands(vms, recorded, True, counting)
+    with ThreadPoolExecutor(1) as pool:  # the hypervisor's links read here, beside the VM namespaces, not before
+        running = pool.submit(lambda: bulk.prefetch(commands, then=then))
+        try:
+            ahead.set_result({tag[:2] for _, tag in owned.host_tags()})
+        except BaseException as e:  # noqa: BLE001 (handed to the verifying threads, raised here below)
+            ahead.set_exception(e)
+        running.result()
+    ahead.result()  # their read's error fails the survey, as before, also without a VM to verify
     return light, done
 
 

@@ -88,17 +88,15 @@ def namespace_links(vm: int) -> dict[str, dict] | runner.CommandError:
 
 
 def beside_host(work: Callable[[], object]) -> None:
-    """work() while the hypervisor namespace's links are read for host_tags in a thread of their own: two
+    """work() in a thread of its own while this thread reads the hypervisor namespace's links for host_tags: two
     processes, on two CPUs, instead of one after the other (the status of one VM at 1,000 VMs: 75 ms for the
-    hypervisor's 2,000 links, 50 ms for the VM's namespace). A failed read is kept (cache.Reads.memo) and raised
-    again where its links are used."""
-    def host() -> None:
-        with contextlib.suppress(runner.CommandError):
-            host_tags()
-
+    hypervisor's 2,000 links, 50 ms for the VM's namespace). The links are parsed in this thread, whose memory the
+    process already has (a thread of its own would hold them in a glibc arena of its own). A failed read is kept
+    (cache.Reads.memo) and raised again where its links are used."""
     with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(host)
+        running = pool.submit(work)
         try:
-            work()
+            with contextlib.suppress(runner.CommandError):
+                host_tags()
         finally:
-            ahead.result()
+            running.result()
