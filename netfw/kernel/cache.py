@@ -11,6 +11,7 @@ run on every CPU. Changes nothing; outside `reads()` every probe runs as it alwa
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -128,5 +129,25 @@ def each(items: Iterable[T], work: Callable[[T], R], workers: int | None = None)
     workers = min(workers or WORKERS, len(items))
     if workers <= 1:
         return [work(item) for item in items]
+    few_arenas()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(work, items))
+
+
+#: glibc's M_ARENA_MAX (malloc.h).
+_M_ARENA_MAX = -8
+
+
+@functools.cache
+def few_arenas() -> None:
+    """At most two malloc arenas in this process, before its first threads: glibc gives each new thread an arena of
+    its own (up to 8 per CPU), which keeps what the thread freed (the outputs it read, 1,000 VMs' worth for metrics):
+    6 to 8 MiB more RSS for status, metrics and gc at 1,000 VMs (measured with MALLOC_ARENA_MAX=2, which only a
+    process's environment can set before it starts). Python's own small objects are not malloc's. Nothing is done
+    where the C library has no mallopt (not glibc)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass

@@ -169,6 +169,7 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
+    cache.few_arenas()  # before the survey's first thread
     with cache.reads():
         return _survey(state_dir, vm, nic, verify, counting, count)
 
