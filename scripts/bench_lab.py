@@ -74,6 +74,29 @@ def _read(path: str, default: str) -> str:
 
 
 # -- the machine ---------------------------------------------------------------------------------------------------
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of every CPU since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[3] + values[4], sum(values)  # idle + iowait
+
+
+def quiet(busy: float = 0.25, limit: float = 30.0) -> float:
+    """Wait until the machine's CPUs were less than `busy` busy over the last second (work the kernel does after a
+    build, such as a namespace's cleanup or address configuration, runs on after the commands returned), `limit`
+    seconds at most; the seconds waited."""
+    t0 = time.monotonic()
+    idle, total = _cpu_times()
+    while time.monotonic() - t0 < limit:
+        time.sleep(1.0)
+        idle2, total2 = _cpu_times()
+        spent = total2 - total
+        if spent > 0 and 1 - (idle2 - idle) / spent < busy:
+            break
+        idle, total = idle2, total2
+    return round(time.monotonic() - t0, 1)
+
+
 def machine() -> dict:
     """What the numbers came from."""
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

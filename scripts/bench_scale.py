@@ -212,14 +212,17 @@ def boot_recovery(n: int, state_dir: str, work: Path) -> dict:
 
 def at(host: Host, n: int, rounds: int, state_dir: str, work: Path, rules) -> dict:
     """Everything measured with N NICs; the host is emptied again afterwards."""
+    import bench_lab as lab
     from netfw import api
     from netfw.observe import gc, health, metrics, status
     row: dict = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
     row["build_s"] = build(host, n, state_dir, rules)
+    row["quiet_s"] = lab.quiet()  # the 1st NIC is measured on a quiet machine too
     row.update(probe_rounds(host, rounds, state_dir, rules))
     api.attach(host.spec(PROBE_VM, rules), state_dir=state_dir)  # the probe too: N NICs attached
     commands = {"status": ["status"], "status_vm": ["status", str(FIRST)], "metrics": ["metrics"],
                 "gc_dry": ["gc", "--dry-run"]}
+    row["quiet_s"] += lab.quiet()
     for key, args in commands.items():
         row[key] = cli(args, state_dir)
     row["status_inproc"] = in_process(lambda: health.survey(state_dir))
@@ -244,6 +247,7 @@ def measure(ns: list[int], rounds: int, say=print, mode: str = "full", kind: str
     host = Host(kind)
     try:
         host.start()
+        lab.quiet()
         out["first"] = probe_rounds(host, rounds, str(work / "state-1"), rules)
         say(f"1st NIC: attach {out['first']['attach_ms']} ms (CPU {out['first']['attach_cpu_ms']}), detach "
             f"{out['first']['detach_ms']} ms (CPU {out['first']['detach_cpu_ms']})")

@@ -111,7 +111,10 @@ def markdown(results: dict) -> str:
             f"{' (modified)' if m.get('netfw_dirty') else ''}, {m['date']}. One Linux bridge, a 20-rule security "
             "group per NIC, one NIC per VM. The machine is shared: the load average (1 min) before and after each N "
             "is in the table; CPU seconds (netfw and every process it started, from wait4) are less noisy than "
-            "wall times.\n")
+            "wall times. The 1st NIC's rounds, and at each N the rounds and then the commands, start once the CPUs "
+            "were less than 25% busy over a second (the kernel's own work after a build goes on after its "
+            f"commands returned; waited at each N: {', '.join(str(r.get('quiet_s', '?')) for r in results['rows'])} "
+            "s).\n")
     return "\n".join([head, *table(results), "", "## Targets", "", *verdicts(results), "",
                       "## Where the time goes (the same calls in-process)", "",
                       "A process is one that netfw starts (through `sh`). status, metrics and gc read the VM namespaces "
