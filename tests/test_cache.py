@@ -67,6 +67,26 @@ def test_a_failed_read_is_read_once_and_stays_that_vm_s_error(host, tmp_path):
     assert sum(" ".join(argv) == host.fail for argv, _ in host.calls) == 1
 
 
+@pytest.mark.parametrize("survey", [
+    lambda d: health.survey(d),  # every VM verified as its namespace is read (health._as_read)
+    lambda d: health.survey(d, 7),  # the status of one VM
+    lambda d: health.survey(d, verify=False),  # gc's first look
+], ids=["status", "status VM", "gc's look"])
+def test_a_failed_read_of_the_hypervisor_s_links_fails_the_survey(host, tmp_path, survey):
+    """The hypervisor's links are read beside the VM namespaces (owned.beside_host): their failure is never read as
+    "no link of netfw's there" (every NIC stale, or an orphan for gc), it fails the survey, whatever the path."""
+    plain = runner._execute.side_effect
+
+    def failing(argv, stdin, timeout):
+        if list(argv) == ["ip", "-j", "-d", "link", "show"]:
+            return runner.Result(tuple(argv), 1, "", "injected failure")
+        return plain(argv, stdin, timeout)
+
+    runner._execute.side_effect = failing
+    with pytest.raises(runner.CommandError, match="injected failure"):
+        survey(tmp_path)
+
+
 def test_a_namespace_read_that_failed_raises_again_at_every_use(host):
     host.fail = "nsenter --net=/run/netns/one-7 ip -j -d link show"
     with cache.reads():

@@ -15,7 +15,7 @@ Read-only; safe to call at any time.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 from pathlib import Path
@@ -101,7 +101,7 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
     ({vm: its links' names and aliases, or the error reading them}, {(vm, nic): health}); what is left (a NIC that
     may be stale, a namespace not read) survey decides."""
     by_ns = {names.netns(v): v for v in vms}
-    ahead: Future[set[tuple[int, int]]] = Future()  # the VMs with a link of theirs in the hypervisor namespace
+    ahead: Future[None] = Future()  # resolved once the hypervisor's links are read (owned.beside_host)
     light: dict[int, dict | runner.CommandError] = {}
     done: dict[tuple[int, int], Health] = {}
     mine: dict[int, list[tuple[int, int]]] = {}  # the VMs' keys with a record netfw reads
@@ -111,7 +111,8 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
 
     def then(ns: str) -> None:
         vm = by_ns[ns]
-        host = ahead.result()  # waits for the hypervisor's links; their read's error fails the survey, as before
+        ahead.result()  # waits for the hypervisor's links; their read's error fails the survey, as before
+        host = owned.host_keys()
         try:
             links = probe.links(ns)
         except runner.CommandError as e:
@@ -128,13 +129,7 @@ def _as_read(vms: list[int], recorded: dict, refused: dict[int, str], state_dir:
         cache.active().forget(ns, saves=not counting)
 
     commands = readahead.commands(vms, recorded, True, counting)
-    with ThreadPoolExecutor(1) as pool:  # the hypervisor's links read here, beside the VM namespaces, not before
-        running = pool.submit(lambda: bulk.prefetch(commands, then=then))
-        try:
-            ahead.set_result({tag[:2] for _, tag in owned.host_tags()})
-        except BaseException as e:  # noqa: BLE001 (handed to the verifying threads, raised here below)
-            ahead.set_exception(e)
-        running.result()
+    owned.beside_host(lambda: bulk.prefetch(commands, then=then), ahead)
     ahead.result()  # their read's error fails the survey, as before, also without a VM to verify
     return light, done
 
@@ -169,7 +164,6 @@ def survey(state_dir: str | Path | None = None, vm: int | None = None, nic: int 
     is UNVERIFIED instead of attached or drift (for gc, which acts on neither)."""
     if vm is not None:
         names.check_ids(vm, nic or 0)
-    cache.few_arenas()  # before the survey's first thread
     with cache.reads():
         return _survey(state_dir, vm, nic, verify, counting, count)
 
