@@ -152,7 +152,7 @@ def collect(state_dir: str | Path | None = None, dry_run: bool = False) -> list[
                                    if probe.netns_exists(names.netns(vm))])  # the batch's namespaces in one process
                     decided = dict(zip(batch, cache.each(batch, lambda vm: _decide(records, vm, state_dir))))
                     plans = [] if dry_run else [p for vm in batch if (p := gc_bulk.planned(records, vm, decided[vm]))]
-                done, _ = gc_bulk.teardown(records, plans)  # a VM it did not finish: detached NIC by NIC
+                done = gc_bulk.teardown(records, plans)  # a VM it did not finish: detached NIC by NIC
                 found = {vm: [Item(vm, nic, "tap gone", removed) for nic, removed in nics] for vm, nics in done.items()}
                 alone = [vm for vm in batch if vm not in done]
                 removal = lambda vm: _collect_vm(records, vm, decided[vm], dry_run)  # noqa: E731

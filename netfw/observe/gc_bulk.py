@@ -47,7 +47,7 @@ class Teardown:
 
     vm: int
     nics: dict[int, Applied]
-    host: list[str]
+    host: dict[str, int]  # veth end -> its NIC
 
 
 def planned(records: state.StateDir, vm: int, decided: tuple[dict[int, str], bool, bool]) -> Teardown | None:
@@ -72,13 +72,13 @@ def planned(records: state.StateDir, vm: int, decided: tuple[dict[int, str], boo
     own = {name for nic in keys for name in (names.bridge(vm, nic), names.veth_fw(vm, nic))}
     if inside is None or not inside <= own:
         return None
-    host = []
+    host = {}
     for name, (of, nic, role) in owned.host_tags():
         if of != vm:
             continue
         if nic not in nics or role != names.VETH_HOST or name not in (nics[nic].spec.tap, names.veth_host(vm, nic)):
             return None
-        host.append(name)
+        host[name] = nic
     return Teardown(vm, nics, host)
 
 
@@ -86,36 +86,33 @@ def planned(records: state.StateDir, vm: int, decided: tuple[dict[int, str], boo
 WAIT = 10.0
 
 
-def teardown(records: state.StateDir, plans: list[Teardown]) -> tuple[dict[int, list[tuple[int, list[str]]]],
-                                                                      list[int]]:
-    """Tear the VMs of plans down together (see the module's docstring), under their locks. Returns ({vm: [(nic,
-    what was removed)]} of the VMs done, [the VMs left to a detach of each NIC])."""
+def teardown(records: state.StateDir, plans: list[Teardown]) -> dict[int, list[tuple[int, list[str]]]]:
+    """Tear the VMs of plans down together (see the module's docstring), under their locks. Returns {vm: [(nic,
+    what was removed)]} of the VMs done; the others are left to a detach of each NIC."""
     if not plans:
-        return {}, []
+        return {}
     logger.info("gc: {} VMs whose taps are gone, in bulk: {}", len(plans), " ".join(names.netns(p.vm) for p in plans))
     try:
         runner.run(["ip", "-force", "-batch", "-"], stdin=script.join(f"netns del {names.netns(p.vm)}" for p in plans))
     except runner.CommandError as e:  # what was done is read again below: the VMs not done are detached one by one
         logger.warning("gc: deleting the namespaces in bulk reported a failure; reading what is left: {}", e)
-    left = _until_gone([name for p in plans for name in p.host if not probe.netns_exists(names.netns(p.vm))])
+    gone = [p for p in plans if not probe.netns_exists(names.netns(p.vm))]
+    left = _until_gone([name for p in gone for name in p.host])
     done: dict[int, list[tuple[int, list[str]]]] = {}
-    rest = []
-    for p in plans:
-        ns = names.netns(p.vm)
-        if probe.netns_exists(ns) or left & set(p.host):
-            rest.append(p.vm)
+    for p in gone:
+        if left & p.host.keys():
             continue
         done[p.vm] = []
         for nic, applied in p.nics.items():
-            removed = [f"veth end {name} on {applied.port.bridge}" for name in p.host
-                       if name in (applied.spec.tap, names.veth_host(p.vm, nic))]
+            removed = [f"veth end {name} on {applied.port.bridge}" for name, of in p.host.items() if of == nic]
             records.write(p.vm, nic, None)
-            done[p.vm].append((nic, [f"namespace {ns} with the NIC's bridge and veth pair", *removed,
+            done[p.vm].append((nic, [f"namespace {names.netns(p.vm)} with the NIC's bridge and veth pair", *removed,
                                      f"state record {records.record_path(p.vm, nic)}"]))
+    rest = [p.vm for p in plans if p.vm not in done]
     if rest:
         logger.warning("gc: {} VMs not torn down in bulk, each NIC detached alone: {}", len(rest),
                        " ".join(map(str, rest)))
-    return done, rest
+    return done
 
 
 #: What `ip link show dev X` says of a link destroyed between ip's lookup of its name and its request: the kernel
