@@ -175,14 +175,15 @@ def guest_sides() -> str:
     return GUEST_SIDES
 
 
-def cheap_taps(vms: list[int]) -> None:
+def cheap_taps(vms: list[int], bridge: str | None = VN_BRIDGE) -> None:
     """Background VMs without a guest: the 'tap' is a veth whose peer p<VM> (up, unbridged) stands for QEMU's side,
-    out of the hypervisor's namespace (GUEST_SIDES)."""
+    out of the hypervisor's namespace (GUEST_SIDES); the tap on the Linux bridge `bridge` (None: on none, for an
+    Open vSwitch port)."""
     ns = guest_sides()
+    master = f"master {bridge} " if bridge else ""
     lines = []
     for vm in vms:
-        lines += [f"link add one-{vm}-0 type veth peer name p{vm} netns {ns}",
-                  f"link set one-{vm}-0 master {VN_BRIDGE} up"]
+        lines += [f"link add one-{vm}-0 type veth peer name p{vm} netns {ns}", f"link set one-{vm}-0 {master}up"]
     ip_batch(lines)
     ip_batch([f"link set p{vm} up" for vm in vms], ns)
 

@@ -94,13 +94,11 @@ def ovs_guest(vm: int) -> tuple[str, str]:
 def cheap_tap(vm: int, kind: str) -> None:
     """A tap without a guest (a veth whose peer p<VM> stands for QEMU's side, out of the hypervisor's namespace:
     bench_lab.GUEST_SIDES) on the OVS or the Linux VN bridge."""
-    from bench_lab import cheap_taps, guest_sides, ip_batch
+    from bench_lab import cheap_taps
     if kind == "linux":
         cheap_taps([vm])
         return
-    ns = guest_sides()
-    ip_batch([f"link add one-{vm}-0 type veth peer name p{vm} netns {ns}", f"link set one-{vm}-0 up"])
-    ip_batch([f"link set p{vm} up"], ns)
+    cheap_taps([vm], bridge=None)
     _ovs_module().vsctl("add-port", OVS_BRIDGE, f"one-{vm}-0")
 
 
